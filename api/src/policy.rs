@@ -1,0 +1,624 @@
+//! The admin policy and spec validation.
+//!
+//! The policy narrows the CRD bounds (for example `replicas.max: 6`); it can
+//! never widen them. Validation works on the raw JSON of the object, so a
+//! field of the wrong type is reported by name instead of failing the whole
+//! decode, and every violation is reported at once.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::bounds::{self, Bounds, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECONDS};
+use crate::types::RedisClusterSpec;
+
+/// Inclusive range allowed by the policy for one field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range<T> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T: PartialOrd + Copy> Range<T> {
+    pub fn contains(&self, v: T) -> bool {
+        self.min <= v && v <= self.max
+    }
+
+    /// `v` moved into the range.
+    pub fn clamp(&self, v: T) -> T {
+        if v < self.min {
+            self.min
+        } else if v > self.max {
+            self.max
+        } else {
+            v
+        }
+    }
+}
+
+impl<T: Copy> From<Bounds<T>> for Range<T> {
+    fn from(b: Bounds<T>) -> Self {
+        Range {
+            min: b.min,
+            max: b.max,
+        }
+    }
+}
+
+/// The bounds an admin enforces, shared by the webhook and the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Policy {
+    pub replicas: Range<i32>,
+    pub shard_count: Range<i32>,
+    pub scaling_threshold: Range<f64>,
+}
+
+impl Default for Policy {
+    /// The CRD bounds themselves.
+    fn default() -> Self {
+        Policy {
+            replicas: REPLICAS.into(),
+            shard_count: SHARD_COUNT.into(),
+            scaling_threshold: SCALING_THRESHOLD.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy is not valid YAML: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("policy is invalid: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// The policy file as written: every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    replicas: PartialRange<i32>,
+    #[serde(default)]
+    shard_count: PartialRange<i32>,
+    #[serde(default)]
+    scaling_threshold: PartialRange<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialRange<T> {
+    min: Option<T>,
+    max: Option<T>,
+}
+
+impl<T: Copy + PartialOrd + fmt::Display> PartialRange<T> {
+    fn resolve(&self, name: &str, crd: Bounds<T>, errors: &mut Vec<String>) -> Range<T> {
+        let r = Range {
+            min: self.min.unwrap_or(crd.min),
+            max: self.max.unwrap_or(crd.max),
+        };
+        // NaN compares false with everything, so test "inside" rather than "outside".
+        if !(crd.min <= r.min && r.min <= crd.max) {
+            errors.push(format!(
+                "{name}.min {} is outside the CRD bounds {} to {}",
+                r.min, crd.min, crd.max
+            ));
+        }
+        if !(crd.min <= r.max && r.max <= crd.max) {
+            errors.push(format!(
+                "{name}.max {} is outside the CRD bounds {} to {}",
+                r.max, crd.min, crd.max
+            ));
+        }
+        if r.min > r.max {
+            errors.push(format!(
+                "{name}.min {} is greater than {name}.max {}",
+                r.min, r.max
+            ));
+        }
+        r
+    }
+}
+
+impl Policy {
+    /// Parses a policy file. An empty document means the CRD bounds; a
+    /// policy looser than the CRD bounds is refused.
+    pub fn from_yaml(text: &str) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = if text.trim().is_empty() {
+            PolicyFile::default()
+        } else {
+            serde_yaml::from_str::<Option<PolicyFile>>(text)?.unwrap_or_default()
+        };
+        let mut errors = Vec::new();
+        let policy = Policy {
+            replicas: file.replicas.resolve("replicas", REPLICAS, &mut errors),
+            shard_count: file
+                .shard_count
+                .resolve("shard_count", SHARD_COUNT, &mut errors),
+            scaling_threshold: file.scaling_threshold.resolve(
+                "scaling_threshold",
+                SCALING_THRESHOLD,
+                &mut errors,
+            ),
+        };
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError::Invalid(errors))
+        }
+    }
+
+    /// The replica range the autoscaler may move in: the spec's own bounds
+    /// (absent meaning the policy's) intersected with the policy.
+    pub fn autoscaling_range(&self, spec: &RedisClusterSpec) -> Range<i32> {
+        let min = self
+            .replicas
+            .clamp(spec.min_replicas.unwrap_or(self.replicas.min));
+        let max = self
+            .replicas
+            .clamp(spec.max_replicas.unwrap_or(self.replicas.max));
+        Range {
+            min,
+            max: max.max(min),
+        }
+    }
+}
+
+/// One thing wrong with a spec: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Joins violations into one denial message, in field order.
+pub fn describe(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Reads numeric and boolean fields out of raw JSON, recording a violation
+/// for each field of the wrong type.
+struct Reader<'a> {
+    obj: Option<&'a serde_json::Map<String, Value>>,
+    prefix: &'static str,
+    violations: Vec<Violation>,
+}
+
+impl<'a> Reader<'a> {
+    fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a Value> {
+        self.obj.and_then(|o| o.get(name)).filter(|v| !v.is_null())
+    }
+
+    fn wrong_type(&mut self, name: &str, v: &Value, expected: &str) {
+        self.violations.push(Violation {
+            field: self.field(name),
+            message: format!("{v} must be {expected}"),
+        });
+    }
+
+    fn int(&mut self, name: &str) -> Option<i64> {
+        let v = self.raw(name)?;
+        match v.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                self.wrong_type(name, v, "an integer");
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, name: &str) -> Option<f64> {
+        let v = self.raw(name)?;
+        match v.as_f64() {
+            Some(n) => Some(n),
+            None => {
+                self.wrong_type(name, v, "a number");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str) {
+        if let Some(v) = self.raw(name).filter(|v| !v.is_boolean()) {
+            self.wrong_type(name, v, "a boolean");
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Option<&'a str> {
+        let v = self.raw(name)?;
+        match v.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.wrong_type(name, v, "a string");
+                None
+            }
+        }
+    }
+
+    fn object(&mut self, name: &str) {
+        if let Some(v) = self.raw(name).filter(|v| !v.is_object()) {
+            self.wrong_type(name, v, "an object");
+        }
+    }
+
+    fn check_range<T>(&mut self, name: &str, value: T, range: Range<T>)
+    where
+        T: PartialOrd + Copy + fmt::Display,
+    {
+        let message = if value < range.min {
+            format!("{value} is below the minimum {}", range.min)
+        } else if value > range.max {
+            format!("{value} is above the maximum {}", range.max)
+        } else {
+            return;
+        };
+        self.violations.push(Violation {
+            field: self.field(name),
+            message: format!("{message} (allowed range {} to {})", range.min, range.max),
+        });
+    }
+
+    fn int_in(&mut self, name: &str, range: Range<i32>) -> Option<i64> {
+        let v = self.int(name)?;
+        let wide = Range {
+            min: i64::from(range.min),
+            max: i64::from(range.max),
+        };
+        self.check_range(name, v, wide);
+        Some(v)
+    }
+}
+
+/// Validates a RedisCluster `spec` against the policy. `None` (no spec at
+/// all) is judged as the defaults. Returns every violation found.
+pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
+    let obj = match spec {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => Some(o),
+        Some(other) => {
+            return vec![Violation {
+                field: "spec".into(),
+                message: format!("{other} must be an object"),
+            }];
+        }
+    };
+    let mut r = Reader {
+        obj,
+        prefix: "spec",
+        violations: Vec::new(),
+    };
+
+    let replicas = r
+        .int_in("replicas", policy.replicas)
+        .unwrap_or_else(|| i64::from(policy.replicas.clamp(bounds::DEFAULT_REPLICAS)));
+    r.int_in("shard_count", policy.shard_count);
+    if let Some(t) = r.number("scaling_threshold") {
+        r.check_range("scaling_threshold", t, policy.scaling_threshold);
+    }
+    let min = r.int_in("min_replicas", policy.replicas);
+    let max = r.int_in("max_replicas", policy.replicas);
+    r.int_in("scale_down_stabilization_seconds", WINDOW_SECONDS.into());
+    r.int_in("scale_up_cooldown_seconds", WINDOW_SECONDS.into());
+    r.boolean("autoscaling_paused");
+    if r.string("image").is_some_and(|s| s.trim().is_empty()) {
+        r.violations.push(Violation {
+            field: "spec.image".into(),
+            message: "must not be empty".into(),
+        });
+    }
+    r.object("resources");
+    r.object("storage");
+
+    // Cross-field rules, only between values that are in range themselves,
+    // so one mistake is reported once.
+    let in_policy = |v: i64| i32::try_from(v).is_ok_and(|v| policy.replicas.contains(v));
+    let min = min.filter(|&v| in_policy(v));
+    let max = max.filter(|&v| in_policy(v));
+    match (min, max) {
+        (Some(lo), Some(hi)) if lo > hi => r.violations.push(Violation {
+            field: "spec.min_replicas".into(),
+            message: format!("{lo} is greater than spec.max_replicas {hi}"),
+        }),
+        _ if in_policy(replicas) => {
+            let lo = min.unwrap_or(i64::from(policy.replicas.min));
+            let hi = max.unwrap_or(i64::from(policy.replicas.max));
+            let message = if replicas < lo {
+                format!("{replicas} is below spec.min_replicas {lo} (allowed range {lo} to {hi})")
+            } else if replicas > hi {
+                format!("{replicas} is above spec.max_replicas {hi} (allowed range {lo} to {hi})")
+            } else {
+                String::new()
+            };
+            if !message.is_empty() {
+                r.violations.push(Violation {
+                    field: "spec.replicas".into(),
+                    message,
+                });
+            }
+        }
+        _ => {}
+    }
+    r.violations
+}
+
+/// Validates the `spec` of an `autoscaling/v1` Scale sent for
+/// `redisclusters/scale`.
+pub fn validate_scale(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
+    let mut r = Reader {
+        obj: spec.and_then(Value::as_object),
+        prefix: "spec",
+        violations: Vec::new(),
+    };
+    r.int_in("replicas", policy.replicas);
+    r.violations
+}
+
+/// Advice that does not block admission.
+pub fn warnings(spec: Option<&Value>) -> Vec<String> {
+    let replicas = spec
+        .and_then(|s| s.get("replicas"))
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::from(bounds::DEFAULT_REPLICAS));
+    let mut out = Vec::new();
+    if replicas == 1 {
+        out.push(
+            "spec.replicas is 1: shards have no replica, so losing a node loses its shard's data"
+                .to_string(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: &[Violation]) -> Vec<&str> {
+        v.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    fn check(spec: Value) -> Vec<Violation> {
+        validate_spec(Some(&spec), &Policy::default())
+    }
+
+    #[test]
+    fn original_tutorial_spec_is_valid() {
+        let v = check(json!({"replicas": 1, "shard_count": 1, "scaling_threshold": 70.0}));
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn missing_spec_counts_as_defaults() {
+        assert!(validate_spec(None, &Policy::default()).is_empty());
+        assert!(check(json!({})).is_empty());
+    }
+
+    #[test]
+    fn every_boundary_value_of_replicas() {
+        for (n, ok) in [(0, false), (1, true), (2, true), (9, true), (10, true), (11, false)] {
+            let v = check(json!({ "replicas": n }));
+            assert_eq!(v.is_empty(), ok, "replicas {n}: {v:?}");
+        }
+        assert_eq!(
+            check(json!({"replicas": 12}))[0].to_string(),
+            "spec.replicas: 12 is above the maximum 10 (allowed range 1 to 10)"
+        );
+        assert_eq!(
+            check(json!({"replicas": 0}))[0].to_string(),
+            "spec.replicas: 0 is below the minimum 1 (allowed range 1 to 10)"
+        );
+    }
+
+    #[test]
+    fn every_boundary_value_of_shard_count() {
+        for (n, ok) in [(0, false), (1, true), (5, true), (6, false)] {
+            let v = check(json!({ "shard_count": n }));
+            assert_eq!(v.is_empty(), ok, "shard_count {n}: {v:?}");
+        }
+        assert_eq!(
+            check(json!({"shard_count": 6}))[0].to_string(),
+            "spec.shard_count: 6 is above the maximum 5 (allowed range 1 to 5)"
+        );
+    }
+
+    #[test]
+    fn every_boundary_value_of_threshold() {
+        for (t, ok) in [
+            (json!(-0.5), false),
+            (json!(0), true),
+            (json!(0.0), true),
+            (json!(70.5), true),
+            (json!(100), true),
+            (json!(100.01), false),
+            (json!(150), false),
+        ] {
+            let v = check(json!({ "scaling_threshold": t }));
+            assert_eq!(v.is_empty(), ok, "threshold {t}: {v:?}");
+        }
+        assert_eq!(
+            check(json!({"scaling_threshold": 150.0}))[0].to_string(),
+            "spec.scaling_threshold: 150 is above the maximum 100 (allowed range 0 to 100)"
+        );
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        assert!(check(json!({"scale_down_stabilization_seconds": 0})).is_empty());
+        assert!(check(json!({"scale_up_cooldown_seconds": 3600})).is_empty());
+        assert_eq!(
+            fields(&check(json!({"scale_up_cooldown_seconds": -1}))),
+            ["spec.scale_up_cooldown_seconds"]
+        );
+        assert_eq!(
+            fields(&check(json!({"scale_down_stabilization_seconds": 3601}))),
+            ["spec.scale_down_stabilization_seconds"]
+        );
+    }
+
+    #[test]
+    fn min_above_max_is_denied() {
+        let v = check(json!({"replicas": 3, "min_replicas": 5, "max_replicas": 3}));
+        assert_eq!(
+            v.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["spec.min_replicas: 5 is greater than spec.max_replicas 3"]
+        );
+        assert!(check(json!({"replicas": 3, "min_replicas": 3, "max_replicas": 3})).is_empty());
+    }
+
+    #[test]
+    fn replicas_must_sit_inside_its_own_bounds() {
+        assert_eq!(
+            check(json!({"replicas": 2, "min_replicas": 3}))[0].to_string(),
+            "spec.replicas: 2 is below spec.min_replicas 3 (allowed range 3 to 10)"
+        );
+        assert_eq!(
+            check(json!({"replicas": 7, "max_replicas": 6}))[0].to_string(),
+            "spec.replicas: 7 is above spec.max_replicas 6 (allowed range 1 to 6)"
+        );
+        // min/max of their own outside the policy are reported once, on themselves.
+        assert_eq!(
+            fields(&check(json!({"replicas": 2, "min_replicas": 0, "max_replicas": 11}))),
+            ["spec.min_replicas", "spec.max_replicas"]
+        );
+    }
+
+    #[test]
+    fn several_bad_fields_are_all_reported() {
+        let v = check(json!({
+            "replicas": 11, "shard_count": 6, "scaling_threshold": 150,
+            "min_replicas": 0, "autoscaling_paused": "yes"
+        }));
+        assert_eq!(
+            fields(&v),
+            [
+                "spec.replicas",
+                "spec.shard_count",
+                "spec.scaling_threshold",
+                "spec.min_replicas",
+                "spec.autoscaling_paused"
+            ]
+        );
+        let msg = describe(&v);
+        assert!(msg.contains("spec.replicas: 11 is above the maximum 10"), "{msg}");
+        assert!(msg.contains("spec.shard_count: 6 is above the maximum 5"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let v = check(json!({"replicas": "3", "scaling_threshold": "high", "shard_count": 1.5}));
+        assert_eq!(
+            v.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "spec.replicas: \"3\" must be an integer",
+                "spec.shard_count: 1.5 must be an integer",
+                "spec.scaling_threshold: \"high\" must be a number"
+            ]
+        );
+        assert_eq!(fields(&check(json!({"image": 5}))), ["spec.image"]);
+        assert_eq!(fields(&check(json!({"image": " "}))), ["spec.image"]);
+        assert_eq!(fields(&check(json!({"resources": []}))), ["spec.resources"]);
+        assert_eq!(fields(&validate_spec(Some(&json!([1])), &Policy::default())), ["spec"]);
+    }
+
+    #[test]
+    fn huge_integers_do_not_wrap() {
+        let v = check(json!({"replicas": 4294967297_i64, "min_replicas": 4294967297_i64}));
+        assert_eq!(fields(&v), ["spec.replicas", "spec.min_replicas"]);
+    }
+
+    fn tight() -> Policy {
+        Policy::from_yaml("replicas: {max: 6}\nshard_count: {min: 2, max: 3}\n").unwrap()
+    }
+
+    #[test]
+    fn tightened_policy_applies() {
+        let p = tight();
+        let v = validate_spec(Some(&json!({"replicas": 7, "shard_count": 2})), &p);
+        assert_eq!(
+            v[0].to_string(),
+            "spec.replicas: 7 is above the maximum 6 (allowed range 1 to 6)"
+        );
+        let v = validate_spec(Some(&json!({"replicas": 6, "shard_count": 1})), &p);
+        assert_eq!(fields(&v), ["spec.shard_count"]);
+        let v = validate_spec(Some(&json!({"max_replicas": 8, "shard_count": 2})), &p);
+        assert_eq!(fields(&v), ["spec.max_replicas"]);
+    }
+
+    #[test]
+    fn tightened_policy_never_invalidates_absent_bounds() {
+        let p = Policy::from_yaml("replicas: {min: 2, max: 6}").unwrap();
+        assert!(validate_spec(Some(&json!({"replicas": 4})), &p).is_empty());
+        assert!(validate_spec(Some(&json!({"replicas": 2})), &p).is_empty());
+    }
+
+    #[test]
+    fn policy_file_parsing() {
+        assert_eq!(Policy::from_yaml("").unwrap(), Policy::default());
+        assert_eq!(Policy::from_yaml("{}").unwrap(), Policy::default());
+        let full = "replicas: {min: 1, max: 10}\nshard_count: {min: 1, max: 5}\nscaling_threshold: {min: 0, max: 100}\n";
+        assert_eq!(Policy::from_yaml(full).unwrap(), Policy::default());
+        assert_eq!(tight().replicas, Range { min: 1, max: 6 });
+    }
+
+    #[test]
+    fn looser_or_inverted_policy_is_refused() {
+        for bad in [
+            "replicas: {max: 11}",
+            "replicas: {min: 0}",
+            "shard_count: {max: 6}",
+            "scaling_threshold: {max: 101}",
+            "scaling_threshold: {min: -1}",
+            "replicas: {min: 5, max: 4}",
+        ] {
+            let err = Policy::from_yaml(bad).unwrap_err().to_string();
+            assert!(err.starts_with("policy is invalid"), "{bad}: {err}");
+        }
+        let err = Policy::from_yaml("replica: {max: 3}").unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let err = Policy::from_yaml("replicas: {max: six}").unwrap_err().to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn autoscaling_range_intersects_spec_and_policy() {
+        let p = tight();
+        let mut spec = RedisClusterSpec::default();
+        assert_eq!(p.autoscaling_range(&spec), Range { min: 1, max: 6 });
+        spec.min_replicas = Some(2);
+        spec.max_replicas = Some(9);
+        assert_eq!(p.autoscaling_range(&spec), Range { min: 2, max: 6 });
+    }
+
+    #[test]
+    fn scale_subresource_is_checked_against_the_policy() {
+        let p = tight();
+        assert!(validate_scale(Some(&json!({"replicas": 6})), &p).is_empty());
+        assert_eq!(
+            validate_scale(Some(&json!({"replicas": 7})), &p)[0].to_string(),
+            "spec.replicas: 7 is above the maximum 6 (allowed range 1 to 6)"
+        );
+    }
+
+    #[test]
+    fn single_replica_warns() {
+        assert_eq!(warnings(Some(&json!({"replicas": 1}))).len(), 1);
+        assert!(warnings(Some(&json!({"replicas": 2}))).is_empty());
+    }
+}

@@ -1,0 +1,216 @@
+//! The `redis.example.com/v1alpha1` `RedisCluster` custom resource.
+//!
+//! Field names are snake_case on the wire: the original tutorial's manifests
+//! (`replicas`, `shard_count`, `scaling_threshold`) must apply unchanged, and
+//! the fields added since follow the same style.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECONDS};
+
+/// Desired state of a Redis Cluster deployment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "redis.example.com",
+    version = "v1alpha1",
+    kind = "RedisCluster",
+    plural = "redisclusters",
+    singular = "rediscluster",
+    shortname = "rdc",
+    category = "redis",
+    namespaced,
+    status = "RedisClusterStatus",
+    derive = "PartialEq",
+    doc = "A Redis Cluster deployment, run and autoscaled by redis-operator",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shard_count"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready_replicas"),
+    printcolumn(name = "CPU", type_ = "number", json_path = ".status.current_cpu"),
+    printcolumn(name = "Threshold", type_ = "number", json_path = ".spec.scaling_threshold"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.min_replicas) || !has(self.max_replicas) || self.min_replicas <= self.max_replicas")
+        .message("spec.min_replicas must be less than or equal to spec.max_replicas")
+        .field_path(".min_replicas")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.min_replicas) || self.replicas >= self.min_replicas")
+        .message("spec.replicas must be greater than or equal to spec.min_replicas")
+        .field_path(".replicas")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.max_replicas) || self.replicas <= self.max_replicas")
+        .message("spec.replicas must be less than or equal to spec.max_replicas")
+        .field_path(".replicas")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct RedisClusterSpec {
+    /// Redis nodes per shard: one primary plus `replicas - 1` replicas.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = REPLICAS.min, max = REPLICAS.max))]
+    pub replicas: i32,
+
+    /// Redis Cluster shards (primaries); the 16384 hash slots are spread
+    /// evenly over them.
+    #[serde(default = "default_shard_count")]
+    #[schemars(range(min = SHARD_COUNT.min, max = SHARD_COUNT.max))]
+    pub shard_count: i32,
+
+    /// Target average CPU utilisation, in % of requested CPU, over the
+    /// cluster's Redis pods.
+    #[serde(default = "default_scaling_threshold")]
+    #[schemars(range(min = SCALING_THRESHOLD.min, max = SCALING_THRESHOLD.max))]
+    pub scaling_threshold: f64,
+
+    /// Lower autoscaling bound for `replicas`. Absent means the admin
+    /// policy's minimum (no schema default, so a tightened policy never
+    /// invalidates a spec that leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = REPLICAS.min, max = REPLICAS.max))]
+    pub min_replicas: Option<i32>,
+
+    /// Upper autoscaling bound for `replicas`. Absent means the admin
+    /// policy's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = REPLICAS.min, max = REPLICAS.max))]
+    pub max_replicas: Option<i32>,
+
+    /// Seconds the recommendation must stay below `replicas` before scaling
+    /// down by one.
+    #[serde(default = "default_scale_down_stabilization_seconds")]
+    #[schemars(range(min = WINDOW_SECONDS.min, max = WINDOW_SECONDS.max))]
+    pub scale_down_stabilization_seconds: i32,
+
+    /// Minimum seconds between two scale-ups.
+    #[serde(default = "default_scale_up_cooldown_seconds")]
+    #[schemars(range(min = WINDOW_SECONDS.min, max = WINDOW_SECONDS.max))]
+    pub scale_up_cooldown_seconds: i32,
+
+    /// Stops the operator from changing `replicas` on its own.
+    #[serde(default = "default_autoscaling_paused")]
+    pub autoscaling_paused: bool,
+
+    /// Redis container image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Resources of each Redis container. The CPU request is the base of the
+    /// utilisation that drives autoscaling.
+    #[serde(default = "default_resources")]
+    pub resources: ResourceRequirements,
+
+    /// Persistent storage for each Redis node; absent means an emptyDir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+}
+
+/// A PersistentVolumeClaim template for each Redis node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct StorageSpec {
+    /// Requested size, for example `1Gi`.
+    pub size: Quantity,
+    /// Storage class; absent means the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Observed state, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct RedisClusterStatus {
+    /// Redis pods per shard that exist (the smallest over shards).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready Redis pods per shard (the smallest over shards), so
+    /// `ready_replicas == replicas` means every shard is fully up.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Average CPU utilisation in % of requests from the last metrics read;
+    /// absent when no metrics are available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_cpu: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Scaling`, `Degraded` and `MetricsAvailable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// One word for `kubectl get`: Pending, Ready, Scaling or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When the operator last changed `spec.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Label selector of the Redis pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+fn default_replicas() -> i32 {
+    bounds::DEFAULT_REPLICAS
+}
+fn default_shard_count() -> i32 {
+    bounds::DEFAULT_SHARD_COUNT
+}
+fn default_scaling_threshold() -> f64 {
+    bounds::DEFAULT_SCALING_THRESHOLD
+}
+fn default_scale_down_stabilization_seconds() -> i32 {
+    bounds::DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS
+}
+fn default_scale_up_cooldown_seconds() -> i32 {
+    bounds::DEFAULT_SCALE_UP_COOLDOWN_SECONDS
+}
+fn default_autoscaling_paused() -> bool {
+    bounds::DEFAULT_AUTOSCALING_PAUSED
+}
+fn default_image() -> String {
+    bounds::DEFAULT_IMAGE.to_string()
+}
+
+/// Requests only: a memory or CPU limit is a choice for the user to make.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (
+                "cpu".to_string(),
+                Quantity(bounds::DEFAULT_CPU_REQUEST.to_string()),
+            ),
+            (
+                "memory".to_string(),
+                Quantity(bounds::DEFAULT_MEMORY_REQUEST.to_string()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+impl Default for RedisClusterSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            shard_count: default_shard_count(),
+            scaling_threshold: default_scaling_threshold(),
+            min_replicas: None,
+            max_replicas: None,
+            scale_down_stabilization_seconds: default_scale_down_stabilization_seconds(),
+            scale_up_cooldown_seconds: default_scale_up_cooldown_seconds(),
+            autoscaling_paused: default_autoscaling_paused(),
+            image: default_image(),
+            resources: default_resources(),
+            storage: None,
+        }
+    }
+}

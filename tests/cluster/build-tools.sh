@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the test control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, etcd, kwok, metrics-server, helm) from Go modules.
+# Output: $TOOLS_CACHE/bin-<hash of versions.env>/, printed on the last line.
+# A warm cache rebuilds nothing.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${TOOLS_CACHE:-$HOME/.cache/redis-operator-tools}"
+key="$(grep -v "^#" "$here/versions.env" | sha256sum | cut -c1-12)"
+bin="$cache/bin-$key"
+mkdir -p "$bin"
+export GOFLAGS="-buildvcs=false -trimpath"
+export CGO_ENABLED=0
+
+log() { echo "[build-tools] $*" >&2; }
+
+have_all() {
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok metrics-server helm; do
+    [ -x "$bin/$b" ] || return 1
+  done
+}
+
+if have_all; then
+  echo "$bin"
+  exit 0
+fi
+
+build_kubernetes() {
+  [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/kubectl" ] && return 0
+  local mod="$cache/src/kubernetes-$KUBERNETES_VERSION"
+  mkdir -p "$mod"
+  log "kubernetes $KUBERNETES_VERSION: preparing wrapper module in $mod"
+  (
+    cd "$mod"
+    local kmod
+    kmod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+    # k/k requires every staging module at v0.0.0 and replaces it with a local
+    # path; a wrapper module must point each one at its published version.
+    {
+      echo "module redis-operator.test/kubernetes-tools"
+      echo
+      echo "go $(sed -n 's/^go \(.*\)/\1/p' "$kmod")"
+      echo
+      sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$KUBERNETES_STAGING_VERSION"'#p' "$kmod"
+    } >go.mod
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
+    go mod tidy -e >/dev/null 2>&1 || true
+    local minor="${KUBERNETES_VERSION#v1.}"
+    minor="${minor%%.*}"
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+      [ -x "$bin/$c" ] && continue
+      log "building $c"
+      go build -ldflags "$ld" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+      mv "$bin/$c.tmp" "$bin/$c"
+    done
+  )
+}
+
+build_etcd() {
+  [ -x "$bin/etcd" ] && return 0
+  local mod="$cache/src/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  log "etcd $ETCD_VERSION"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init redis-operator.test/etcd-tools >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go build -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "$bin/etcd.tmp" "$bin/etcd"
+  )
+}
+
+go_install() { # name package version ldflags
+  local name="$1" pkg="$2" version="$3" ld="${4:-}"
+  [ -x "$bin/$name" ] && return 0
+  log "$name $version"
+  GOBIN="$bin" go install -ldflags "-s -w $ld" "$pkg@$version"
+}
+
+build_kubernetes
+build_etcd
+go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
+go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION"
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+  "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+
+have_all
+echo "$bin"
