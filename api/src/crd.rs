@@ -30,7 +30,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn repo_file(rel: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(rel)
     }
 
     fn spec_schema() -> Value {
@@ -53,20 +55,43 @@ mod tests {
         let crd = serde_json::to_value(crd()).unwrap();
         assert_eq!(crd["metadata"]["name"], "redisclusters.redis.example.com");
         assert_eq!(crd["spec"]["scope"], "Namespaced");
-        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["rdc"]));
+        assert_eq!(
+            crd["spec"]["names"]["shortNames"],
+            serde_json::json!(["rdc"])
+        );
         let v = &crd["spec"]["versions"][0];
         assert_eq!(v["name"], "v1alpha1");
         assert_eq!(v["subresources"]["status"], serde_json::json!({}));
-        assert_eq!(v["subresources"]["scale"]["specReplicasPath"], ".spec.replicas");
-        assert_eq!(v["subresources"]["scale"]["statusReplicasPath"], ".status.replicas");
-        assert_eq!(v["subresources"]["scale"]["labelSelectorPath"], ".status.selector");
+        assert_eq!(
+            v["subresources"]["scale"]["specReplicasPath"],
+            ".spec.replicas"
+        );
+        assert_eq!(
+            v["subresources"]["scale"]["statusReplicasPath"],
+            ".status.replicas"
+        );
+        assert_eq!(
+            v["subresources"]["scale"]["labelSelectorPath"],
+            ".status.selector"
+        );
         let cols: Vec<_> = v["additionalPrinterColumns"]
             .as_array()
             .unwrap()
             .iter()
             .map(|c| c["name"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(cols, ["Shards", "Replicas", "Ready", "CPU", "Threshold", "Phase", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Shards",
+                "Replicas",
+                "Ready",
+                "CPU",
+                "Threshold",
+                "Phase",
+                "Age"
+            ]
+        );
     }
 
     #[test]
@@ -80,8 +105,14 @@ mod tests {
         assert_eq!(num("shard_count", "minimum"), Some(SHARD_COUNT.min.into()));
         assert_eq!(num("shard_count", "maximum"), Some(SHARD_COUNT.max.into()));
         assert_eq!(p["shard_count"]["default"], 1);
-        assert_eq!(num("scaling_threshold", "minimum"), Some(SCALING_THRESHOLD.min));
-        assert_eq!(num("scaling_threshold", "maximum"), Some(SCALING_THRESHOLD.max));
+        assert_eq!(
+            num("scaling_threshold", "minimum"),
+            Some(SCALING_THRESHOLD.min)
+        );
+        assert_eq!(
+            num("scaling_threshold", "maximum"),
+            Some(SCALING_THRESHOLD.max)
+        );
         assert_eq!(p["scaling_threshold"]["default"], 70.0);
         assert_eq!(num("min_replicas", "minimum"), Some(REPLICAS.min.into()));
         assert_eq!(num("max_replicas", "maximum"), Some(REPLICAS.max.into()));
@@ -96,7 +127,11 @@ mod tests {
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(rules.len(), 3, "{rules:?}");
-        assert!(rules.iter().any(|r| r.contains("self.min_replicas <= self.max_replicas")));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.contains("self.min_replicas <= self.max_replicas"))
+        );
     }
 
     /// The chart's values.schema.json must bound the policy exactly by the CRD bounds.
@@ -109,12 +144,28 @@ mod tests {
         let check = |field: &str, min: f64, max: f64| {
             for end in ["min", "max"] {
                 let s = &policy[field]["properties"][end];
-                assert_eq!(s["minimum"].as_f64(), Some(min), "{field}.{end} minimum: {s}");
-                assert_eq!(s["maximum"].as_f64(), Some(max), "{field}.{end} maximum: {s}");
+                assert_eq!(
+                    s["minimum"].as_f64(),
+                    Some(min),
+                    "{field}.{end} minimum: {s}"
+                );
+                assert_eq!(
+                    s["maximum"].as_f64(),
+                    Some(max),
+                    "{field}.{end} maximum: {s}"
+                );
             }
         };
         check("replicas", REPLICAS.min.into(), REPLICAS.max.into());
-        check("shard_count", SHARD_COUNT.min.into(), SHARD_COUNT.max.into());
-        check("scaling_threshold", SCALING_THRESHOLD.min, SCALING_THRESHOLD.max);
+        check(
+            "shard_count",
+            SHARD_COUNT.min.into(),
+            SHARD_COUNT.max.into(),
+        );
+        check(
+            "scaling_threshold",
+            SCALING_THRESHOLD.min,
+            SCALING_THRESHOLD.max,
+        );
     }
 }

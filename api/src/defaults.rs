@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn defaulted_spec_is_valid_under_a_tight_policy() {
-        let p = Policy::from_yaml("replicas: {min: 2, max: 4}\nshard_count: {min: 3}\nscaling_threshold: {max: 50}").unwrap();
+        let p = Policy::from_yaml(
+            "replicas: {min: 2, max: 4}\nshard_count: {min: 3}\nscaling_threshold: {max: 50}",
+        )
+        .unwrap();
         let out = apply(&json!({}), &default_patch(&json!({}), &p));
         assert_eq!(out["spec"]["replicas"], 2);
         assert_eq!(out["spec"]["shard_count"], 3);

@@ -412,7 +412,14 @@ mod tests {
 
     #[test]
     fn every_boundary_value_of_replicas() {
-        for (n, ok) in [(0, false), (1, true), (2, true), (9, true), (10, true), (11, false)] {
+        for (n, ok) in [
+            (0, false),
+            (1, true),
+            (2, true),
+            (9, true),
+            (10, true),
+            (11, false),
+        ] {
             let v = check(json!({ "replicas": n }));
             assert_eq!(v.is_empty(), ok, "replicas {n}: {v:?}");
         }
@@ -494,7 +501,9 @@ mod tests {
         );
         // min/max of their own outside the policy are reported once, on themselves.
         assert_eq!(
-            fields(&check(json!({"replicas": 2, "min_replicas": 0, "max_replicas": 11}))),
+            fields(&check(
+                json!({"replicas": 2, "min_replicas": 0, "max_replicas": 11})
+            )),
             ["spec.min_replicas", "spec.max_replicas"]
         );
     }
@@ -516,8 +525,14 @@ mod tests {
             ]
         );
         let msg = describe(&v);
-        assert!(msg.contains("spec.replicas: 11 is above the maximum 10"), "{msg}");
-        assert!(msg.contains("spec.shard_count: 6 is above the maximum 5"), "{msg}");
+        assert!(
+            msg.contains("spec.replicas: 11 is above the maximum 10"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.shard_count: 6 is above the maximum 5"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -534,7 +549,10 @@ mod tests {
         assert_eq!(fields(&check(json!({"image": 5}))), ["spec.image"]);
         assert_eq!(fields(&check(json!({"image": " "}))), ["spec.image"]);
         assert_eq!(fields(&check(json!({"resources": []}))), ["spec.resources"]);
-        assert_eq!(fields(&validate_spec(Some(&json!([1])), &Policy::default())), ["spec"]);
+        assert_eq!(
+            fields(&validate_spec(Some(&json!([1])), &Policy::default())),
+            ["spec"]
+        );
     }
 
     #[test]
@@ -590,9 +608,13 @@ mod tests {
             let err = Policy::from_yaml(bad).unwrap_err().to_string();
             assert!(err.starts_with("policy is invalid"), "{bad}: {err}");
         }
-        let err = Policy::from_yaml("replica: {max: 3}").unwrap_err().to_string();
+        let err = Policy::from_yaml("replica: {max: 3}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
-        let err = Policy::from_yaml("replicas: {max: six}").unwrap_err().to_string();
+        let err = Policy::from_yaml("replicas: {max: six}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not valid YAML"), "{err}");
     }
 

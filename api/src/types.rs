@@ -34,13 +34,13 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shard_count"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready_replicas"),
-    printcolumn(name = "CPU", type_ = "number", json_path = ".status.current_cpu"),
-    printcolumn(name = "Threshold", type_ = "number", json_path = ".spec.scaling_threshold"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Shards", "type": "integer", "jsonPath": ".spec.shard_count"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.ready_replicas"}"#,
+    printcolumn = r#"{"name": "CPU", "type": "number", "jsonPath": ".status.current_cpu"}"#,
+    printcolumn = r#"{"name": "Threshold", "type": "number", "jsonPath": ".spec.scaling_threshold"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("!has(self.min_replicas) || !has(self.max_replicas) || self.min_replicas <= self.max_replicas")
