@@ -1,1 +1,34 @@
-fn main() {}
+//! `redis-webhook`: validates and defaults RedisCluster objects over TLS.
+#![forbid(unsafe_code)]
+
+mod admission;
+mod cli;
+mod metrics;
+mod run;
+mod server;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cli::{CertsCommand, Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    // Pin the crypto provider before anything builds a TLS config.
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Certs {
+            command: CertsCommand::Generate(args),
+        } => run::generate_certs(&args),
+        Command::Serve(args) => {
+            run::init_logging(args.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(run::serve(*args))
+        }
+    }
+}

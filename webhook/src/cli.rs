@@ -1,0 +1,101 @@
+//! The command line: `certs generate` and `serve`. These names are part of
+//! the product contract.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "redis-webhook",
+    version,
+    about = "Admission webhook for RedisCluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Serve /validate and /mutate over HTTPS, and health and metrics over HTTP.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Write a fresh CA (ca.crt) and a serving certificate signed by it
+    /// (tls.crt, tls.key) into a directory.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into (created if absent).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A DNS name or IP address the serving certificate is valid for (repeatable).
+    #[arg(long = "san", required = true)]
+    pub sans: Vec<String>,
+    /// Validity of the serving certificate, in days (the CA lives 10 times longer).
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding tls.crt and tls.key; changed files are picked up
+    /// without a restart. Unused in self-managed mode.
+    #[arg(long, default_value = "/tls")]
+    pub cert_dir: PathBuf,
+    /// HTTPS address for /validate and /mutate.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub bind: SocketAddr,
+    /// Plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_bind: SocketAddr,
+    /// Policy file (YAML); without it the bounds equal the CRD bounds.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Self-managed certificates: keep the CA and serving certificate in
+    /// this Secret and inject the CA into the webhook configurations.
+    #[arg(long, requires_all = ["namespace", "validating_webhook", "mutating_webhook"])]
+    pub self_managed_secret: Option<String>,
+    /// Namespace of the Secret (and of the Service).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The webhook Service, whose DNS names the certificate covers.
+    #[arg(long)]
+    pub service_name: Option<String>,
+    /// More SANs for the self-managed certificate, e.g. 127.0.0.1 for a
+    /// webhook run outside the cluster (repeatable).
+    #[arg(long = "extra-san")]
+    pub extra_sans: Vec<String>,
+    /// The ValidatingWebhookConfiguration to inject the CA into.
+    #[arg(long)]
+    pub validating_webhook: Option<String>,
+    /// The MutatingWebhookConfiguration to inject the CA into.
+    #[arg(long)]
+    pub mutating_webhook: Option<String>,
+    /// How often the self-managed Secret is checked, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub cert_check_seconds: u64,
+    /// Seconds a new CA sits in the injected bundle before it signs.
+    #[arg(long, default_value_t = 30)]
+    pub ca_propagation_seconds: i64,
+}

@@ -1,0 +1,196 @@
+//! Wiring of the two subcommands: this is where files, the API and the
+//! listeners meet the pure parts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::Policy;
+use certs::ReloadingResolver;
+use certs::rotation::RotationPolicy;
+use certs::store::{SelfManaged, SelfManagedConfig, service_sans};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GenerateArgs, LogFormat, ServeArgs};
+use crate::metrics::Metrics;
+use crate::server::{self, AppState};
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub fn generate_certs(args: &GenerateArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let validity = time::Duration::days(args.days);
+    let ca = certs::issue::new_ca("redis-webhook development CA", validity * 10, now)?;
+    let serving = certs::issue::issue_serving(&ca, &args.sans, validity, now)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for (name, content) in [
+        ("ca.crt", &ca.cert_pem),
+        ("tls.crt", &serving.cert_pem),
+        ("tls.key", &serving.key_pem),
+    ] {
+        let path = args.out.join(name);
+        write_atomically(&path, content).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "wrote ca.crt, tls.crt and tls.key to {} (SANs: {})",
+        args.out.display(),
+        args.sans.join(", ")
+    );
+    Ok(())
+}
+
+/// Writes next to the target and renames, so a reader never sees half a file.
+fn write_atomically(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading policy file {}", path.display()))?;
+            Policy::from_yaml(&text).with_context(|| format!("policy file {}", path.display()))?
+        }
+        None => Policy::default(),
+    };
+    tracing::info!(?policy, "admission policy");
+
+    let resolver = ReloadingResolver::new();
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    match &args.self_managed_secret {
+        Some(secret) => {
+            let cfg = self_managed_config(&args, secret)?;
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API for self-managed certificates")?;
+            tracing::info!(secret = %secret, namespace = %cfg.namespace, sans = ?cfg.sans, "self-managed certificates");
+            let manager = SelfManaged::new(client, cfg, resolver.clone());
+            let interval = Duration::from_secs(args.cert_check_seconds.max(1));
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = manager.run(interval) => {},
+                    _ = stop.cancelled() => {},
+                }
+            });
+        }
+        None => {
+            let dir = args.cert_dir.clone();
+            if let Err(e) = resolver.load_dir(&dir) {
+                // Not fatal: a Secret volume may fill in shortly; /readyz says so.
+                tracing::warn!(error = %e, "no serving certificate yet");
+            }
+            let r = resolver.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = certs::resolver::watch_dir(r, dir, Duration::from_secs(2)) => {},
+                    _ = stop.cancelled() => {},
+                }
+            });
+        }
+    }
+
+    let state = AppState {
+        policy: Arc::new(policy),
+        metrics: Metrics::new(),
+        resolver: resolver.clone(),
+    };
+    let tls_listener = TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding HTTPS on {}", args.bind))?;
+    let ops_listener = TcpListener::bind(args.metrics_bind)
+        .await
+        .with_context(|| format!("binding HTTP on {}", args.metrics_bind))?;
+    tracing::info!(https = %args.bind, http = %args.metrics_bind, "serving");
+
+    let tls = server::tls_config(resolver).context("building the TLS configuration")?;
+    tasks.spawn(server::serve_tls(
+        tls_listener,
+        server::admission_router(state.clone()),
+        tls,
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    let ops = server::ops_router(state);
+    tasks.spawn(async move {
+        if let Err(e) = server::serve_plain(ops_listener, ops, stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn self_managed_config(args: &ServeArgs, secret: &str) -> anyhow::Result<SelfManagedConfig> {
+    let namespace = args
+        .namespace
+        .clone()
+        .context("--namespace (or POD_NAMESPACE) is required with --self-managed-secret")?;
+    let mut sans = match &args.service_name {
+        Some(svc) => service_sans(svc, &namespace),
+        None => Vec::new(),
+    };
+    sans.extend(args.extra_sans.iter().cloned());
+    anyhow::ensure!(
+        !sans.is_empty(),
+        "--service-name or --extra-san is required with --self-managed-secret"
+    );
+    Ok(SelfManagedConfig {
+        namespace,
+        secret_name: secret.to_string(),
+        sans,
+        validating_webhook: args
+            .validating_webhook
+            .clone()
+            .context("--validating-webhook is required with --self-managed-secret")?,
+        mutating_webhook: args
+            .mutating_webhook
+            .clone()
+            .context("--mutating-webhook is required with --self-managed-secret")?,
+        policy: RotationPolicy {
+            propagation: time::Duration::seconds(args.ca_propagation_seconds.max(0)),
+            ..RotationPolicy::default()
+        },
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,191 @@
+//! HTTPS for admission (axum over tokio-rustls, TLS 1.2 and 1.3 only, the
+//! certificate read per handshake from a reloading resolver) and plain HTTP
+//! for health and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::Policy;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use certs::ReloadingResolver;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{self, Endpoint};
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
+
+/// Largest AdmissionReview accepted; bigger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A client that does not finish its TLS handshake in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub policy: Arc<Policy>,
+    pub metrics: Arc<Metrics>,
+    pub resolver: Arc<ReloadingResolver>,
+}
+
+pub fn admission_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/validate",
+            post(|s: State<AppState>, body: Bytes| handle(s, Endpoint::Validate, body)),
+        )
+        .route(
+            "/mutate",
+            post(|s: State<AppState>, body: Bytes| handle(s, Endpoint::Mutate, body)),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn handle(State(s): State<AppState>, endpoint: Endpoint, body: Bytes) -> Response {
+    let start = Instant::now();
+    let answer = admission::review(&body, endpoint, &s.policy);
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.as_str(),
+            outcome: answer.outcome.as_str(),
+        })
+        .inc();
+    s.metrics
+        .duration
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    if answer.outcome == admission::Outcome::Denied {
+        tracing::info!(endpoint = endpoint.as_str(), message = %answer.body["response"]["status"]["message"], "admission denied");
+    }
+    let status = StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::OK);
+    (status, axum::Json(answer.body)).into_response()
+}
+
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<AppState>| async move {
+                if s.resolver.is_loaded() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no serving certificate loaded",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move {
+                match s.metrics.render() {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .with_state(state)
+}
+
+/// The rustls configuration: ring provider, TLS 1.2 and 1.3, h2 and http/1.1.
+pub fn tls_config(resolver: Arc<ReloadingResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Serves `router` over TLS until `shutdown`, then drains connections.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drain(graceful).await;
+}
+
+async fn drain(graceful: GracefulShutdown) {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Serves `router` over plain HTTP until `shutdown`.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
