@@ -1,0 +1,83 @@
+# redis-operator: every build, test and install step lives here.
+# `make demo` runs the product on a local control plane; `make test` runs every test.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+# Upstream Kubernetes components are compiled from Go modules into this cache.
+export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
+DEV_CERTS ?= .cache/dev-certs
+
+.PHONY: help build release test unit lint fmt fmt-check clippy crds crds-check certs \
+        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## install the Debian packages the tests need
+	@missing=""; for p in redis-server redis-tools; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: ## debug build of both binaries
+	$(CARGO) build --workspace --bins
+
+release: ## optimised, stripped binaries in target/release
+	$(CARGO) build --release -p redis-operator -p redis-webhook
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt-check clippy chart-lint crds-check ## formatting, clippy, chart lint, CRD drift
+
+crds: ## regenerate the CRD in the chart from the Rust types
+	$(CARGO) run -q -p redis-operator-api --bin crdgen charts/redis-operator/files/redisclusters.crd.yaml
+
+crds-check: ## fail when the committed CRD differs from the types
+	@$(CARGO) run -q -p redis-operator-api --bin crdgen | diff -u charts/redis-operator/files/redisclusters.crd.yaml - \
+	  || { echo "the chart's CRD is out of date: run 'make crds'"; exit 1; }
+
+certs: build ## development CA and serving certificate for 127.0.0.1/localhost in .cache/dev-certs
+	target/debug/redis-webhook certs generate --out $(DEV_CERTS) --san 127.0.0.1 --san localhost
+
+run-webhook: certs ## run the webhook locally on :8443 (HTTPS) and :8080 (HTTP)
+	target/debug/redis-webhook serve --cert-dir $(DEV_CERTS) --bind 127.0.0.1:8443 --metrics-bind 127.0.0.1:8080
+
+run-operator: build ## run the operator against the current kubeconfig
+	target/debug/redis-operator --metrics-bind 127.0.0.1:8081
+
+cluster-tools: ## compile kube-apiserver, etcd, kwok, metrics-server, helm... (cached by version)
+	@bash tests/cluster/build-tools.sh >/dev/null
+
+# The directory build-tools.sh prints is where the binaries are.
+TOOLS_BIN = $(shell bash tests/cluster/build-tools.sh 2>/dev/null | tail -1)
+
+chart-lint: cluster-tools ## helm lint --strict and render every values file in ci/
+	@helm="$(TOOLS_BIN)/helm"; \
+	$$helm lint --strict charts/redis-operator; \
+	for f in charts/redis-operator/ci/*-values.yaml; do \
+	  $$helm lint --strict charts/redis-operator -f $$f >/dev/null; \
+	  $$helm template t charts/redis-operator -n redis-operator -f $$f >/dev/null; \
+	  echo "rendered with $$f"; \
+	done
+
+unit: ## unit tests only (no control plane)
+	$(CARGO) test --workspace --lib --bins
+
+test: deps cluster-tools lint ## every test: unit, integration and e2e against a real control plane
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test --workspace --no-fail-fast
+
+e2e: deps cluster-tools build ## the end-to-end suite only
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e -- --test-threads=1
+
+demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" bash tests/demo.sh

@@ -1,0 +1,1 @@
+//! Redis Cluster topology: observe over RESP, plan (pure), act.
