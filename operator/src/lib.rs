@@ -1,5 +1,13 @@
 //! The redis-operator: reconciles `RedisCluster` objects into Redis
 //! workloads, forms and reshapes the Redis Cluster, and autoscales it.
+//!
+//! Pure decisions ([`desired`], [`autoscale`], [`status`], the topology
+//! plan) take data and return data; [`controller`], [`metrics_source`] and
+//! the topology executor are the thin I/O edges.
 #![forbid(unsafe_code)]
 
+pub mod autoscale;
+pub mod desired;
+pub mod metrics_source;
+pub mod status;
 pub mod topology;

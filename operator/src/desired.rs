@@ -1,0 +1,602 @@
+//! What a RedisCluster should run: a pure function from the resource to its
+//! child objects. No client here; the controller applies the result.
+//!
+//! Shape: one StatefulSet per shard (`<name>-shard-<i>`), each with
+//! `spec.replicas` pods; a headless Service for pod DNS and a client Service;
+//! a ConfigMap with `redis.conf` in cluster mode; a PodDisruptionBudget per
+//! shard allowing one pod down.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use api::{RedisCluster, RedisClusterSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+pub const REDIS_PORT: i32 = 6379;
+pub const BUS_PORT: i32 = 16379;
+pub const MANAGER: &str = "redis-operator";
+/// Annotation carrying a hash of what the operator last applied; equal
+/// hashes mean there is nothing to write.
+pub const SPEC_HASH: &str = "redis.example.com/spec-hash";
+pub const CLUSTER_LABEL: &str = "redis.example.com/cluster";
+pub const SHARD_LABEL: &str = "redis.example.com/shard";
+const REDIS_UID: i64 = 999;
+
+pub fn statefulset_name(cluster: &str, shard: u32) -> String {
+    format!("{cluster}-shard-{shard}")
+}
+pub fn headless_service_name(cluster: &str) -> String {
+    format!("{cluster}-headless")
+}
+pub fn config_name(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+
+/// Labels on every child and pod of a cluster.
+pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "redis".into()),
+        ("app.kubernetes.io/instance".into(), cluster.into()),
+        ("app.kubernetes.io/managed-by".into(), MANAGER.into()),
+        (CLUSTER_LABEL.into(), cluster.into()),
+    ])
+}
+
+/// The label selector of a cluster's pods, as `status.selector` shows it.
+pub fn selector_string(cluster: &str) -> String {
+    format!("{CLUSTER_LABEL}={cluster}")
+}
+
+fn shard_labels(cluster: &str, shard: u32) -> BTreeMap<String, String> {
+    let mut l = cluster_labels(cluster);
+    l.insert(SHARD_LABEL.into(), shard.to_string());
+    l.insert("app.kubernetes.io/component".into(), "shard".into());
+    l
+}
+
+fn shard_selector(cluster: &str, shard: u32) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (CLUSTER_LABEL.into(), cluster.into()),
+            (SHARD_LABEL.into(), shard.to_string()),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Everything the operator applies for one cluster.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub config: ConfigMap,
+    pub headless: Service,
+    pub client: Service,
+    pub statefulsets: Vec<StatefulSet>,
+    pub pdbs: Vec<PodDisruptionBudget>,
+}
+
+/// How many pods each existing or desired shard should run now. The
+/// controller keeps more than `spec.replicas` (or extra shards) until the
+/// topology step says the surplus holds no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// Pods per StatefulSet, indexed by shard.
+    pub replicas: Vec<i32>,
+}
+
+/// Pods per shard: scale up at once; scale down only when `surplus_removable`.
+/// Shards beyond `shard_count` stay (at their current size) until removed.
+pub fn shard_plan(
+    spec: &RedisClusterSpec,
+    current: &BTreeMap<u32, i32>,
+    surplus_removable: bool,
+    removable_shards: &[u32],
+) -> ShardPlan {
+    let desired_shards = u32::try_from(spec.shard_count.max(1)).unwrap_or(1);
+    let highest_current = current.keys().next_back().map(|s| s + 1).unwrap_or(0);
+    let count = desired_shards.max(highest_current);
+    let replicas = (0..count)
+        .map(|shard| {
+            let now = current.get(&shard).copied();
+            if shard >= desired_shards {
+                // Draining shard: keep its pods until the topology empties it.
+                if removable_shards.contains(&shard) {
+                    0
+                } else {
+                    now.unwrap_or(spec.replicas)
+                }
+            } else {
+                match now {
+                    Some(n) if n > spec.replicas && !surplus_removable => n,
+                    _ => spec.replicas,
+                }
+            }
+        })
+        .collect();
+    ShardPlan { replicas }
+}
+
+fn owner_ref(rc: &RedisCluster) -> Option<OwnerReference> {
+    rc.controller_owner_ref(&())
+}
+
+fn meta(rc: &RedisCluster, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: rc.namespace(),
+        labels: Some(labels),
+        owner_references: owner_ref(rc).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// `redis.conf` for every node of the cluster.
+pub fn redis_conf() -> String {
+    [
+        "# Managed by redis-operator.",
+        "port 6379",
+        "bind * -::*",
+        "protected-mode no",
+        "cluster-enabled yes",
+        "cluster-config-file /data/nodes.conf",
+        "cluster-node-timeout 5000",
+        "cluster-allow-replica-migration no",
+        "appendonly yes",
+        "dir /data",
+        "",
+    ]
+    .join("\n")
+}
+
+/// The children for `rc`, with `plan.replicas[i]` pods in shard `i`
+/// (shards planned at 0 pods are left out: the controller deletes them).
+pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
+    let name = rc.name_any();
+    let labels = cluster_labels(&name);
+    let config = ConfigMap {
+        metadata: meta(rc, config_name(&name), labels.clone()),
+        data: Some(BTreeMap::from([("redis.conf".to_string(), redis_conf())])),
+        ..Default::default()
+    };
+    let ports = vec![
+        ServicePort {
+            name: Some("redis".into()),
+            port: REDIS_PORT,
+            target_port: Some(IntOrString::Int(REDIS_PORT)),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some("bus".into()),
+            port: BUS_PORT,
+            target_port: Some(IntOrString::Int(BUS_PORT)),
+            ..Default::default()
+        },
+    ];
+    let selector = Some(BTreeMap::from([(CLUSTER_LABEL.to_string(), name.clone())]));
+    let headless = Service {
+        metadata: meta(rc, headless_service_name(&name), labels.clone()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            // Nodes must find each other before they are ready.
+            publish_not_ready_addresses: Some(true),
+            selector: selector.clone(),
+            ports: Some(ports.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let client = Service {
+        metadata: meta(rc, name.clone(), labels.clone()),
+        spec: Some(ServiceSpec {
+            selector,
+            ports: Some(ports[..1].to_vec()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut statefulsets = Vec::new();
+    let mut pdbs = Vec::new();
+    for (shard, &replicas) in plan.replicas.iter().enumerate() {
+        if replicas == 0 {
+            continue;
+        }
+        let shard = u32::try_from(shard).unwrap_or(u32::MAX);
+        statefulsets.push(statefulset(rc, shard, replicas));
+        pdbs.push(PodDisruptionBudget {
+            metadata: meta(
+                rc,
+                statefulset_name(&name, shard),
+                shard_labels(&name, shard),
+            ),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(shard_selector(&name, shard)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    Children {
+        config,
+        headless,
+        client,
+        statefulsets,
+        pdbs,
+    }
+}
+
+fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
+    let name = rc.name_any();
+    let spec = &rc.spec;
+    let labels = shard_labels(&name, shard);
+    let data_mount = VolumeMount {
+        name: "data".into(),
+        mount_path: "/data".into(),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "redis".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            // Announce the pod IP: other nodes and clients must reach this
+            // node by the address it advertises.
+            "exec redis-server /etc/redis/redis.conf --cluster-announce-ip \"$POD_IP\"".into(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("redis".into()),
+                container_port: REDIS_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("bus".into()),
+                container_port: BUS_PORT,
+                ..Default::default()
+            },
+        ]),
+        resources: Some(spec.resources.clone()),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "redis-cli".into(),
+                    "-h".into(),
+                    "127.0.0.1".into(),
+                    "ping".into(),
+                ]),
+            }),
+            period_seconds: Some(5),
+            timeout_seconds: Some(2),
+            ..Default::default()
+        }),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(REDIS_PORT),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            data_mount,
+            VolumeMount {
+                name: "config".into(),
+                mount_path: "/etc/redis".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            run_as_non_root: Some(true),
+            run_as_user: Some(REDIS_UID),
+            run_as_group: Some(REDIS_UID),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_name(&name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let claims = match &spec.storage {
+        Some(storage) => Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: storage.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".into(), storage.size.clone())])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        None => {
+            volumes.push(Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            });
+            None
+        }
+    };
+    StatefulSet {
+        metadata: meta(rc, statefulset_name(&name, shard), labels.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless_service_name(&name)),
+            selector: shard_selector(&name, shard),
+            // Redis nodes join on their own; no need to start them in order.
+            pod_management_policy: Some("Parallel".into()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    affinity: Some(spread(&name, shard)),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(REDIS_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Prefer putting a shard's pods on different nodes, so one node failure
+/// does not take a primary and its replica together.
+fn spread(cluster: &str, shard: u32) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(shard_selector(cluster, shard)),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Stamps `obj` with the hash of its content, so the controller can tell
+/// whether the live object already matches without comparing fields the
+/// apiserver defaults.
+pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, String) {
+    let text = serde_json::to_string(&obj).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let hash = format!("{:016x}", h.finish());
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SPEC_HASH.into(), hash.clone());
+    (obj, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::StorageSpec;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn rc(spec: RedisClusterSpec) -> RedisCluster {
+        let mut rc = RedisCluster::new("cache", spec);
+        rc.metadata.namespace = Some("team-a".into());
+        rc.metadata.uid = Some("uid-1".into());
+        rc
+    }
+
+    fn spec(shards: i32, replicas: i32) -> RedisClusterSpec {
+        RedisClusterSpec {
+            shard_count: shards,
+            replicas,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn original_tutorial_gives_one_statefulset_with_one_pod() {
+        let r = rc(spec(1, 1));
+        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        assert_eq!(c.statefulsets.len(), 1);
+        let sts = &c.statefulsets[0];
+        assert_eq!(sts.metadata.name.as_deref(), Some("cache-shard-0"));
+        assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(1));
+        assert_eq!(c.pdbs.len(), 1);
+        let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "RedisCluster");
+        assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn three_shards_of_two() {
+        let r = rc(spec(3, 2));
+        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let names: Vec<_> = c
+            .statefulsets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["cache-shard-0", "cache-shard-1", "cache-shard-2"]);
+        assert!(
+            c.statefulsets
+                .iter()
+                .all(|s| s.spec.as_ref().unwrap().replicas == Some(2))
+        );
+        let sel = c.statefulsets[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .match_labels
+            .clone()
+            .unwrap();
+        assert_eq!(sel.get(SHARD_LABEL).map(String::as_str), Some("1"));
+        assert_eq!(
+            c.headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
+        assert_eq!(
+            c.pdbs[2].spec.as_ref().unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+        let conf = &c.config.data.as_ref().unwrap()["redis.conf"];
+        for line in [
+            "cluster-enabled yes",
+            "cluster-config-file /data/nodes.conf",
+            "appendonly yes",
+        ] {
+            assert!(conf.contains(line), "{conf}");
+        }
+    }
+
+    #[test]
+    fn pod_template_carries_image_resources_probes_and_spread() {
+        let mut s = spec(1, 3);
+        s.image = "redis:7.0".into();
+        let r = rc(s);
+        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let pod = c.statefulsets[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let ctr = &pod.containers[0];
+        assert_eq!(ctr.image.as_deref(), Some("redis:7.0"));
+        assert_eq!(
+            ctr.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
+            Quantity("100m".into())
+        );
+        assert!(ctr.readiness_probe.is_some() && ctr.liveness_probe.is_some());
+        assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.empty_dir.is_some())
+        );
+    }
+
+    #[test]
+    fn storage_becomes_a_claim_template() {
+        let mut s = spec(1, 1);
+        s.storage = Some(StorageSpec {
+            size: Quantity("2Gi".into()),
+            storage_class_name: Some("fast".into()),
+        });
+        let r = rc(s);
+        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let sts = c.statefulsets[0].spec.as_ref().unwrap();
+        let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(
+            claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("fast")
+        );
+        let pod = sts.template.spec.as_ref().unwrap();
+        assert!(
+            !pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "data")
+        );
+    }
+
+    #[test]
+    fn scale_up_is_immediate_scale_down_waits_for_the_topology() {
+        let s = spec(2, 3);
+        let cur = BTreeMap::from([(0, 2), (1, 2)]);
+        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [3, 3]);
+        let s = spec(2, 1);
+        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2]);
+        assert_eq!(shard_plan(&s, &cur, true, &[]).replicas, [1, 1]);
+    }
+
+    #[test]
+    fn shard_scale_in_keeps_draining_shards_until_removable() {
+        let s = spec(2, 2);
+        let cur = BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)]);
+        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2, 2, 2]);
+        assert_eq!(shard_plan(&s, &cur, false, &[3]).replicas, [2, 2, 2, 0]);
+        let s = spec(4, 2);
+        let cur = BTreeMap::from([(0, 2), (1, 2)]);
+        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn hash_changes_with_content_only() {
+        let r = rc(spec(1, 1));
+        let c1 = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c2 = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let (_, h1) = with_hash(c1.statefulsets[0].clone());
+        let (_, h2) = with_hash(c2.statefulsets[0].clone());
+        assert_eq!(h1, h2);
+        let r3 = rc(spec(1, 2));
+        let c3 = children(&r3, &shard_plan(&r3.spec, &BTreeMap::new(), false, &[]));
+        let (obj, h3) = with_hash(c3.statefulsets[0].clone());
+        assert_ne!(h1, h3);
+        assert_eq!(obj.annotations()[SPEC_HASH], h3);
+    }
+}

@@ -1,0 +1,319 @@
+//! Observed state in, `RedisClusterStatus` out: pure, so every condition and
+//! phase can be tested without a cluster.
+
+use api::RedisClusterStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const SCALING: &str = "Scaling";
+pub const DEGRADED: &str = "Degraded";
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+
+/// One shard's StatefulSet as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardObservation {
+    /// Pods that exist (`status.replicas`).
+    pub replicas: i32,
+    pub ready: i32,
+    /// `spec.replicas` of the StatefulSet.
+    pub target: i32,
+}
+
+/// The Redis side, as the topology step last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RedisState {
+    /// Not checked yet (pods not running).
+    #[default]
+    Unknown,
+    Converged,
+    Converging(String),
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub spec_replicas: i32,
+    pub spec_shards: i32,
+    /// Shards 0..spec_shards in order; missing ones count as empty.
+    pub shards: &'a [ShardObservation],
+    /// Shards beyond `spec_shards` still being drained.
+    pub draining_shards: usize,
+    pub utilization: Result<f64, String>,
+    pub redis: &'a RedisState,
+    pub selector: String,
+    pub last_scale_time: Option<Time>,
+}
+
+/// Builds the status; conditions keep their `lastTransitionTime` while their
+/// status does not change, so an unchanged cluster yields an equal status
+/// and the controller writes nothing.
+pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> RedisClusterStatus {
+    let desired_shards = usize::try_from(o.spec_shards.max(0)).unwrap_or(0);
+    let shard = |i: usize| o.shards.get(i).copied().unwrap_or_default();
+    let replicas = (0..desired_shards)
+        .map(|i| shard(i).replicas)
+        .min()
+        .unwrap_or(0);
+    let ready = (0..desired_shards)
+        .map(|i| shard(i).ready)
+        .min()
+        .unwrap_or(0);
+    let all_ready = ready >= o.spec_replicas && desired_shards > 0;
+    let resizing = (0..desired_shards).any(|i| {
+        let s = shard(i);
+        s.target != o.spec_replicas || s.replicas != o.spec_replicas
+    }) || o.draining_shards > 0;
+    let migrating = matches!(o.redis, RedisState::Converging(_));
+    let redis_ok = matches!(o.redis, RedisState::Converged);
+    let some_down = (0..desired_shards)
+        .any(|i| shard(i).ready < shard(i).replicas.min(o.spec_replicas))
+        && (0..desired_shards).any(|i| shard(i).ready > 0);
+
+    let prev_conds = prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let cond = |type_: &str, status: bool, reason: &str, message: String| {
+        condition(
+            prev_conds,
+            type_,
+            status,
+            reason,
+            message,
+            o.generation,
+            &now,
+        )
+    };
+
+    let ready_cond = if all_ready && redis_ok {
+        cond(
+            READY,
+            true,
+            "AllShardsReady",
+            format!("{desired_shards} shards with {ready} ready nodes each"),
+        )
+    } else if !all_ready {
+        cond(
+            READY,
+            false,
+            "NodesNotReady",
+            format!(
+                "{ready} of {} nodes ready in the least ready shard",
+                o.spec_replicas
+            ),
+        )
+    } else {
+        let why = match o.redis {
+            RedisState::Converging(m) | RedisState::Error(m) => m.clone(),
+            _ => "waiting for the Redis Cluster to form".into(),
+        };
+        cond(READY, false, "TopologyNotReady", why)
+    };
+    let scaling_cond = if resizing {
+        cond(
+            SCALING,
+            true,
+            "Resizing",
+            format!(
+                "moving to {desired_shards} shards of {} nodes",
+                o.spec_replicas
+            ),
+        )
+    } else if migrating {
+        let m = match o.redis {
+            RedisState::Converging(m) => m.clone(),
+            _ => String::new(),
+        };
+        cond(SCALING, true, "Resharding", m)
+    } else {
+        cond(SCALING, false, "Stable", "at the desired size".into())
+    };
+    let degraded_cond = match o.redis {
+        RedisState::Error(m) => cond(DEGRADED, true, "RedisError", m.clone()),
+        _ if some_down => cond(
+            DEGRADED,
+            true,
+            "NodesDown",
+            "some nodes of a running shard are not ready".into(),
+        ),
+        _ => cond(DEGRADED, false, "Healthy", "no fault observed".into()),
+    };
+    let metrics_cond = match &o.utilization {
+        Ok(u) => cond(
+            METRICS_AVAILABLE,
+            true,
+            "MetricsRead",
+            format!("average CPU {u:.1}% of requests"),
+        ),
+        Err(why) => cond(METRICS_AVAILABLE, false, "MetricsUnavailable", why.clone()),
+    };
+
+    let phase = if degraded_cond.status == "True" {
+        "Degraded"
+    } else if ready_cond.status == "True" && scaling_cond.status == "False" {
+        "Ready"
+    } else if replicas == 0 && ready == 0 {
+        "Pending"
+    } else {
+        "Scaling"
+    };
+
+    RedisClusterStatus {
+        replicas,
+        ready_replicas: ready,
+        // Rounded so sub-0.1 % jitter does not cause status writes.
+        current_cpu: o
+            .utilization
+            .as_ref()
+            .ok()
+            .map(|u| (u * 10.0).round() / 10.0),
+        observed_generation: o.generation,
+        conditions: vec![ready_cond, scaling_cond, degraded_cond, metrics_cond],
+        phase: Some(phase.into()),
+        last_scale_time: o.last_scale_time.clone(),
+        selector: Some(o.selector.clone()),
+    }
+}
+
+fn condition(
+    prev: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let since = prev
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn obs<'a>(shards: &'a [ShardObservation], redis: &'a RedisState) -> Observed<'a> {
+        Observed {
+            generation: Some(3),
+            spec_replicas: 2,
+            spec_shards: 2,
+            shards,
+            draining_shards: 0,
+            utilization: Ok(42.04),
+            redis,
+            selector: "redis.example.com/cluster=c".into(),
+            last_scale_time: None,
+        }
+    }
+
+    fn get<'a>(s: &'a RedisClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    const UP: ShardObservation = ShardObservation {
+        replicas: 2,
+        ready: 2,
+        target: 2,
+    };
+
+    #[test]
+    fn all_up_and_converged_is_ready() {
+        let s = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
+        assert_eq!(s.phase.as_deref(), Some("Ready"));
+        assert_eq!((s.replicas, s.ready_replicas), (2, 2));
+        assert_eq!(s.current_cpu, Some(42.0));
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, SCALING).status, "False");
+        assert_eq!(get(&s, DEGRADED).status, "False");
+        assert_eq!(get(&s, METRICS_AVAILABLE).status, "True");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.selector.as_deref(), Some("redis.example.com/cluster=c"));
+    }
+
+    #[test]
+    fn ready_replicas_is_the_least_ready_shard() {
+        let half = ShardObservation {
+            replicas: 2,
+            ready: 1,
+            target: 2,
+        };
+        let s = build(None, &obs(&[UP, half], &RedisState::Converged), t(1));
+        assert_eq!(s.ready_replicas, 1);
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(get(&s, DEGRADED).status, "True");
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    }
+
+    #[test]
+    fn nothing_running_is_pending() {
+        let s = build(None, &obs(&[], &RedisState::Unknown), t(1));
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!((s.replicas, s.ready_replicas), (0, 0));
+    }
+
+    #[test]
+    fn growing_or_resharding_is_scaling() {
+        let growing = ShardObservation {
+            replicas: 2,
+            ready: 2,
+            target: 3,
+        };
+        let shards = [growing, growing];
+        let mut o = obs(&shards, &RedisState::Converged);
+        o.spec_replicas = 3;
+        let s = build(None, &o, t(1));
+        assert_eq!(get(&s, SCALING).status, "True");
+        assert_eq!(s.phase.as_deref(), Some("Scaling"));
+        let migrating = RedisState::Converging("moving slots: 100 left".into());
+        let s = build(None, &obs(&[UP, UP], &migrating), t(1));
+        assert_eq!(get(&s, SCALING).reason, "Resharding");
+        assert_eq!(get(&s, READY).reason, "TopologyNotReady");
+    }
+
+    #[test]
+    fn metrics_unavailable_is_reported() {
+        let mut o = obs(&[UP, UP], &RedisState::Converged);
+        o.utilization = Err("no metrics yet for pods p0".into());
+        let s = build(None, &o, t(1));
+        assert_eq!(s.current_cpu, None);
+        let c = get(&s, METRICS_AVAILABLE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "MetricsUnavailable")
+        );
+    }
+
+    #[test]
+    fn unchanged_state_gives_an_equal_status() {
+        let first = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
+        let again = build(
+            Some(&first),
+            &obs(&[UP, UP], &RedisState::Converged),
+            t(500),
+        );
+        assert_eq!(first, again);
+        // A flip moves only that condition's transition time.
+        let mut o = obs(&[UP, UP], &RedisState::Converged);
+        o.utilization = Err("gone".into());
+        let flipped = build(Some(&first), &o, t(900));
+        assert_eq!(
+            get(&flipped, METRICS_AVAILABLE).last_transition_time,
+            t(900)
+        );
+        assert_eq!(get(&flipped, READY).last_transition_time, t(1));
+    }
+}
