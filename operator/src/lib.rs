@@ -7,7 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod autoscale;
+pub mod cli;
+pub mod controller;
 pub mod desired;
+pub mod leader;
 pub mod metrics_source;
+pub mod run;
 pub mod status;
+pub mod telemetry;
 pub mod topology;
+mod topology_stub;

@@ -1,0 +1,812 @@
+//! The reconcile loop: watches RedisClusters and their children, applies the
+//! desired children with Server-Side Apply, drives the topology step,
+//! autoscales, and writes status. Everything decided here comes from the
+//! pure modules; this file only reads caches and talks to the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::{Policy, RedisCluster, RedisClusterStatus};
+use futures::{StreamExt, future};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscale::{self, Decision};
+use crate::desired::{self, CLUSTER_LABEL, MANAGER, SHARD_LABEL, SPEC_HASH};
+use crate::metrics_source::{self, ReadyPod};
+use crate::status::{self, RedisState, ShardObservation};
+use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
+use crate::topology_stub as topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {kind} {name}: {source}")]
+    Kube {
+        action: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("RedisCluster {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { action, .. } => action,
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
+
+fn kube_err(
+    action: &'static str,
+    kind: &'static str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_string();
+    move |source| Error::Kube {
+        action,
+        kind,
+        name,
+        source,
+    }
+}
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: Policy,
+    /// How often PodMetrics are read and the autoscaler decides.
+    pub metrics_interval: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Drive the Redis Cluster topology (slots, replicas) over RESP.
+    pub manage_topology: bool,
+}
+
+/// Caches of the children; only our objects, with managedFields stripped.
+#[derive(Clone)]
+struct Stores {
+    statefulsets: Store<StatefulSet>,
+    pods: Store<Pod>,
+    services: Store<PartialObjectMeta<Service>>,
+    configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+#[derive(Default)]
+struct ClusterMemory {
+    autoscale: autoscale::State,
+    /// Last utilisation read and when (Unix seconds).
+    last_read: Option<(f64, Result<f64, String>)>,
+    failures: u32,
+    redis: RedisState,
+}
+
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    stores: Stores,
+    clusters: Store<RedisCluster>,
+    memory: Mutex<HashMap<ObjectRef<RedisCluster>, ClusterMemory>>,
+}
+
+fn now_secs() -> f64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+}
+
+fn strip<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Runs the controller for one scope (a namespace, or all) until `shutdown`.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ours =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+
+    let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
+    let clusters = watcher(
+        api::<RedisCluster>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(strip)
+    .reflect(rc_writer)
+    .applied_objects()
+    // Status writes (ours) do not bump the generation: no self-triggering.
+    .predicate_filter(predicates::generation, Default::default());
+
+    let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
+    let statefulsets = watcher(api::<StatefulSet>(&client, &namespace), ours.clone())
+        .default_backoff()
+        .modify(|s: &mut StatefulSet| {
+            strip(s);
+            // Only replicas and status are read back; the pod template is big.
+            if let Some(spec) = s.spec.as_mut() {
+                spec.template = Default::default();
+                spec.volume_claim_templates = None;
+            }
+        })
+        .reflect(sts_writer)
+        .touched_objects();
+
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pods = watcher(api::<Pod>(&client, &namespace), ours.clone())
+        .default_backoff()
+        .modify(|p: &mut Pod| {
+            strip(p);
+            if let Some(spec) = p.spec.as_mut() {
+                // Keep what utilisation needs: each container's requests.
+                spec.volumes = None;
+                spec.affinity = None;
+                for c in &mut spec.containers {
+                    c.env = None;
+                    c.command = None;
+                    c.readiness_probe = None;
+                    c.liveness_probe = None;
+                    c.volume_mounts = None;
+                }
+            }
+        })
+        .reflect(pod_writer)
+        .touched_objects();
+
+    macro_rules! meta_stream {
+        ($k:ty) => {{
+            let (store, writer) = reflector::store::<PartialObjectMeta<$k>>();
+            let stream = watcher(
+                api::<PartialObjectMeta<$k>>(&client, &namespace),
+                ours.clone(),
+            )
+            .default_backoff()
+            .modify(|m: &mut PartialObjectMeta<$k>| m.metadata.managed_fields = None)
+            .reflect(writer)
+            .touched_objects();
+            (store, stream)
+        }};
+    }
+    let (svc_store, services) = meta_stream!(Service);
+    let (cm_store, configmaps) = meta_stream!(ConfigMap);
+    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget);
+
+    let stores = Stores {
+        statefulsets: sts_store,
+        pods: pod_store.clone(),
+        services: svc_store,
+        configmaps: cm_store,
+        pdbs: pdb_store,
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        client,
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        stores,
+        clusters: rc_store.clone(),
+        memory: Mutex::new(HashMap::new()),
+    });
+
+    let ready_metrics = metrics.clone();
+    let ready_stores = ctx.stores.clone();
+    let ready_rc = rc_store.clone();
+    tokio::spawn(async move {
+        let synced = future::join(
+            ready_rc.wait_until_ready(),
+            future::join3(
+                ready_stores.statefulsets.wait_until_ready(),
+                ready_stores.pods.wait_until_ready(),
+                future::join3(
+                    ready_stores.services.wait_until_ready(),
+                    ready_stores.configmaps.wait_until_ready(),
+                    ready_stores.pdbs.wait_until_ready(),
+                ),
+            ),
+        )
+        .await;
+        if synced.0.is_ok() {
+            tracing::info!("caches synced");
+            ready_metrics.set_ready(true);
+        }
+    });
+
+    let stop = shutdown.clone();
+    Controller::for_stream(clusters, rc_store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .owns_stream(statefulsets)
+        .owns_stream(services)
+        .owns_stream(configmaps)
+        .owns_stream(pdbs)
+        // Pods have no RedisCluster owner reference; map them by label.
+        .watches_stream(pods, |pod: Pod| {
+            let ns = pod.namespace()?;
+            let cluster = pod.labels().get(CLUSTER_LABEL)?.clone();
+            Some(ObjectRef::new(&cluster).within(&ns))
+        })
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: err.reason(),
+        })
+        .inc();
+    tracing::warn!(cluster = %ObjectRef::from_obj(&*rc), error = %err, "reconcile failed");
+    let failures = {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let m = mem.entry(ObjectRef::from_obj(&*rc)).or_default();
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    };
+    let ctx2 = ctx.clone();
+    let message = err.to_string();
+    tokio::spawn(async move {
+        publish(&ctx2, &rc, EventType::Warning, "ReconcileError", message).await;
+    });
+    // 2 s, 4 s, ... up to 5 min.
+    Action::requeue(Duration::from_secs(
+        2u64.saturating_pow(failures.min(8)).min(300),
+    ))
+}
+
+async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+        tracing::debug!(error = %e, "event not published");
+    }
+}
+
+async fn reconcile(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = std::time::Instant::now();
+    let result = reconcile_inner(&rc, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(timer.elapsed().as_secs_f64());
+    if result.is_ok() {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = mem.get_mut(&ObjectRef::from_obj(&*rc)) {
+            m.failures = 0;
+        }
+    }
+    result
+}
+
+/// Applies `obj` unless the live copy already carries its hash.
+async fn apply<K>(
+    client: &Client,
+    ns: &str,
+    obj: K,
+    live_hash: Option<&str>,
+    kind: &'static str,
+) -> Result<bool, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let (obj, hash) = desired::with_hash(obj);
+    if live_hash == Some(hash.as_str()) {
+        return Ok(false);
+    }
+    let name = obj.name_any();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(kube_err("applying", kind, &format!("{ns}/{name}")))?;
+    Ok(true)
+}
+
+/// The spec hash on the cached copy of `desired`, if cached.
+fn live_hash<C, K>(store: &Store<C>, ns: &str, desired: &K) -> Option<String>
+where
+    C: Resource + Clone + 'static,
+    C::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Resource,
+{
+    let live = store.get(&ObjectRef::new(&desired.name_any()).within(ns))?;
+    live.meta().annotations.as_ref()?.get(SPEC_HASH).cloned()
+}
+
+fn owned_by<K: Resource>(obj: &K, ns: &str, cluster: &str) -> bool {
+    obj.meta().namespace.as_deref() == Some(ns)
+        && obj
+            .meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CLUSTER_LABEL))
+            .is_some_and(|c| c == cluster)
+}
+
+fn shard_of<K: Resource>(obj: &K) -> Option<u32> {
+    obj.meta().labels.as_ref()?.get(SHARD_LABEL)?.parse().ok()
+}
+
+async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = rc.name_any();
+    let ns = rc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let key = ObjectRef::from_obj(rc);
+    ctx.metrics
+        .managed_clusters
+        .set(i64::try_from(ctx.clusters.state().len()).unwrap_or(i64::MAX));
+    if rc.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+
+    // Observe.
+    let statefulsets: Vec<Arc<StatefulSet>> = ctx
+        .stores
+        .statefulsets
+        .state()
+        .into_iter()
+        .filter(|s| owned_by(&**s, &ns, &name))
+        .collect();
+    let current: BTreeMap<u32, i32> = statefulsets
+        .iter()
+        .filter_map(|s| Some((shard_of(&**s)?, s.spec.as_ref()?.replicas.unwrap_or(1))))
+        .collect();
+    let pods: Vec<Arc<Pod>> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| owned_by(&**p, &ns, &name))
+        .collect();
+    let first_time = statefulsets.is_empty();
+
+    // The Redis side: form and reshape the cluster over RESP.
+    let report = if ctx.settings.manage_topology {
+        redis_step(rc, &pods, &current).await
+    } else {
+        None
+    };
+    let (replicas_removable, removable_shards, redis_state) = match &report {
+        Some(Ok(r)) => {
+            ctx.metrics.slots_migrated.inc_by(u64::from(r.slots_moved));
+            ctx.metrics.keys_migrated.inc_by(r.keys_moved);
+            ctx.metrics
+                .topology_actions
+                .inc_by(r.actions_taken.len() as u64);
+            for action in &r.actions_taken {
+                tracing::info!(cluster = %key, %action, "topology");
+            }
+            let state = if r.converged {
+                RedisState::Converged
+            } else {
+                RedisState::Converging(r.message.clone())
+            };
+            (r.replicas_removable, r.removable_shards.clone(), state)
+        }
+        Some(Err(e)) => (false, Vec::new(), RedisState::Error(e.clone())),
+        None => (false, Vec::new(), RedisState::Unknown),
+    };
+    // Without topology management nothing can be drained safely, so the
+    // objects simply follow the spec; the admin chose that with the flag.
+    let surplus_ok = replicas_removable || !ctx.settings.manage_topology;
+    let removable: Vec<u32> = if ctx.settings.manage_topology {
+        removable_shards
+    } else {
+        current
+            .keys()
+            .copied()
+            .filter(|&s| i64::from(s) >= i64::from(rc.spec.shard_count))
+            .collect()
+    };
+
+    // Apply the children.
+    let plan = desired::shard_plan(&rc.spec, &current, surplus_ok, &removable);
+    let children = desired::children(rc, &plan);
+    let mut writes = 0usize;
+    let cm = &children.config;
+    let h = live_hash(&ctx.stores.configmaps, &ns, cm);
+    writes += usize::from(apply(client, &ns, cm.clone(), h.as_deref(), "ConfigMap").await?);
+    for svc in [&children.headless, &children.client] {
+        let h = live_hash(&ctx.stores.services, &ns, svc);
+        writes += usize::from(apply(client, &ns, svc.clone(), h.as_deref(), "Service").await?);
+    }
+    for sts in &children.statefulsets {
+        let h = live_hash(&ctx.stores.statefulsets, &ns, sts);
+        writes += usize::from(apply(client, &ns, sts.clone(), h.as_deref(), "StatefulSet").await?);
+    }
+    for pdb in &children.pdbs {
+        let h = live_hash(&ctx.stores.pdbs, &ns, pdb);
+        writes += usize::from(
+            apply(
+                client,
+                &ns,
+                pdb.clone(),
+                h.as_deref(),
+                "PodDisruptionBudget",
+            )
+            .await?,
+        );
+    }
+    // Shards planned at zero pods were drained: remove their objects.
+    for (shard, &replicas) in plan.replicas.iter().enumerate() {
+        let shard = u32::try_from(shard).unwrap_or(u32::MAX);
+        if replicas != 0 || !current.contains_key(&shard) {
+            continue;
+        }
+        let obj_name = desired::statefulset_name(&name, shard);
+        let dp = DeleteParams::default();
+        for result in [
+            Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .delete(&obj_name, &dp)
+                .await
+                .map(|_| ()),
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+                .delete(&obj_name, &dp)
+                .await
+                .map(|_| ()),
+        ] {
+            match result {
+                Ok(()) => writes += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    return Err(kube_err("deleting", "shard", &format!("{ns}/{obj_name}"))(
+                        e,
+                    ));
+                }
+            }
+        }
+        publish(
+            ctx,
+            rc,
+            EventType::Normal,
+            "ShardRemoved",
+            format!("shard {shard} drained and removed"),
+        )
+        .await;
+    }
+    if first_time && writes > 0 {
+        publish(
+            ctx,
+            rc,
+            EventType::Normal,
+            "Created",
+            format!(
+                "created {} StatefulSets with {} nodes each",
+                children.statefulsets.len(),
+                rc.spec.replicas
+            ),
+        )
+        .await;
+    }
+
+    // Utilisation, read at most once per interval.
+    let now = now_secs();
+    let interval = ctx.settings.metrics_interval.as_secs_f64();
+    let cached = {
+        let mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        mem.get(&key).and_then(|m| m.last_read.clone())
+    };
+    let utilization = match cached {
+        Some((at, u)) if now - at < interval => u,
+        _ => {
+            let u = read_utilization(ctx, &ns, &name, &pods, now).await;
+            let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+            mem.entry(key.clone()).or_default().last_read = Some((now, u.clone()));
+            u
+        }
+    };
+    let was_available = rc
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == status::METRICS_AVAILABLE)
+        })
+        .map(|c| c.status == "True");
+    if let (Err(why), Some(true)) = (&utilization, was_available) {
+        publish(
+            ctx,
+            rc,
+            EventType::Warning,
+            "MetricsUnavailable",
+            why.clone(),
+        )
+        .await;
+    }
+
+    // Autoscale.
+    let range = ctx.settings.policy.autoscaling_range(&rc.spec);
+    let last_scale = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.last_scale_time.as_ref())
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0);
+    let decision = {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let m = mem.entry(key.clone()).or_default();
+        m.redis = redis_state.clone();
+        autoscale::decide(
+            &autoscale::Inputs {
+                replicas: rc.spec.replicas,
+                range,
+                threshold: rc.spec.scaling_threshold,
+                paused: rc.spec.autoscaling_paused,
+                utilization: utilization.as_ref().ok().copied(),
+                cooldown: Duration::from_secs(
+                    u64::try_from(rc.spec.scale_up_cooldown_seconds).unwrap_or(0),
+                ),
+                window: Duration::from_secs(
+                    u64::try_from(rc.spec.scale_down_stabilization_seconds).unwrap_or(0),
+                ),
+                last_scale,
+                now,
+            },
+            &mut m.autoscale,
+        )
+    };
+
+    // Status.
+    let shards: Vec<ShardObservation> = (0..u32::try_from(rc.spec.shard_count.max(0)).unwrap_or(0))
+        .map(|shard| {
+            statefulsets
+                .iter()
+                .find(|s| shard_of(&***s) == Some(shard))
+                .map(|s| ShardObservation {
+                    replicas: s.status.as_ref().map(|st| st.replicas).unwrap_or(0),
+                    ready: s
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.ready_replicas)
+                        .unwrap_or(0),
+                    target: s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(0),
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let draining = current
+        .keys()
+        .filter(|&&s| i64::from(s) >= i64::from(rc.spec.shard_count))
+        .count();
+    let mut last_scale_time = rc.status.as_ref().and_then(|s| s.last_scale_time.clone());
+    if let Decision::Scale { .. } = decision {
+        last_scale_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    }
+    let observed = status::Observed {
+        generation: rc.meta().generation,
+        spec_replicas: rc.spec.replicas,
+        spec_shards: rc.spec.shard_count,
+        shards: &shards,
+        draining_shards: draining,
+        utilization: utilization.clone(),
+        redis: &redis_state,
+        selector: desired::selector_string(&name),
+        last_scale_time,
+    };
+    let new_status = status::build(
+        rc.status.as_ref(),
+        &observed,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let api: Api<RedisCluster> = Api::namespaced(client.clone(), &ns);
+    if rc.status.as_ref() != Some(&new_status) {
+        write_status(&api, &name, &ns, &new_status).await?;
+    }
+
+    // The status write above recorded the scaling time first: if we die
+    // between the two writes, the cooldown prevents a second step.
+    if let Decision::Scale { from, to } = decision {
+        api.patch_scale(
+            &name,
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({ "spec": { "replicas": to } })),
+        )
+        .await
+        .map_err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}")))?;
+        let direction = if to > from { "up" } else { "down" };
+        ctx.metrics
+            .scaling_events
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+        let u = utilization
+            .as_ref()
+            .map(|u| format!("{u:.1}%"))
+            .unwrap_or_default();
+        publish(
+            ctx,
+            rc,
+            EventType::Normal,
+            if to > from { "ScaledUp" } else { "ScaledDown" },
+            format!(
+                "replicas {from} -> {to}: CPU {u} against a target of {}%",
+                rc.spec.scaling_threshold
+            ),
+        )
+        .await;
+        tracing::info!(cluster = %key, from, to, "scaled");
+    }
+
+    let busy = !matches!(redis_state, RedisState::Converged | RedisState::Unknown)
+        || new_status.phase.as_deref() != Some("Ready");
+    Ok(if busy {
+        Action::requeue(Duration::from_secs(3).min(ctx.settings.metrics_interval))
+    } else {
+        Action::requeue(ctx.settings.metrics_interval)
+    })
+}
+
+async fn write_status(
+    api: &Api<RedisCluster>,
+    name: &str,
+    ns: &str,
+    status: &RedisClusterStatus,
+) -> Result<(), Error> {
+    // Server-Side Apply, so fields we stop setting are removed.
+    let body = json!({
+        "apiVersion": "redis.example.com/v1alpha1",
+        "kind": "RedisCluster",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(
+        "writing status of",
+        "RedisCluster",
+        &format!("{ns}/{name}"),
+    ))?;
+    Ok(())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn read_utilization(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    pods: &[Arc<Pod>],
+    now: f64,
+) -> Result<f64, String> {
+    let ready: Vec<ReadyPod> = pods
+        .iter()
+        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .map(|p| ReadyPod {
+            name: p.name_any(),
+            request_cores: p
+                .spec
+                .as_ref()
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .find(|c| c.name == metrics_source::CONTAINER)
+                })
+                .and_then(|c| c.resources.as_ref()?.requests.as_ref()?.get("cpu").cloned())
+                .and_then(|q| metrics_source::parse_cpu(&q.0))
+                .unwrap_or(0.0),
+        })
+        .collect();
+    let usage = metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name))
+        .await
+        .map_err(|e| format!("reading PodMetrics: {e}"))?;
+    // A sample older than a few scrape rounds is stale.
+    let max_age = (3.0 * ctx.settings.metrics_interval.as_secs_f64()).max(90.0);
+    metrics_source::utilization(&ready, &usage, now, max_age).map_err(|e| e.to_string())
+}
+
+/// Runs one bounded topology step when every expected pod has an IP.
+async fn redis_step(
+    rc: &RedisCluster,
+    pods: &[Arc<Pod>],
+    current: &BTreeMap<u32, i32>,
+) -> Option<Result<topology::Report, String>> {
+    let members: Vec<topology::Member> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| {
+            let shard = shard_of(&**p)?;
+            let ordinal = p.name_any().rsplit('-').next()?.parse().ok()?;
+            let ip: IpAddr = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some(topology::Member {
+                shard,
+                ordinal,
+                addr: SocketAddr::new(ip, u16::try_from(desired::REDIS_PORT).unwrap_or(6379)),
+            })
+        })
+        .collect();
+    // Wait until every pod of every desired shard runs: the plan needs the
+    // whole picture.
+    let desired_shards = u32::try_from(rc.spec.shard_count.max(1)).unwrap_or(1);
+    let complete = (0..desired_shards).all(|shard| {
+        let want = current
+            .get(&shard)
+            .copied()
+            .unwrap_or(0)
+            .max(rc.spec.replicas);
+        let have = members.iter().filter(|m| m.shard == shard).count();
+        i32::try_from(have).unwrap_or(0) >= want
+    });
+    if !complete {
+        return None;
+    }
+    let desired = topology::Desired {
+        shards: desired_shards,
+        nodes_per_shard: u32::try_from(rc.spec.replicas.max(1)).unwrap_or(1),
+    };
+    Some(
+        topology::step(&members, &desired, &topology::StepOptions::default())
+            .await
+            .map_err(|e| e.to_string()),
+    )
+}

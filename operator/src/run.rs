@@ -1,0 +1,158 @@
+//! Wiring: policy, client, HTTP endpoints, leader election, controllers and
+//! signals. Nothing here decides anything.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use api::Policy;
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Args, LogFormat};
+use crate::controller::{self, Settings};
+use crate::leader::{Leadership, LeaseConfig};
+use crate::telemetry::{self, Metrics};
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading policy file {}", path.display()))?;
+            Policy::from_yaml(&text).with_context(|| format!("policy file {}", path.display()))?
+        }
+        None => Policy::default(),
+    };
+    tracing::info!(?policy, namespaces = ?args.namespaces, "starting");
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_bind)
+        .await
+        .with_context(|| format!("binding HTTP on {}", args.metrics_bind))?;
+    let http_stop = shutdown.clone();
+    let http = tokio::spawn(
+        axum::serve(listener, telemetry::router(metrics.clone()))
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .into_future(),
+    );
+    let signal_stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal_stop.cancel();
+    });
+
+    let settings = Settings {
+        policy,
+        metrics_interval: args.metrics_interval,
+        concurrency: args.concurrency.max(1),
+        manage_topology: args.manage_topology,
+    };
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+
+    let result = match (&args.leader_election_namespace, &args.lease_name) {
+        (Some(namespace), Some(name)) => {
+            let identity = args
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("redis-operator-{}", std::process::id()));
+            let cfg = LeaseConfig {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                identity: identity.clone(),
+                duration_secs: args.lease_duration_seconds.max(2),
+                grace_secs: (args.lease_duration_seconds / 3).max(1),
+            };
+            let mut leadership = Leadership::start(client.clone(), &cfg)
+                .await
+                .with_context(|| format!("joining the election on Lease {namespace}/{name}"))?;
+            // A standby is healthy and ready: it must not block rollouts.
+            metrics.set_ready(true);
+            tracing::info!(%identity, lease = %name, "waiting for leadership");
+            let leading = tokio::select! {
+                acquired = leadership.acquired() => acquired,
+                _ = shutdown.cancelled() => false,
+            };
+            let outcome = if leading {
+                tracing::info!(%identity, "leading");
+                metrics.set_ready(false);
+                let stop = shutdown.child_token();
+                let controllers =
+                    run_controllers(&client, &scopes, &settings, &metrics, stop.clone());
+                tokio::pin!(controllers);
+                tokio::select! {
+                    _ = &mut controllers => Ok(()),
+                    _ = leadership.lost() => {
+                        stop.cancel();
+                        controllers.await;
+                        Err(anyhow::anyhow!("lost the leader lease {namespace}/{name}; exiting so a fresh process stands by"))
+                    }
+                }
+            } else {
+                Ok(())
+            };
+            leadership.release().await;
+            outcome
+        }
+        _ => {
+            run_controllers(&client, &scopes, &settings, &metrics, shutdown.clone()).await;
+            Ok(())
+        }
+    };
+    shutdown.cancel();
+    let _ = http.await;
+    result
+}
+
+async fn run_controllers(
+    client: &Client,
+    scopes: &[Option<String>],
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let runs = scopes.iter().map(|ns| {
+        controller::run(
+            client.clone(),
+            ns.clone(),
+            settings.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )
+    });
+    futures::future::join_all(runs).await;
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Logs, Prometheus metrics and the health endpoints on port 8080.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub scaling_events: Family<DirectionLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub managed_clusters: Gauge,
+    pub slots_migrated: Counter,
+    pub keys_migrated: Counter,
+    pub topology_actions: Counter,
+    /// Set while this process leads and its caches are synced, or while it
+    /// stands by: a standby must not hold up a rolling update.
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let scaling_events = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "redis_operator_scaling_events",
+            "Changes of spec.replicas made by the autoscaler",
+            scaling_events.clone(),
+        );
+        let reconcile_duration = Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        registry.register(
+            "redis_operator_reconcile_duration_seconds",
+            "Duration of one reconcile of a RedisCluster",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "redis_operator_reconcile_errors",
+            "Failed reconciles, by reason",
+            reconcile_errors.clone(),
+        );
+        let managed_clusters = Gauge::default();
+        registry.register(
+            "redis_operator_managed_clusters",
+            "RedisClusters this operator manages",
+            managed_clusters.clone(),
+        );
+        let slots_migrated = Counter::default();
+        registry.register(
+            "redis_operator_slots_migrated",
+            "Hash slots moved between shards",
+            slots_migrated.clone(),
+        );
+        let keys_migrated = Counter::default();
+        registry.register(
+            "redis_operator_keys_migrated",
+            "Keys moved between shards",
+            keys_migrated.clone(),
+        );
+        let topology_actions = Counter::default();
+        registry.register(
+            "redis_operator_topology_actions",
+            "Redis Cluster topology changes made (meet, slots, replicate, forget, failover)",
+            topology_actions.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            scaling_events,
+            reconcile_duration,
+            reconcile_errors,
+            managed_clusters,
+            slots_migrated,
+            keys_migrated,
+            topology_actions,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                match m.render() {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .with_state(metrics)
+}
