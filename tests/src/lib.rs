@@ -1,13 +1,31 @@
 //! Test harness: a local control plane and real processes, started and stopped by the tests.
 //!
-//! Start with [`cluster::Cluster::start`]; the binaries come from the
-//! directory named by `CLUSTER_TOOLS_BIN` (built by `make cluster-tools`).
+//! The binaries come from the directory named by `CLUSTER_TOOLS_BIN`, which
+//! `make cluster-tools` (tests/cluster/build-tools.sh) builds and prints.
+//!
+//! ```no_run
+//! use harness::{Cluster, ClusterOptions, wait_for};
+//! use std::time::Duration;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let cluster = Cluster::start(ClusterOptions { nodes: 3, ..Default::default() }).await?;
+//! cluster.kubectl_apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n").await?;
+//! wait_for("namespace t", Duration::from_secs(10), || async {
+//!     let out = cluster.kubectl(["get", "ns", "t"]).await?;
+//!     Ok(out.status.success().then_some(()))
+//! })
+//! .await?;
+//! cluster.stop(); // or just drop it
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cluster;
 pub mod pki;
 pub mod process;
+pub mod product;
 pub mod tools;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterOptions};
-pub use wait::wait_for;
+pub use wait::{fatal, wait_for};
