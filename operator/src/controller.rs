@@ -444,6 +444,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             (r.replicas_removable, r.removable_shards.clone(), state)
         }
         Some(Err(e)) => (false, Vec::new(), RedisState::Error(e.clone())),
+        None if !ctx.settings.manage_topology => (false, Vec::new(), RedisState::Unmanaged),
         None => (false, Vec::new(), RedisState::Unknown),
     };
     // Without topology management nothing can be drained safely, so the
@@ -689,7 +690,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         tracing::info!(cluster = %key, from, to, "scaled");
     }
 
-    let busy = !matches!(redis_state, RedisState::Converged | RedisState::Unknown)
+    let busy = !matches!(redis_state, RedisState::Converged | RedisState::Unmanaged)
         || new_status.phase.as_deref() != Some("Ready");
     Ok(if busy {
         Action::requeue(Duration::from_secs(3).min(ctx.settings.metrics_interval))

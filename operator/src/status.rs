@@ -25,6 +25,8 @@ pub enum RedisState {
     /// Not checked yet (pods not running).
     #[default]
     Unknown,
+    /// The operator was told not to manage Redis (`--manage-topology=false`).
+    Unmanaged,
     Converged,
     Converging(String),
     Error(String),
@@ -65,7 +67,7 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
         s.target != o.spec_replicas || s.replicas != o.spec_replicas
     }) || o.draining_shards > 0;
     let migrating = matches!(o.redis, RedisState::Converging(_));
-    let redis_ok = matches!(o.redis, RedisState::Converged);
+    let redis_ok = matches!(o.redis, RedisState::Converged | RedisState::Unmanaged);
     let some_down = (0..desired_shards)
         .any(|i| shard(i).ready < shard(i).replicas.min(o.spec_replicas))
         && (0..desired_shards).any(|i| shard(i).ready > 0);

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod pki;
 pub mod process;
 pub mod product;
+pub mod stack;
 pub mod tools;
 pub mod wait;
 

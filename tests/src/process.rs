@@ -32,12 +32,24 @@ pub struct ManagedChild {
 impl ManagedChild {
     /// Spawns `program args...` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`ManagedChild::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+    ) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("creating log {}", log.display()))?;
         let err = out
             .try_clone()
             .with_context(|| format!("duplicating log handle {}", log.display()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -97,6 +109,14 @@ impl ManagedChild {
                 self.log.display(),
                 log_tail(&self.log, 40)
             ),
+        }
+    }
+
+    /// SIGKILLs the process group at once, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        if self.exited.is_none() {
+            self.exited = self.child.wait().ok();
         }
     }
 

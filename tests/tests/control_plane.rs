@@ -102,6 +102,21 @@ async fn control_plane_runs_statefulsets_and_serves_metrics() -> Result<()> {
     // manager would mark the nodes NotReady after 50s. Checked at the end.
     let first_renew = lease_renew_time(&cluster).await?;
 
+    // Service ClusterIPs are loopback too, so nothing can route off the host.
+    let cluster_ip = cluster
+        .kubectl_ok([
+            "get",
+            "service",
+            "kubernetes",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .await?;
+    assert!(
+        cluster_ip.starts_with("127."),
+        "kubernetes ClusterIP {cluster_ip}"
+    );
+
     // helm talks to the same cluster, with its state under the cluster's temp dir.
     let releases = cluster
         .helm_ok(["list", "--all-namespaces", "-o", "json"])
@@ -155,12 +170,26 @@ async fn control_plane_runs_statefulsets_and_serves_metrics() -> Result<()> {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 2, "pod IPs must be distinct: {ips:?}");
-    let sts: Value = serde_json::from_str(
-        &cluster
-            .kubectl_ok(["get", "statefulset", "web", "-n", NS, "-o", "json"])
-            .await?,
-    )?;
-    assert_eq!(sts["status"]["readyReplicas"], 2, "{}", sts["status"]);
+    // The StatefulSet controller sees them too (its status lags the pods).
+    wait_for(
+        "StatefulSet readyReplicas=2",
+        Duration::from_secs(30),
+        || async {
+            let ready = cluster
+                .kubectl_ok([
+                    "get",
+                    "statefulset",
+                    "web",
+                    "-n",
+                    NS,
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ])
+                .await?;
+            Ok((ready.trim() == "2").then_some(()))
+        },
+    )
+    .await?;
 
     // metrics.k8s.io reports the CPU kwok derives from the annotation.
     let cpu = wait_for(

@@ -191,6 +191,9 @@ fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Admission
     )
 }
 
+/// Defaulting. An invalid spec is denied here with the full list of
+/// violations: mutating admission runs before the apiserver's schema and CEL
+/// checks, so this is where the user gets one complete message from us.
 fn mutate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if matches!(req.operation, Operation::Delete | Operation::Connect) || is_scale(req) {
@@ -199,6 +202,18 @@ fn mutate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionRe
     let Some(object) = req.object.as_ref() else {
         return response;
     };
+    let violations = validate_spec(spec_of(req), policy);
+    if !violations.is_empty() {
+        return deny(
+            response,
+            DENIED_CODE,
+            format!(
+                "RedisCluster {} is invalid: {}",
+                object_name(req),
+                describe(&violations)
+            ),
+        );
+    }
     let ops = api::defaults::default_patch(&object.data, policy);
     if ops.is_empty() {
         return response;
@@ -449,6 +464,30 @@ mod tests {
         );
         assert!(response(&again).get("patch").is_none());
         assert_eq!(again.outcome, Outcome::Allowed);
+    }
+
+    #[test]
+    fn mutate_denies_invalid_specs_with_the_full_list() {
+        let a = run(
+            Endpoint::Mutate,
+            &review_body(
+                "CREATE",
+                rc(json!({"replicas": 0, "shard_count": 9})),
+                None,
+                false,
+            ),
+        );
+        let r = response(&a);
+        assert_eq!(r["allowed"], false);
+        let msg = r["status"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("spec.replicas: 0 is below the minimum 1"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("spec.shard_count: 9 is above the maximum 5"),
+            "{msg}"
+        );
     }
 
     /// kube encodes the patch as an array of bytes, which the apiserver's

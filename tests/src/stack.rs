@@ -1,0 +1,342 @@
+//! The product on a local cluster, the way `make demo` and the e2e suite
+//! run it: the chart installed with helm in out-of-cluster mode
+//! (`webhook.url`, `operator.enabled=false`), and the webhook and operator
+//! running as local processes against the cluster.
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cluster::Cluster;
+use crate::process::ManagedChild;
+use crate::product::{binary, repo_root};
+use crate::wait::{fatal, wait_for};
+
+pub const RELEASE: &str = "redis-operator";
+pub const NAMESPACE: &str = "redis-operator";
+/// Names the chart gives things for release `redis-operator`.
+pub const WEBHOOK_CONFIG: &str = "redis-operator";
+pub const TLS_SECRET: &str = "redis-operator-webhook-tls";
+pub const POLICY_CONFIGMAP: &str = "redis-operator-policy";
+pub const LEASE: &str = "redis-operator-operator";
+pub const CRD: &str = "redisclusters.redis.example.com";
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr().context("reading bound port")?.port())
+}
+
+/// What to install and start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Extra `--set` values for helm.
+    pub helm_set: Vec<String>,
+    pub start_webhook: bool,
+    /// Operator processes to start (each with its own identity).
+    pub operators: usize,
+    /// Extra flags for every operator process.
+    pub operator_args: Vec<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            helm_set: Vec::new(),
+            start_webhook: true,
+            operators: 0,
+            operator_args: Vec::new(),
+        }
+    }
+}
+
+pub struct Operator {
+    pub identity: String,
+    pub metrics_port: u16,
+    pub child: ManagedChild,
+}
+
+pub struct Stack {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    pub webhook_port: u16,
+    pub webhook_metrics_port: u16,
+    webhook: Option<ManagedChild>,
+    pub operators: Vec<Operator>,
+    operator_args: Vec<String>,
+    started: usize,
+}
+
+impl Stack {
+    /// `helm install`s the chart and starts the requested processes.
+    pub async fn install(cluster: &Cluster, opts: StackOptions) -> Result<Stack> {
+        let dir = cluster.tmp_dir().join("stack");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let webhook_port = free_port()?;
+        let mut stack = Stack {
+            dir,
+            kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+            webhook_port,
+            webhook_metrics_port: free_port()?,
+            webhook: None,
+            operators: Vec::new(),
+            operator_args: opts.operator_args.clone(),
+            started: 0,
+        };
+        let mut args = vec![
+            "install".to_string(),
+            RELEASE.into(),
+            chart_dir().display().to_string(),
+            "-n".into(),
+            NAMESPACE.into(),
+            "--create-namespace".into(),
+        ];
+        args.extend(stack.local_values());
+        for s in &opts.helm_set {
+            args.push("--set".into());
+            args.push(s.clone());
+        }
+        cluster.helm_ok(&args).await.context("helm install")?;
+        cluster
+            .kubectl_ok([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{CRD}"),
+            ])
+            .await?;
+        if opts.start_webhook {
+            stack.start_webhook(cluster).await?;
+        }
+        for _ in 0..opts.operators {
+            stack.start_operator(cluster).await?;
+        }
+        Ok(stack)
+    }
+
+    /// The values that point the chart at the local processes.
+    pub fn local_values(&self) -> Vec<String> {
+        vec![
+            "--set".into(),
+            format!("webhook.url=https://127.0.0.1:{}", self.webhook_port),
+            "--set".into(),
+            "operator.enabled=false".into(),
+        ]
+    }
+
+    /// The policy the chart rendered, written where the processes read it.
+    async fn policy_file(&self, cluster: &Cluster) -> Result<PathBuf> {
+        let text = cluster
+            .kubectl_ok([
+                "get",
+                "configmap",
+                POLICY_CONFIGMAP,
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.data.policy\\.yaml}",
+            ])
+            .await?;
+        let path = self.dir.join("policy.yaml");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn env(&self) -> Vec<(&'static str, &OsStr)> {
+        vec![("KUBECONFIG", self.kubeconfig.as_os_str())]
+    }
+
+    /// Starts the webhook in self-managed certificate mode and waits until
+    /// it is ready and both configurations carry its CA.
+    pub async fn start_webhook(&mut self, cluster: &Cluster) -> Result<()> {
+        self.stop_webhook();
+        let policy = self.policy_file(cluster).await?;
+        let args: Vec<String> = [
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{}", self.webhook_port),
+            "--metrics-bind",
+            &format!("127.0.0.1:{}", self.webhook_metrics_port),
+            "--policy",
+            &policy.display().to_string(),
+            "--self-managed-secret",
+            TLS_SECRET,
+            "--namespace",
+            NAMESPACE,
+            "--extra-san",
+            "127.0.0.1",
+            "--validating-webhook",
+            WEBHOOK_CONFIG,
+            "--mutating-webhook",
+            WEBHOOK_CONFIG,
+            "--cert-check-seconds",
+            "2",
+            "--ca-propagation-seconds",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.dir.join(format!("webhook-{}.log", self.webhook_port));
+        let mut child = ManagedChild::spawn_with_env(
+            "redis-webhook",
+            &binary("redis-webhook")?,
+            &args,
+            &self.env(),
+            &log,
+        )?;
+        let url = format!("http://127.0.0.1:{}/readyz", self.webhook_metrics_port);
+        wait_for("the webhook to be ready", Duration::from_secs(60), || {
+            let alive = child.check_running();
+            let url = url.clone();
+            async move {
+                alive.map_err(fatal)?;
+                Ok(http_ok(&url).await.then_some(()))
+            }
+        })
+        .await?;
+        self.webhook = Some(child);
+        wait_for(
+            "the caBundle to be injected",
+            Duration::from_secs(60),
+            || async {
+                Ok(self
+                    .ca_bundles(cluster)
+                    .await?
+                    .iter()
+                    .all(|b| !b.is_empty())
+                    .then_some(()))
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub fn stop_webhook(&mut self) {
+        self.webhook = None;
+    }
+
+    /// Errors when the webhook process has died.
+    pub fn check_webhook(&mut self) -> Result<()> {
+        match self.webhook.as_mut() {
+            Some(c) => c.check_running(),
+            None => bail!("the webhook is not running"),
+        }
+    }
+
+    /// The caBundle of every webhook in both configurations.
+    pub async fn ca_bundles(&self, cluster: &Cluster) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for kind in [
+            "validatingwebhookconfiguration",
+            "mutatingwebhookconfiguration",
+        ] {
+            let text = cluster
+                .kubectl_ok([
+                    "get",
+                    kind,
+                    WEBHOOK_CONFIG,
+                    "-o",
+                    "jsonpath={range .webhooks[*]}{.clientConfig.caBundle}{\"\\n\"}{end}",
+                ])
+                .await?;
+            out.extend(text.lines().map(str::to_string));
+        }
+        Ok(out)
+    }
+
+    /// Starts one more operator process (leader election on the chart's Lease).
+    pub async fn start_operator(&mut self, cluster: &Cluster) -> Result<usize> {
+        let policy = self.policy_file(cluster).await?;
+        self.started += 1;
+        let identity = format!("operator-{}", self.started);
+        let metrics_port = free_port()?;
+        let mut args: Vec<String> = [
+            "--metrics-bind",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--policy",
+            &policy.display().to_string(),
+            "--leader-election-namespace",
+            NAMESPACE,
+            "--lease-name",
+            LEASE,
+            "--identity",
+            &identity,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.operator_args.iter().cloned());
+        let log = self.dir.join(format!("{identity}.log"));
+        let mut child = ManagedChild::spawn_with_env(
+            "redis-operator",
+            &binary("redis-operator")?,
+            &args,
+            &self.env(),
+            &log,
+        )?;
+        let url = format!("http://127.0.0.1:{metrics_port}/healthz");
+        wait_for("the operator's /healthz", Duration::from_secs(60), || {
+            let alive = child.check_running();
+            let url = url.clone();
+            async move {
+                alive.map_err(fatal)?;
+                Ok(http_ok(&url).await.then_some(()))
+            }
+        })
+        .await?;
+        self.operators.push(Operator {
+            identity,
+            metrics_port,
+            child,
+        });
+        Ok(self.operators.len() - 1)
+    }
+
+    /// Kills operator `i` with SIGKILL, as a crash would.
+    pub fn kill_operator(&mut self, i: usize) -> Result<Operator> {
+        if i >= self.operators.len() {
+            bail!("no operator {i}");
+        }
+        let mut op = self.operators.remove(i);
+        op.child.kill();
+        Ok(op)
+    }
+
+    /// The operator's Prometheus text.
+    pub async fn operator_metrics(&self, i: usize) -> Result<String> {
+        let op = self.operators.get(i).context("no such operator")?;
+        http_get(&format!("http://127.0.0.1:{}/metrics", op.metrics_port)).await
+    }
+
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+}
+
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("charts/redis-operator")
+}
+
+/// Plain HTTP GET on loopback; `true` on a 2xx.
+pub async fn http_ok(url: &str) -> bool {
+    crate::product::init_crypto();
+    match reqwest::get(url).await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+pub async fn http_get(url: &str) -> Result<String> {
+    crate::product::init_crypto();
+    let r = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        bail!("GET {url}: HTTP {status}");
+    }
+    r.text().await.with_context(|| format!("reading {url}"))
+}

@@ -1,0 +1,489 @@
+//! End to end on a real control plane: the chart through helm, admission
+//! through the apiserver, certificates, and the operator (see also
+//! `e2e_operator.rs`). Every assertion is on what the apiserver returns.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use harness::stack::{
+    CRD, NAMESPACE, RELEASE, Stack, StackOptions, TLS_SECRET, WEBHOOK_CONFIG, chart_dir,
+};
+use harness::{Cluster, ClusterOptions, wait_for};
+
+/// Tests here each start a control plane; one at a time fits 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn cluster() -> Result<Cluster> {
+    Cluster::start(ClusterOptions::default()).await
+}
+
+const ORIGINAL: &str = r#"
+apiVersion: redis.example.com/v1alpha1
+kind: RedisCluster
+metadata:
+  name: redis-cluster
+  namespace: default
+spec:
+  replicas: 1
+  shard_count: 1
+  scaling_threshold: 70.0
+"#;
+
+fn manifest(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}"
+    )
+}
+
+/// `kubectl apply`; Err(stderr) when the apiserver refuses.
+async fn apply(c: &Cluster, yaml: &str) -> Result<std::result::Result<(), String>> {
+    match c.kubectl_apply(yaml).await {
+        Ok(_) => Ok(Ok(())),
+        Err(e) => Ok(Err(format!("{e:#}"))),
+    }
+}
+
+async fn refused(c: &Cluster, yaml: &str) -> Result<String> {
+    match apply(c, yaml).await? {
+        Ok(()) => bail!("the apiserver accepted an invalid spec:\n{yaml}"),
+        Err(msg) => Ok(msg),
+    }
+}
+
+fn must_contain(msg: &str, parts: &[&str]) -> Result<()> {
+    for p in parts {
+        ensure!(msg.contains(p), "expected {p:?} in:\n{msg}");
+    }
+    Ok(())
+}
+
+/// The invalid specs of the suite, with what our webhook says about each.
+fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    vec![
+        (
+            "zero",
+            manifest("zero", "  replicas: 0\n"),
+            vec!["spec.replicas: 0 is below the minimum 1"],
+        ),
+        (
+            "eleven",
+            manifest("eleven", "  replicas: 11\n"),
+            vec!["spec.replicas: 11 is above the maximum 10"],
+        ),
+        (
+            "shards",
+            manifest("shards", "  shard_count: 6\n"),
+            vec!["spec.shard_count: 6 is above the maximum 5"],
+        ),
+        (
+            "hot",
+            manifest("hot", "  scaling_threshold: 150\n"),
+            vec!["spec.scaling_threshold: 150 is above the maximum 100"],
+        ),
+        (
+            "bounds",
+            manifest(
+                "bounds",
+                "  replicas: 3\n  min_replicas: 5\n  max_replicas: 3\n",
+            ),
+            vec!["spec.min_replicas: 5 is greater than spec.max_replicas 3"],
+        ),
+        (
+            "many",
+            manifest(
+                "many",
+                "  replicas: 11\n  shard_count: 6\n  scaling_threshold: 150\n",
+            ),
+            vec![
+                "spec.replicas: 11 is above the maximum 10",
+                "spec.shard_count: 6 is above the maximum 5",
+                "spec.scaling_threshold: 150 is above the maximum 100",
+            ],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn chart_installs_with_defaults_upgrades_and_uninstalls() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = cluster().await?;
+    c.helm_ok(["lint", "--strict", &chart_dir().display().to_string()])
+        .await?;
+    // Default values: the in-cluster Deployments (kwok runs their pods).
+    c.helm_ok([
+        "install",
+        RELEASE,
+        &chart_dir().display().to_string(),
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+    ])
+    .await?;
+    c.kubectl_ok([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/{CRD}"),
+    ])
+    .await?;
+    for (kind, name) in [
+        ("deployment", "redis-operator-operator"),
+        ("deployment", "redis-operator-webhook"),
+        ("service", "redis-operator-webhook"),
+        ("configmap", "redis-operator-policy"),
+        ("poddisruptionbudget", "redis-operator-webhook"),
+        ("serviceaccount", "redis-operator-webhook"),
+    ] {
+        c.kubectl_ok(["get", kind, name, "-n", NAMESPACE])
+            .await
+            .with_context(|| format!("{kind}/{name} after install"))?;
+    }
+    let replicas = c
+        .kubectl_ok([
+            "get",
+            "deployment",
+            "redis-operator-webhook",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await?;
+    assert_eq!(replicas, "2");
+    let vwc = c
+        .kubectl_ok([
+            "get",
+            "validatingwebhookconfiguration",
+            WEBHOOK_CONFIG,
+            "-o",
+            "json",
+        ])
+        .await?;
+    let vwc: serde_json::Value = serde_json::from_str(&vwc)?;
+    let hook = &vwc["webhooks"][0];
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert!(hook["timeoutSeconds"].as_i64().unwrap_or(99) <= 5);
+    assert!(
+        !hook["rules"][0]["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "DELETE")
+    );
+    let excluded = hook["namespaceSelector"].to_string();
+    assert!(
+        excluded.contains(NAMESPACE) && excluded.contains("kube-system"),
+        "{excluded}"
+    );
+
+    c.helm_ok(["uninstall", RELEASE, "-n", NAMESPACE, "--wait"])
+        .await?;
+    // Everything the chart made is gone, except the CRD it keeps on purpose
+    // (deleting it would delete every RedisCluster and its data).
+    let left = c
+        .kubectl_ok([
+            "get",
+            "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
+            "-n",
+            NAMESPACE,
+            "-l",
+            &format!("app.kubernetes.io/instance={RELEASE}"),
+            "-o",
+            "name",
+        ])
+        .await?;
+    assert_eq!(left.trim(), "", "left after uninstall: {left}");
+    let cluster_left = c
+        .kubectl_ok([
+            "get",
+            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations",
+            "-l",
+            &format!("app.kubernetes.io/instance={RELEASE}"),
+            "-o",
+            "name",
+        ])
+        .await?;
+    assert_eq!(
+        cluster_left.trim(),
+        "",
+        "left after uninstall: {cluster_left}"
+    );
+    c.kubectl_ok(["get", "crd", CRD])
+        .await
+        .context("the CRD is kept (helm.sh/resource-policy: keep)")?;
+    c.stop();
+    Ok(())
+}
+
+#[tokio::test]
+async fn admission_through_the_apiserver() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = cluster().await?;
+    let mut stack = Stack::install(&c, StackOptions::default()).await?;
+
+    // Self-managed certificates: the Secret exists and the bundle is in.
+    let keys = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            TLS_SECRET,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.data}",
+        ])
+        .await?;
+    must_contain(&keys, &["tls.crt", "tls.key", "ca.crt"])?;
+    let bundles = stack.ca_bundles(&c).await?;
+    assert_eq!(bundles.len(), 2, "{bundles:?}");
+
+    // The original tutorial's manifest applies unchanged.
+    apply(&c, ORIGINAL).await?.map_err(anyhow::Error::msg)?;
+    let spec = c
+        .kubectl_ok([
+            "get",
+            "rediscluster",
+            "redis-cluster",
+            "-o",
+            "jsonpath={.spec}",
+        ])
+        .await?;
+    let spec: serde_json::Value = serde_json::from_str(&spec)?;
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["scaling_threshold"], 70.0);
+
+    // Only replicas given: the rest comes back defaulted.
+    apply(&c, &manifest("only-replicas", "  replicas: 2\n"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let spec = c
+        .kubectl_ok([
+            "get",
+            "rediscluster",
+            "only-replicas",
+            "-o",
+            "jsonpath={.spec}",
+        ])
+        .await?;
+    let spec: serde_json::Value = serde_json::from_str(&spec)?;
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["shard_count"], 1);
+    assert_eq!(spec["scaling_threshold"], 70.0);
+    assert_eq!(spec["scale_down_stabilization_seconds"], 300);
+    assert_eq!(spec["scale_up_cooldown_seconds"], 60);
+    assert_eq!(spec["autoscaling_paused"], false);
+    assert_eq!(spec["resources"]["requests"]["cpu"], "100m");
+    assert!(
+        spec.get("min_replicas").is_none() && spec.get("max_replicas").is_none(),
+        "{spec}"
+    );
+
+    // Invalid specs: our webhook names every bad field.
+    for (name, yaml, parts) in invalid_cases() {
+        let msg = refused(&c, &yaml).await?;
+        must_contain(&msg, &["denied the request"]).with_context(|| format!("case {name}"))?;
+        must_contain(&msg, &parts).with_context(|| format!("case {name}"))?;
+    }
+    // kubectl scale works, and past the CRD bounds the schema refuses it.
+    c.kubectl_ok(["scale", "rediscluster/redis-cluster", "--replicas=3"])
+        .await?;
+    let replicas = c
+        .kubectl_ok([
+            "get",
+            "rediscluster",
+            "redis-cluster",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await?;
+    assert_eq!(replicas, "3");
+    let out = c
+        .kubectl(["scale", "rediscluster/redis-cluster", "--replicas=11"])
+        .await?;
+    ensure!(!out.status.success(), "scale to 11 was accepted");
+
+    // helm upgrade with no change: same caBundle, admission still works.
+    let mut up = vec![
+        "upgrade".to_string(),
+        RELEASE.into(),
+        chart_dir().display().to_string(),
+        "-n".into(),
+        NAMESPACE.into(),
+    ];
+    up.extend(stack.local_values());
+    c.helm_ok(&up).await?;
+    assert_eq!(
+        stack.ca_bundles(&c).await?,
+        bundles,
+        "helm upgrade changed the caBundle"
+    );
+    apply(&c, &manifest("after-upgrade", "  replicas: 3\n"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    refused(&c, &manifest("after-upgrade-bad", "  replicas: 12\n")).await?;
+
+    // A tightened policy: replicas 7 is refused with a message naming 6.
+    let mut tight = up.clone();
+    tight.extend(["--set".into(), "webhook.policy.replicas.max=6".into()]);
+    c.helm_ok(&tight).await?;
+    // In a cluster the policy checksum rolls the pods; here, restart the process.
+    stack.start_webhook(&c).await?;
+    let msg = refused(&c, &manifest("seven", "  replicas: 7\n")).await?;
+    must_contain(
+        &msg,
+        &["spec.replicas: 7 is above the maximum 6 (allowed range 1 to 6)"],
+    )?;
+    apply(&c, &manifest("six", "  replicas: 6\n"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    // The webhook also guards the scale subresource: past the policy is denied.
+    let out = c
+        .kubectl(["scale", "rediscluster/six", "--replicas=7"])
+        .await?;
+    ensure!(
+        !out.status.success(),
+        "kubectl scale past the policy was accepted"
+    );
+    must_contain(
+        &String::from_utf8_lossy(&out.stderr),
+        &[
+            "denied the request",
+            "spec.replicas: 7 is above the maximum 6",
+        ],
+    )?;
+
+    // Defence in depth: without the webhook, the schema and CEL rules still refuse.
+    let mut off = up.clone();
+    off.extend(["--set".into(), "webhook.enabled=false".into()]);
+    c.helm_ok(&off).await?;
+    stack.stop_webhook();
+    wait_for(
+        "the webhook configurations to go",
+        Duration::from_secs(30),
+        || async {
+            let out = c
+                .kubectl(["get", "validatingwebhookconfiguration", WEBHOOK_CONFIG])
+                .await?;
+            Ok((!out.status.success()).then_some(()))
+        },
+    )
+    .await?;
+    let schema_says = [
+        ("zero", "spec.replicas: Invalid value: 0"),
+        ("eleven", "spec.replicas: Invalid value: 11"),
+        ("shards", "spec.shard_count: Invalid value: 6"),
+        ("hot", "spec.scaling_threshold: Invalid value: 150"),
+        (
+            "bounds",
+            "spec.min_replicas must be less than or equal to spec.max_replicas",
+        ),
+        ("many", "spec.shard_count: Invalid value: 6"),
+    ];
+    for (name, yaml, _) in invalid_cases() {
+        let msg = refused(&c, &yaml)
+            .await
+            .with_context(|| format!("case {name} without the webhook"))?;
+        let expect = schema_says
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+            .unwrap_or("Invalid value");
+        must_contain(&msg, &[expect])
+            .with_context(|| format!("case {name} without the webhook"))?;
+        ensure!(
+            !msg.contains("denied the request"),
+            "the webhook answered while removed: {msg}"
+        );
+    }
+    c.stop();
+    Ok(())
+}
+
+async fn signer(c: &Cluster) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        "secret",
+        TLS_SECRET,
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.data.ca-signer\\.crt}",
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn forced_rotation_keeps_admission_working() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = cluster().await?;
+    let mut stack = Stack::install(&c, StackOptions::default()).await?;
+    let before = signer(&c).await?;
+    let bundle_before = stack.ca_bundles(&c).await?;
+    c.kubectl_ok([
+        "annotate",
+        "secret",
+        TLS_SECRET,
+        "-n",
+        NAMESPACE,
+        "redis.example.com/rotate-ca=now",
+    ])
+    .await?;
+
+    // Keep admitting (server-side dry run goes through both webhooks) until
+    // the new CA signs, and count failures. Bounded in count and time.
+    let started = std::time::Instant::now();
+    let mut attempts = 0u32;
+    let mut failures = Vec::new();
+    let mut rotated = false;
+    while attempts < 400 && started.elapsed() < Duration::from_secs(120) {
+        attempts += 1;
+        let yaml = manifest(&format!("rot-{attempts}"), "  replicas: 2\n");
+        if let Err(e) = c.kubectl_apply(&yaml).await {
+            failures.push(format!("{e:#}"));
+        }
+        if signer(&c).await? != before {
+            rotated = true;
+            // A few more requests on the new certificate.
+            if attempts > 5 && started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        stack.check_webhook()?;
+    }
+    ensure!(
+        rotated,
+        "the CA was not rotated within {:?}",
+        started.elapsed()
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} of {attempts} admissions failed during rotation: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let bundle_after = stack.ca_bundles(&c).await?;
+    ensure!(bundle_after != bundle_before, "the caBundle did not change");
+    // The webhook still denies what it should, on the new certificate.
+    refused(&c, &manifest("after-rotation", "  replicas: 0\n")).await?;
+    let annotations = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            TLS_SECRET,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ])
+        .await?;
+    ensure!(
+        !annotations.contains("rotate-ca"),
+        "the rotation request was not cleared: {annotations}"
+    );
+    c.stop();
+    Ok(())
+}
