@@ -725,11 +725,20 @@ async fn write_status(
     Ok(())
 }
 
-fn pod_ready(p: &Pod) -> bool {
+/// When the pod became Ready (Unix seconds), if it is ready.
+fn ready_since(p: &Pod) -> Option<f64> {
     p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+                .unwrap_or(0.0)
+        })
 }
 
 async fn read_utilization(
@@ -741,9 +750,11 @@ async fn read_utilization(
 ) -> Result<f64, String> {
     let ready: Vec<ReadyPod> = pods
         .iter()
-        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
-        .map(|p| ReadyPod {
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| Some((p, ready_since(p)?)))
+        .map(|(p, since)| ReadyPod {
             name: p.name_any(),
+            ready_since: since,
             request_cores: p
                 .spec
                 .as_ref()

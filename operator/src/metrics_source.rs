@@ -24,11 +24,13 @@ pub fn parse_cpu(q: &str) -> Option<f64> {
     (v.is_finite() && v >= 0.0).then_some(v * scale)
 }
 
-/// One ready pod and the CPU its Redis container requests.
+/// One ready pod, the CPU its Redis container requests, and when it became
+/// ready (seconds since the Unix epoch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadyPod {
     pub name: String,
     pub request_cores: f64,
+    pub ready_since: f64,
 }
 
 /// One PodMetrics reading: CPU of the Redis container and when it was taken
@@ -59,27 +61,41 @@ impl std::fmt::Display for Unavailable {
     }
 }
 
-/// Sum of usage over sum of requests × 100, over the ready pods. Every ready
-/// pod must have a fresh sample: a partial view could hide a hot pod.
+/// Sum of usage over sum of requests × 100, over the ready pods. A pod ready
+/// for less than `max_age_secs` may lack a sample (metrics-server needs two
+/// scrapes) and is left out, as HPA does; any older pod must have a fresh
+/// sample, since a partial view could hide a hot pod.
 pub fn utilization(
     ready: &[ReadyPod],
     usage: &HashMap<String, Usage>,
     now: f64,
     max_age_secs: f64,
 ) -> Result<f64, Unavailable> {
-    if ready.is_empty() {
-        return Err(Unavailable::NoReadyPods);
-    }
-    let missing: Vec<String> = ready
+    let missing: Vec<&ReadyPod> = ready
         .iter()
         .filter(|p| !usage.contains_key(&p.name))
+        .collect();
+    let established_missing: Vec<String> = missing
+        .iter()
+        .filter(|p| now - p.ready_since >= max_age_secs)
         .map(|p| p.name.clone())
         .collect();
-    if !missing.is_empty() {
-        return Err(Unavailable::Missing(missing));
+    if !established_missing.is_empty() {
+        return Err(Unavailable::Missing(established_missing));
+    }
+    let measured: Vec<&ReadyPod> = ready
+        .iter()
+        .filter(|p| usage.contains_key(&p.name))
+        .collect();
+    if measured.is_empty() {
+        return Err(if ready.is_empty() {
+            Unavailable::NoReadyPods
+        } else {
+            Unavailable::Missing(missing.iter().map(|p| p.name.clone()).collect())
+        });
     }
     let (mut used, mut requested) = (0.0, 0.0);
-    for p in ready {
+    for p in measured {
         if p.request_cores <= 0.0 {
             return Err(Unavailable::NoRequest(p.name.clone()));
         }
@@ -159,6 +175,7 @@ mod tests {
             .map(|i| ReadyPod {
                 name: format!("p{i}"),
                 request_cores: 0.1,
+                ready_since: 0.0,
             })
             .collect()
     }
