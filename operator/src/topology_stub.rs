@@ -1,4 +1,5 @@
 //! TEMPORARY stand-in until the topology module lands.
+#![allow(dead_code)]
 pub struct Member {
     pub shard: u32,
     pub ordinal: u32,
@@ -9,7 +10,9 @@ pub struct Desired {
     pub nodes_per_shard: u32,
 }
 #[derive(Default)]
-pub struct StepOptions;
+pub struct StepOptions {
+    pub max_slots_per_step: u32,
+}
 pub struct Report {
     pub converged: bool,
     pub actions_taken: Vec<String>,
