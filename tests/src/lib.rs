@@ -22,8 +22,10 @@
 
 pub mod cluster;
 pub mod pki;
+pub mod pod_redis;
 pub mod process;
 pub mod product;
+pub mod redis;
 pub mod stack;
 pub mod tools;
 pub mod wait;
