@@ -148,17 +148,14 @@ impl Stack {
         vec![("KUBECONFIG", self.kubeconfig.as_os_str())]
     }
 
-    /// Starts the webhook in self-managed certificate mode and waits until
-    /// it is ready and both configurations carry its CA.
-    pub async fn start_webhook(&mut self, cluster: &Cluster) -> Result<()> {
-        self.stop_webhook();
-        let policy = self.policy_file(cluster).await?;
-        let args: Vec<String> = [
+    /// Arguments of a self-managed webhook process on the given ports.
+    fn webhook_args(&self, https: u16, http: u16, policy: &std::path::Path) -> Vec<String> {
+        [
             "serve",
             "--bind",
-            &format!("127.0.0.1:{}", self.webhook_port),
+            &format!("127.0.0.1:{https}"),
             "--metrics-bind",
-            &format!("127.0.0.1:{}", self.webhook_metrics_port),
+            &format!("127.0.0.1:{http}"),
             "--policy",
             &policy.display().to_string(),
             "--self-managed-secret",
@@ -178,8 +175,19 @@ impl Stack {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
-        let log = self.dir.join(format!("webhook-{}.log", self.webhook_port));
+        .collect()
+    }
+
+    /// Spawns a webhook process on `https`/`http` and waits for `/readyz`.
+    async fn spawn_webhook(
+        &self,
+        cluster: &Cluster,
+        https: u16,
+        http: u16,
+    ) -> Result<ManagedChild> {
+        let policy = self.policy_file(cluster).await?;
+        let args = self.webhook_args(https, http, &policy);
+        let log = self.dir.join(format!("webhook-{https}.log"));
         let mut child = ManagedChild::spawn_with_env(
             "redis-webhook",
             &binary("redis-webhook")?,
@@ -187,7 +195,7 @@ impl Stack {
             &self.env(),
             &log,
         )?;
-        let url = format!("http://127.0.0.1:{}/readyz", self.webhook_metrics_port);
+        let url = format!("http://127.0.0.1:{http}/readyz");
         wait_for("the webhook to be ready", Duration::from_secs(60), || {
             let alive = child.check_running();
             let url = url.clone();
@@ -197,6 +205,24 @@ impl Stack {
             }
         })
         .await?;
+        Ok(child)
+    }
+
+    /// A second webhook replica on its own ports (the configurations keep
+    /// pointing at the first), for tests of replicas sharing the Secret.
+    pub async fn spawn_extra_webhook(&self, cluster: &Cluster) -> Result<(ManagedChild, u16)> {
+        let https = free_port()?;
+        let child = self.spawn_webhook(cluster, https, free_port()?).await?;
+        Ok((child, https))
+    }
+
+    /// Starts the webhook in self-managed certificate mode and waits until
+    /// it is ready and both configurations carry its CA.
+    pub async fn start_webhook(&mut self, cluster: &Cluster) -> Result<()> {
+        self.stop_webhook();
+        let child = self
+            .spawn_webhook(cluster, self.webhook_port, self.webhook_metrics_port)
+            .await?;
         self.webhook = Some(child);
         wait_for(
             "the caBundle to be injected",

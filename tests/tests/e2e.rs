@@ -487,3 +487,81 @@ async fn forced_rotation_keeps_admission_working() -> Result<()> {
     c.stop();
     Ok(())
 }
+
+/// Two self-managed replicas start at once with no Secret: one creates it,
+/// the other loses the race, reads it, and both serve the same certificate.
+#[tokio::test]
+async fn two_webhook_replicas_share_one_secret() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = cluster().await?;
+    let mut stack = Stack::install(
+        &c,
+        StackOptions {
+            start_webhook: false,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let (first, second) =
+        tokio::join!(stack.spawn_extra_webhook(&c), stack.spawn_extra_webhook(&c));
+    let (_first, first_port) = first?;
+    let (_second, port) = second?;
+    let ca = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            TLS_SECRET,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ])
+        .await?;
+    let ca: k8s_openapi::ByteString = serde_json::from_value(serde_json::Value::String(ca))?;
+    // The second replica's certificate verifies against the one Secret's CA.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for cert in CertificateDer::pem_slice_iter(&ca.0) {
+        roots.add(cert?)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?;
+    wait_for(
+        "the second replica to serve the shared certificate",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .post(format!("https://127.0.0.1:{port}/validate"))
+                    .body("{}")
+                    .send()
+                    .await;
+                Ok(r.ok().map(|r| r.status().as_u16()))
+            }
+        },
+    )
+    .await
+    .map(|status| assert_eq!(status, 400))?;
+    let first_ok = client
+        .post(format!("https://127.0.0.1:{first_port}/validate"))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(first_ok.status().as_u16(), 400);
+    // A third replica joins (the one the configurations point at), and
+    // admission through the apiserver works.
+    stack.start_webhook(&c).await?;
+    apply(&c, ORIGINAL).await?.map_err(anyhow::Error::msg)?;
+    stack.check_webhook()?;
+    c.stop();
+    Ok(())
+}
