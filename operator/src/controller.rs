@@ -30,7 +30,7 @@ use crate::desired::{self, CLUSTER_LABEL, MANAGER, SHARD_LABEL, SPEC_HASH};
 use crate::metrics_source::{self, ReadyPod};
 use crate::status::{self, RedisState, ShardObservation};
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
-use crate::topology_stub as topology;
+use crate::topology;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -153,6 +153,12 @@ pub fn redis_conf() -> String {
         "cluster-node-timeout 5000",
         "cluster-allow-replica-migration no",
         "appendonly yes",
+        // Redis's default trade-off: at most about a second of acknowledged
+        // writes can be lost if a node crashes. Scaling never relies on it:
+        // slots move with MIGRATE, which is synchronous.
+        "appendfsync everysec",
+        // Replicas attach without waiting for more replicas to batch with.
+        "repl-diskless-sync-delay 0",
         "dir /data",
         "",
     ]

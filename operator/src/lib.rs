@@ -16,4 +16,3 @@ pub mod run;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
-mod topology_stub;

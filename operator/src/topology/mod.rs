@@ -1,1 +1,234 @@
-//! Redis Cluster topology: observe over RESP, plan (pure), act.
+//! Redis Cluster topology: the Redis-side half of the operator.
+//!
+//! [`step`] is called once per reconcile. It observes every member over RESP
+//! ([`observe`]), asks the pure planner ([`plan`]) for the next safe batch of
+//! actions, executes it (`exec`), and repeats until the topology converges,
+//! something outside its control blocks it, or its time budget runs out. It
+//! returns a [`Report`]; the operator requeues until `converged`, and deletes
+//! pods only when the report says they are removable.
+//!
+//! Safety rules the design rests on, so that no key is ever lost:
+//! - slots are only assigned (ADDSLOTS) when no node claims them in any view,
+//!   and a node holding slots or keys is never reset, flushed or merged;
+//! - a slot moves key by key with MIGRATE while the source is MIGRATING and
+//!   the target IMPORTING; the source stays authoritative until the move is
+//!   closed, and an interrupted move is always finished towards the importing
+//!   node, so each step can stop anywhere and the next one picks it up.
+//!   Clients keep working meanwhile: Redis answers ASK for keys already moved
+//!   (and TRYAGAIN for multi-key commands split across both nodes);
+//! - migrations start only when every node reports `cluster_state:ok` and
+//!   every primary agrees on the slot map;
+//! - a primary being scaled away hands over with a coordinated failover;
+//! - a replica whose primary is gone but still owns slots may hold the only
+//!   copy of their keys: it is never re-pointed, reset or forgotten;
+//! - nodes are forgotten only once they hold no slots and no keys of their own.
+
+mod error;
+mod exec;
+pub mod model;
+mod observe;
+pub mod plan;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use error::TopologyError;
+pub use observe::observe;
+pub use plan::{Action, Limits, NodeRef, Observation, Outcome, Plan};
+
+/// One Redis pod: its shard (StatefulSet index), ordinal within the
+/// StatefulSet, and address (pod IP:6379).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    pub shard: u32,
+    pub ordinal: u32,
+    pub addr: SocketAddr,
+}
+
+/// The topology to reach: `shards` primaries holding the 16384 slots evenly,
+/// each with `nodes_per_shard - 1` replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desired {
+    pub shards: u32,
+    pub nodes_per_shard: u32,
+}
+
+/// Bounds on one [`step`] call, so the reconcile loop stays responsive.
+#[derive(Debug, Clone)]
+pub struct StepOptions {
+    /// Wall-clock budget. Checked between commands: a slot move in flight
+    /// may be left open and is finished by the next call.
+    pub time_budget: Duration,
+    /// At most this many slots moved per call.
+    pub max_slots_per_step: u32,
+    /// Stop after migrating this many keys (a slot may be left open).
+    pub max_keys_per_step: Option<u64>,
+    /// Keys per MIGRATE command.
+    pub keys_per_migrate: u32,
+    /// Slots per pipelined migration batch.
+    pub slots_per_batch: u32,
+    pub connect_timeout: Duration,
+    /// Timeout of an ordinary admin command.
+    pub command_timeout: Duration,
+    /// The timeout MIGRATE is given for talking to the target.
+    pub migrate_timeout: Duration,
+    /// Pause between two observations while the cluster settles (gossip).
+    pub settle_poll: Duration,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self {
+            time_budget: Duration::from_secs(10),
+            max_slots_per_step: u32::MAX,
+            max_keys_per_step: None,
+            keys_per_migrate: 100,
+            slots_per_batch: 64,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+            migrate_timeout: Duration::from_secs(10),
+            settle_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What one [`step`] did and where the cluster stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Desired topology reached, cluster_state ok everywhere, no open slot.
+    pub converged: bool,
+    /// Human-readable, for events and logs.
+    pub actions_taken: Vec<String>,
+    pub slots_moved: u32,
+    pub keys_moved: u64,
+    pub slots_left_to_move: u32,
+    /// The current step, for status.
+    pub message: String,
+    /// StatefulSet indexes >= desired.shards whose nodes hold no slots and no
+    /// keys and have been forgotten by the rest: the operator may delete them.
+    pub removable_shards: Vec<u32>,
+    /// True when, in every shard, no member with ordinal >=
+    /// desired.nodes_per_shard is a primary and such members were forgotten:
+    /// the operator may now shrink the StatefulSets.
+    pub replicas_removable: bool,
+    /// Wall-clock time of the call.
+    pub elapsed: Duration,
+    /// Time spent moving slots (for keys/s and the migration-duration metric).
+    pub migration_time: Duration,
+}
+
+/// Upper bound on observe/plan/act rounds in one call (the time budget
+/// normally ends it much earlier).
+const MAX_ROUNDS: u32 = 10_000;
+/// Cap on `Report::actions_taken` entries.
+const MAX_ACTION_LOG: usize = 200;
+
+/// Moves the cluster formed by `members` towards `desired`, within `opts`.
+pub async fn step(
+    members: &[Member],
+    desired: &Desired,
+    opts: &StepOptions,
+) -> Result<Report, TopologyError> {
+    validate(members, desired)?;
+    let start = Instant::now();
+    let mut budget = exec::Budget::new(start + opts.time_budget, opts);
+    let mut conns = exec::Conns::new(opts);
+    let limits = Limits {
+        max_slots: 512.min(opts.max_slots_per_step.max(1)),
+        slots_per_batch: opts.slots_per_batch.max(1),
+    };
+    let mut report = Report::default();
+    let mut logged = 0usize;
+    for round in 0..MAX_ROUNDS {
+        let obs = observe::observe_with(&mut conns, members, desired).await;
+        let plan = plan::plan(&obs, desired, &limits);
+        tracing::debug!(
+            outcome = ?plan.outcome,
+            message = %plan.message,
+            actions = plan.actions.len(),
+            "topology plan"
+        );
+        report.converged = plan.outcome == Outcome::Converged;
+        report.message = plan.message.clone();
+        report.slots_left_to_move = plan.slots_left_to_move;
+        report.removable_shards = plan.removable_shards.clone();
+        report.replicas_removable = plan.replicas_removable;
+        match plan.outcome {
+            Outcome::Converged | Outcome::Pending => break,
+            Outcome::Settling => {
+                if Instant::now() + opts.settle_poll >= budget.deadline {
+                    break;
+                }
+                tokio::time::sleep(opts.settle_poll).await;
+                continue;
+            }
+            Outcome::Act => {}
+        }
+        if round > 0 && budget.exhausted() {
+            break;
+        }
+        for action in &plan.actions {
+            let t0 = Instant::now();
+            tracing::debug!(%action, "topology action");
+            let detail = exec::run(&mut conns, action, opts, &mut budget).await?;
+            if matches!(action, Action::MoveSlots { .. }) {
+                report.migration_time += t0.elapsed();
+            }
+            if logged < MAX_ACTION_LOG {
+                report.actions_taken.push(match detail {
+                    Some(d) => format!("{action} ({d})"),
+                    None => action.to_string(),
+                });
+            }
+            logged += 1;
+            if budget.exhausted() {
+                break;
+            }
+        }
+        report.slots_moved = budget.slots_moved;
+        report.keys_moved = budget.keys_moved;
+    }
+    if logged > MAX_ACTION_LOG {
+        report
+            .actions_taken
+            .push(format!("... and {} more", logged - MAX_ACTION_LOG));
+    }
+    report.slots_moved = budget.slots_moved;
+    report.keys_moved = budget.keys_moved;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+fn validate(members: &[Member], d: &Desired) -> Result<(), TopologyError> {
+    if d.shards == 0 || d.shards > u32::from(model::SLOTS) {
+        return Err(TopologyError::InvalidDesired(format!(
+            "shards must be 1..={}, got {}",
+            model::SLOTS,
+            d.shards
+        )));
+    }
+    if d.nodes_per_shard == 0 {
+        return Err(TopologyError::InvalidDesired(
+            "nodes_per_shard must be at least 1".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in members {
+        if !seen.insert(m.addr) {
+            return Err(TopologyError::InvalidDesired(format!(
+                "address {} is listed for two members",
+                m.addr
+            )));
+        }
+    }
+    let mut slots = std::collections::HashSet::new();
+    for m in members {
+        if !slots.insert((m.shard, m.ordinal)) {
+            return Err(TopologyError::InvalidDesired(format!(
+                "shard {} ordinal {} is listed twice",
+                m.shard, m.ordinal
+            )));
+        }
+    }
+    Ok(())
+}
