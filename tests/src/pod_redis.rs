@@ -5,14 +5,15 @@
 //! is simulated.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::task::JoinHandle;
 
 use crate::cluster::Cluster;
-use crate::process::ManagedChild;
+use crate::redis::{RedisNode, redis_binary};
 
 /// Supervises one `redis-server` per running Redis pod until dropped.
 pub struct PodRedis {
@@ -28,56 +29,13 @@ impl Drop for PodRedis {
 
 struct Node {
     ip: String,
-    child: ManagedChild,
-}
-
-/// Fails loudly when the machine lacks Redis: a missing prerequisite is a
-/// test failure, never a silent skip.
-pub fn redis_server() -> Result<PathBuf> {
-    let path = PathBuf::from("/usr/bin/redis-server");
-    if !path.is_file() {
-        bail!("redis-server is not installed: run `make deps` (Debian package redis-server)");
-    }
-    Ok(path)
-}
-
-/// Arguments of a cluster-mode node on `ip`, with its files in `dir`. The
-/// node announces and dials from its own IP, as a pod would.
-pub fn node_args(ip: &str, dir: &Path) -> Vec<String> {
-    [
-        "--bind",
-        ip,
-        "--port",
-        "6379",
-        "--protected-mode",
-        "no",
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "5000",
-        "--cluster-announce-ip",
-        ip,
-        "--bind-source-addr",
-        ip,
-        "--appendonly",
-        "yes",
-        "--save",
-        "",
-        "--daemonize",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(["--dir".to_string(), dir.display().to_string()])
-    .collect()
+    server: RedisNode,
 }
 
 impl PodRedis {
     /// Starts supervising the pods the operator manages in `cluster`.
     pub fn start(cluster: &Cluster) -> Result<PodRedis> {
-        let server = redis_server()?;
+        redis_binary("redis-server")?;
         let kubectl = cluster.tools().path("kubectl")?;
         let kubeconfig = cluster.kubeconfig_path().to_path_buf();
         let base = cluster.tmp_dir().join("pod-redis");
@@ -86,7 +44,7 @@ impl PodRedis {
             let mut nodes: HashMap<String, Node> = HashMap::new();
             loop {
                 match running_pods(&kubectl, &kubeconfig).await {
-                    Ok(pods) => reconcile(&server, &base, &pods, &mut nodes),
+                    Ok(pods) => reconcile(&base, &pods, &mut nodes),
                     Err(e) => eprintln!("pod-redis: listing pods: {e:#}"),
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -136,13 +94,8 @@ async fn running_pods(kubectl: &Path, kubeconfig: &Path) -> Result<HashMap<Strin
     Ok(pods)
 }
 
-fn reconcile(
-    server: &Path,
-    base: &Path,
-    pods: &HashMap<String, String>,
-    nodes: &mut HashMap<String, Node>,
-) {
-    // Gone, or moved to another IP: stop (dropping the child stops it). An
+fn reconcile(base: &Path, pods: &HashMap<String, String>, nodes: &mut HashMap<String, Node>) {
+    // Gone, or moved to another IP: stop (dropping the node stops it). An
     // emptyDir dies with its pod, so the data goes too.
     let stale: Vec<String> = nodes
         .iter()
@@ -157,19 +110,17 @@ fn reconcile(
         if nodes.contains_key(key) {
             continue;
         }
-        let dir = base.join(key.replace('/', "_"));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("pod-redis: creating {}: {e}", dir.display());
+        let Ok(addr) = ip.parse::<Ipv4Addr>() else {
             continue;
-        }
-        let log = dir.join("redis.log");
-        match ManagedChild::spawn(&format!("redis {key}"), server, &node_args(ip, &dir), &log) {
-            Ok(child) => {
+        };
+        let dir = base.join(key.replace('/', "_"));
+        match RedisNode::start(addr, &dir, "") {
+            Ok(server) => {
                 nodes.insert(
                     key.clone(),
                     Node {
                         ip: ip.clone(),
-                        child,
+                        server,
                     },
                 );
             }
@@ -178,7 +129,7 @@ fn reconcile(
     }
     // A crashed server is restarted on its data, as a kubelet restarts a
     // container in the same pod.
-    nodes.retain(|key, node| match node.child.check_running() {
+    nodes.retain(|key, node| match node.server.check_running() {
         Ok(()) => true,
         Err(e) => {
             eprintln!("pod-redis: {key}: {e:#}; restarting");

@@ -121,6 +121,14 @@ impl RedisNode {
         &self.dir
     }
 
+    /// Errors when the server process has exited (or was never started).
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.child.as_mut() {
+            Some(c) => c.check_running(),
+            None => Err(anyhow!("redis-server {} is not running", self.addr)),
+        }
+    }
+
     /// SIGKILL, like a crashed pod; nodes.conf and the AOF stay.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
