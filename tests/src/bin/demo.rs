@@ -1,6 +1,8 @@
 //! `make demo`: a local control plane with the chart installed (the webhook
 //! and the operator run as local processes), a RedisCluster reconciled, and
-//! then scaled up when its simulated CPU rises. Stays up until Ctrl-C.
+//! then scaled up when its simulated CPU rises. Every Redis pod runs a real
+//! redis-server on its pod IP, so the Redis Cluster really forms and
+//! reshapes. Stays up until Ctrl-C.
 
 use std::time::{Duration, Instant};
 
@@ -58,17 +60,14 @@ async fn main() -> Result<()> {
         ..ClusterOptions::default()
     })
     .await?;
+    // kwok simulates the kubelet; each Redis pod gets a real redis-server on its pod IP.
+    let _redis = harness::pod_redis::PodRedis::start(&cluster)?;
     println!("== helm install charts/redis-operator (webhook and operator run as local processes)");
     let stack = Stack::install(
         &cluster,
         StackOptions {
             operators: 1,
-            operator_args: vec![
-                "--metrics-interval".into(),
-                "5s".into(),
-                // kwok pods run no Redis: leave the Redis topology alone.
-                "--manage-topology=false".into(),
-            ],
+            operator_args: vec!["--metrics-interval".into(), "5s".into()],
             ..StackOptions::default()
         },
     )
