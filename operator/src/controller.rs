@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("RedisCluster {0} has no namespace")]
     NoNamespace(String),
+    #[error("the caches of the child objects are not synced yet")]
+    CachesNotSynced,
 }
 
 impl Error {
@@ -51,6 +53,7 @@ impl Error {
         match self {
             Error::Kube { action, .. } => action,
             Error::NoNamespace(_) => "no_namespace",
+            Error::CachesNotSynced => "caches_not_synced",
         }
     }
 }
@@ -89,6 +92,24 @@ struct Stores {
     services: Store<PartialObjectMeta<Service>>,
     configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+/// How long one reconcile waits for the child caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Stores {
+    /// Resolves once every child cache holds its first full list; `false`
+    /// when a cache's writer is gone (the controller is stopping).
+    async fn synced(&self) -> bool {
+        let (a, b, c, d, e) = futures::join!(
+            self.statefulsets.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.configmaps.wait_until_ready(),
+            self.pdbs.wait_until_ready(),
+        );
+        a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok()
+    }
 }
 
 #[derive(Default)]
@@ -231,20 +252,9 @@ pub async fn run(
     let ready_stores = ctx.stores.clone();
     let ready_rc = rc_store.clone();
     tokio::spawn(async move {
-        let synced = future::join(
-            ready_rc.wait_until_ready(),
-            future::join3(
-                ready_stores.statefulsets.wait_until_ready(),
-                ready_stores.pods.wait_until_ready(),
-                future::join3(
-                    ready_stores.services.wait_until_ready(),
-                    ready_stores.configmaps.wait_until_ready(),
-                    ready_stores.pdbs.wait_until_ready(),
-                ),
-            ),
-        )
-        .await;
-        if synced.0.is_ok() {
+        let (rc_synced, children_synced) =
+            future::join(ready_rc.wait_until_ready(), ready_stores.synced()).await;
+        if rc_synced.is_ok() && children_synced {
             tracing::info!("caches synced");
             ready_metrics.set_ready(true);
         }
@@ -398,6 +408,15 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let client = &ctx.client;
+    // The Controller holds reconciles only until the RedisCluster cache is
+    // synced. Before the child caches are, existing children look missing:
+    // a fresh leader would re-announce them as created, and status,
+    // autoscaling and the shard plan would be computed from nothing.
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.stores.synced()).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Action::await_change()),
+        Err(_) => return Err(Error::CachesNotSynced),
+    }
 
     // Observe.
     let statefulsets: Vec<Arc<StatefulSet>> = ctx
@@ -810,4 +829,76 @@ async fn redis_step(
             .await
             .map_err(|e| e.to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn ready<K>(w: &mut Writer<K>)
+    where
+        K: Resource + Clone + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        w.apply_watcher_event(&watcher::Event::Init);
+        w.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    #[tokio::test]
+    async fn reconciles_wait_for_every_child_cache() {
+        let (statefulsets, mut sts) = reflector::store::<StatefulSet>();
+        let (pods, mut pod) = reflector::store::<Pod>();
+        let (services, mut svc) = reflector::store::<PartialObjectMeta<Service>>();
+        let (configmaps, mut cm) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+        let (pdbs, mut pdb) = reflector::store::<PartialObjectMeta<PodDisruptionBudget>>();
+        let stores = Stores {
+            statefulsets,
+            pods,
+            services,
+            configmaps,
+            pdbs,
+        };
+        let short = Duration::from_millis(20);
+        assert!(tokio::time::timeout(short, stores.synced()).await.is_err());
+        ready(&mut sts);
+        ready(&mut pod);
+        ready(&mut svc);
+        ready(&mut cm);
+        // One cache (the PDBs) still listing: not synced.
+        assert!(tokio::time::timeout(short, stores.synced()).await.is_err());
+        ready(&mut pdb);
+        assert_eq!(
+            tokio::time::timeout(short, stores.synced()).await.ok(),
+            Some(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_controller_is_not_synced() {
+        let (statefulsets, mut sts) = reflector::store::<StatefulSet>();
+        let (pods, mut pod) = reflector::store::<Pod>();
+        let (services, mut svc) = reflector::store::<PartialObjectMeta<Service>>();
+        let (configmaps, mut cm) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+        let (pdbs, pdb) = reflector::store::<PartialObjectMeta<PodDisruptionBudget>>();
+        let stores = Stores {
+            statefulsets,
+            pods,
+            services,
+            configmaps,
+            pdbs,
+        };
+        ready(&mut sts);
+        ready(&mut pod);
+        ready(&mut svc);
+        ready(&mut cm);
+        // The PDB watch stops (shutdown) before its first list.
+        drop(pdb);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_millis(20), stores.synced())
+                .await
+                .ok(),
+            Some(false)
+        );
+    }
 }
