@@ -233,13 +233,7 @@ pub async fn run(
         pdbs: pdb_store,
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: Recorder::new(client.clone(), reporter()),
         client,
         settings: settings.clone(),
         metrics: metrics.clone(),
@@ -309,7 +303,40 @@ fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action
     ))
 }
 
+fn reporter() -> Reporter {
+    Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+/// Publishes an event; repeats (same reason, within minutes) become one
+/// Event with a growing `series.count`, keeping the first note.
 async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &str, note: String) {
+    publish_with(&ctx.recorder, rc, type_, reason, note).await;
+}
+
+/// Publishes an event as an Event of its own, for events whose note matters
+/// each time (a scaling step, a shard removed): the recorder would fold a
+/// second "ScaledUp" into the first, keeping only "replicas 1 -> 2".
+async fn publish_distinct(
+    ctx: &Context,
+    rc: &RedisCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let recorder = Recorder::new(ctx.client.clone(), reporter());
+    publish_with(&recorder, rc, type_, reason, note).await;
+}
+
+async fn publish_with(
+    recorder: &Recorder,
+    rc: &RedisCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -317,7 +344,7 @@ async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &st
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &rc.object_ref(&())).await {
         tracing::debug!(error = %e, "event not published");
     }
 }
@@ -535,7 +562,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 }
             }
         }
-        publish(
+        publish_distinct(
             ctx,
             rc,
             EventType::Normal,
@@ -695,7 +722,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             .as_ref()
             .map(|u| format!("{u:.1}%"))
             .unwrap_or_default();
-        publish(
+        publish_distinct(
             ctx,
             rc,
             EventType::Normal,
