@@ -114,6 +114,9 @@ impl Stores {
 
 #[derive(Default)]
 struct ClusterMemory {
+    /// The object this memory is about: a cluster deleted and created again
+    /// under the same name starts afresh.
+    uid: Option<String>,
     autoscale: autoscale::State,
     /// Last utilisation read and when (Unix seconds).
     last_read: Option<(f64, Result<f64, String>)>,
@@ -434,6 +437,18 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
+    {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget clusters that are gone, and an earlier cluster of this name.
+        mem.retain(|k, _| *k == key || ctx.clusters.get(k).is_some());
+        let m = mem.entry(key.clone()).or_default();
+        if m.uid != rc.uid() {
+            *m = ClusterMemory {
+                uid: rc.uid(),
+                ..Default::default()
+            };
+        }
+    }
     let client = &ctx.client;
     // The Controller holds reconciles only until the RedisCluster cache is
     // synced. Before the child caches are, existing children look missing:
@@ -648,10 +663,17 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 ),
                 last_scale,
                 now,
+                generation: rc.meta().generation,
             },
             &mut m.autoscale,
         )
     };
+    if decision == Decision::Hold(autoscale::HoldReason::Settling) {
+        // This copy predates our own scaling write (its status lacks the new
+        // last_scale_time): write nothing from it. The write's watch event
+        // brings the fresh copy and another reconcile.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     // Status.
     let shards: Vec<ShardObservation> = (0..u32::try_from(rc.spec.shard_count.max(0)).unwrap_or(0))
@@ -696,23 +718,37 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     let api: Api<RedisCluster> = Api::namespaced(client.clone(), &ns);
-    if rc.status.as_ref() != Some(&new_status) {
-        write_status(&api, &name, &ns, &new_status).await?;
+    // A step that could not be written must not hold the next decisions.
+    let forget_step = || {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = mem.get_mut(&key) {
+            m.autoscale.pending_generation = None;
+        }
+    };
+    if rc.status.as_ref() != Some(&new_status)
+        && let Err(e) = write_status(&api, &name, &ns, &new_status).await
+    {
+        forget_step();
+        return Err(e);
     }
 
     // The status write above recorded the scaling time first: if we die
     // between the two writes, the cooldown prevents a second step.
     if let Decision::Scale { from, to } = decision {
-        api.patch_scale(
-            &name,
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({ "spec": { "replicas": to } })),
-        )
-        .await
-        .map_err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}")))?;
+        if let Err(e) = api
+            .patch_scale(
+                &name,
+                &PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({ "spec": { "replicas": to } })),
+            )
+            .await
+        {
+            forget_step();
+            return Err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}"))(e));
+        }
         let direction = if to > from { "up" } else { "down" };
         ctx.metrics
             .scaling_events
