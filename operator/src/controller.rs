@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::{Policy, RedisCluster, RedisClusterStatus};
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -97,18 +97,57 @@ struct Stores {
 /// How long one reconcile waits for the child caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Stores {
-    /// Resolves once every child cache holds its first full list; `false`
-    /// when a cache's writer is gone (the controller is stopping).
-    async fn synced(&self) -> bool {
-        let (a, b, c, d, e) = futures::join!(
-            self.statefulsets.wait_until_ready(),
-            self.pods.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.configmaps.wait_until_ready(),
-            self.pdbs.wait_until_ready(),
-        );
-        a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok()
+/// Which caches hold their first full list, marked by their watch streams.
+///
+/// Not `Store::wait_until_ready`: its signal is a oneshot that remembers
+/// only the latest waker, so of several tasks waiting at once (reconciles,
+/// the readiness probe, the Controller itself on the RedisCluster store)
+/// only one is woken. A watch channel wakes every waiter.
+#[derive(Clone)]
+struct Synced(tokio::sync::watch::Receiver<u8>);
+
+/// The marking side of [`Synced`], held by the watch streams.
+#[derive(Clone)]
+struct SyncMarks(Arc<tokio::sync::watch::Sender<u8>>);
+
+impl Synced {
+    const CLUSTERS: u8 = 1;
+    const STATEFULSETS: u8 = 1 << 1;
+    const PODS: u8 = 1 << 2;
+    const SERVICES: u8 = 1 << 3;
+    const CONFIGMAPS: u8 = 1 << 4;
+    const PDBS: u8 = 1 << 5;
+    const CHILDREN: u8 =
+        Self::STATEFULSETS | Self::PODS | Self::SERVICES | Self::CONFIGMAPS | Self::PDBS;
+    const ALL: u8 = Self::CLUSTERS | Self::CHILDREN;
+
+    fn new() -> (SyncMarks, Synced) {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        (SyncMarks(Arc::new(tx)), Synced(rx))
+    }
+
+    /// Resolves once every cache in `caches` is synced; `false` when the
+    /// watch streams are gone first (the controller stopped).
+    async fn wait(&self, caches: u8) -> bool {
+        let mut rx = self.0.clone();
+        rx.wait_for(|m| m & caches == caches).await.is_ok()
+    }
+}
+
+impl SyncMarks {
+    /// Marks `cache` synced at the end of its watch's initial list (the
+    /// event has been applied to the store by then).
+    fn marker<K>(&self, cache: u8) -> impl FnMut(&watcher::Event<K>) + use<K> {
+        let tx = self.0.clone();
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                tx.send_if_modified(|m| {
+                    let before = *m;
+                    *m |= cache;
+                    *m != before
+                });
+            }
+        }
     }
 }
 
@@ -130,6 +169,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     stores: Stores,
+    synced: Synced,
     clusters: Store<RedisCluster>,
     memory: Mutex<HashMap<ObjectRef<RedisCluster>, ClusterMemory>>,
 }
@@ -163,6 +203,7 @@ pub async fn run(
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
+    let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
     let clusters = watcher(
         api::<RedisCluster>(&client, &namespace),
@@ -171,6 +212,7 @@ pub async fn run(
     .default_backoff()
     .modify(strip)
     .reflect(rc_writer)
+    .inspect_ok(marks.marker(Synced::CLUSTERS))
     .applied_objects()
     // Status writes (ours) do not bump the generation: no self-triggering.
     .predicate_filter(predicates::generation, Default::default());
@@ -187,6 +229,7 @@ pub async fn run(
             }
         })
         .reflect(sts_writer)
+        .inspect_ok(marks.marker(Synced::STATEFULSETS))
         .touched_objects();
 
     let (pod_store, pod_writer) = reflector::store::<Pod>();
@@ -208,10 +251,11 @@ pub async fn run(
             }
         })
         .reflect(pod_writer)
+        .inspect_ok(marks.marker(Synced::PODS))
         .touched_objects();
 
     macro_rules! meta_stream {
-        ($k:ty) => {{
+        ($k:ty, $bit:expr) => {{
             let (store, writer) = reflector::store::<PartialObjectMeta<$k>>();
             let stream = watcher(
                 api::<PartialObjectMeta<$k>>(&client, &namespace),
@@ -220,13 +264,16 @@ pub async fn run(
             .default_backoff()
             .modify(|m: &mut PartialObjectMeta<$k>| m.metadata.managed_fields = None)
             .reflect(writer)
+            .inspect_ok(marks.marker($bit))
             .touched_objects();
             (store, stream)
         }};
     }
-    let (svc_store, services) = meta_stream!(Service);
-    let (cm_store, configmaps) = meta_stream!(ConfigMap);
-    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget);
+    let (svc_store, services) = meta_stream!(Service, Synced::SERVICES);
+    let (cm_store, configmaps) = meta_stream!(ConfigMap, Synced::CONFIGMAPS);
+    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget, Synced::PDBS);
+    // Only the streams mark: once they are dropped, waiters give up.
+    drop(marks);
 
     let stores = Stores {
         statefulsets: sts_store,
@@ -241,17 +288,15 @@ pub async fn run(
         settings: settings.clone(),
         metrics: metrics.clone(),
         stores,
+        synced,
         clusters: rc_store.clone(),
         memory: Mutex::new(HashMap::new()),
     });
 
     let ready_metrics = metrics.clone();
-    let ready_stores = ctx.stores.clone();
-    let ready_rc = rc_store.clone();
+    let ready = ctx.synced.clone();
     tokio::spawn(async move {
-        let (rc_synced, children_synced) =
-            future::join(ready_rc.wait_until_ready(), ready_stores.synced()).await;
-        if rc_synced.is_ok() && children_synced {
+        if ready.wait(Synced::ALL).await {
             tracing::info!("caches synced");
             ready_metrics.set_ready(true);
         }
@@ -454,7 +499,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     // synced. Before the child caches are, existing children look missing:
     // a fresh leader would re-announce them as created, and status,
     // autoscaling and the shard plan would be computed from nothing.
-    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.stores.synced()).await {
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.synced.wait(Synced::CHILDREN)).await {
         Ok(true) => {}
         Ok(false) => return Ok(Action::await_change()),
         Err(_) => return Err(Error::CachesNotSynced),
@@ -897,71 +942,67 @@ async fn redis_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector::store::Writer;
 
-    fn ready<K>(w: &mut Writer<K>)
-    where
-        K: Resource + Clone + 'static,
-        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-    {
-        w.apply_watcher_event(&watcher::Event::Init);
-        w.apply_watcher_event(&watcher::Event::InitDone);
+    fn init_done<K>(marks: &SyncMarks, cache: u8) {
+        let mut mark = marks.marker::<K>(cache);
+        mark(&watcher::Event::Init);
+        mark(&watcher::Event::InitDone);
     }
 
     #[tokio::test]
-    async fn reconciles_wait_for_every_child_cache() {
-        let (statefulsets, mut sts) = reflector::store::<StatefulSet>();
-        let (pods, mut pod) = reflector::store::<Pod>();
-        let (services, mut svc) = reflector::store::<PartialObjectMeta<Service>>();
-        let (configmaps, mut cm) = reflector::store::<PartialObjectMeta<ConfigMap>>();
-        let (pdbs, mut pdb) = reflector::store::<PartialObjectMeta<PodDisruptionBudget>>();
-        let stores = Stores {
-            statefulsets,
-            pods,
-            services,
-            configmaps,
-            pdbs,
+    async fn every_waiter_is_woken_once_all_its_caches_are_synced() {
+        let (marks, synced) = Synced::new();
+        // Several reconciles and the readiness probe wait at once.
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let s = synced.clone();
+                tokio::spawn(async move { s.wait(Synced::CHILDREN).await })
+            })
+            .collect();
+        let all = {
+            let s = synced.clone();
+            tokio::spawn(async move { s.wait(Synced::ALL).await })
         };
-        let short = Duration::from_millis(20);
-        assert!(tokio::time::timeout(short, stores.synced()).await.is_err());
-        ready(&mut sts);
-        ready(&mut pod);
-        ready(&mut svc);
-        ready(&mut cm);
-        // One cache (the PDBs) still listing: not synced.
-        assert!(tokio::time::timeout(short, stores.synced()).await.is_err());
-        ready(&mut pdb);
-        assert_eq!(
-            tokio::time::timeout(short, stores.synced()).await.ok(),
-            Some(true)
-        );
+        init_done::<StatefulSet>(&marks, Synced::STATEFULSETS);
+        init_done::<Pod>(&marks, Synced::PODS);
+        init_done::<PartialObjectMeta<Service>>(&marks, Synced::SERVICES);
+        init_done::<PartialObjectMeta<ConfigMap>>(&marks, Synced::CONFIGMAPS);
+        // Init alone (a list under way) marks nothing.
+        let mut pdb = marks.marker::<PartialObjectMeta<PodDisruptionBudget>>(Synced::PDBS);
+        pdb(&watcher::Event::Init);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        pdb(&watcher::Event::InitDone);
+        for w in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(1), w).await;
+            assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
+        }
+        // The readiness probe also needs the RedisCluster cache.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!all.is_finished());
+        init_done::<RedisCluster>(&marks, Synced::CLUSTERS);
+        let woke = tokio::time::timeout(Duration::from_secs(1), all).await;
+        assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
+        // Later waiters return at once; a relist does not unmark.
+        let mut sts = marks.marker::<StatefulSet>(Synced::STATEFULSETS);
+        sts(&watcher::Event::Init);
+        assert!(synced.wait(Synced::ALL).await);
+        // Even once the streams are gone.
+        drop((marks, sts, pdb));
+        assert!(synced.wait(Synced::ALL).await);
     }
 
     #[tokio::test]
-    async fn stopping_controller_is_not_synced() {
-        let (statefulsets, mut sts) = reflector::store::<StatefulSet>();
-        let (pods, mut pod) = reflector::store::<Pod>();
-        let (services, mut svc) = reflector::store::<PartialObjectMeta<Service>>();
-        let (configmaps, mut cm) = reflector::store::<PartialObjectMeta<ConfigMap>>();
-        let (pdbs, pdb) = reflector::store::<PartialObjectMeta<PodDisruptionBudget>>();
-        let stores = Stores {
-            statefulsets,
-            pods,
-            services,
-            configmaps,
-            pdbs,
-        };
-        ready(&mut sts);
-        ready(&mut pod);
-        ready(&mut svc);
-        ready(&mut cm);
-        // The PDB watch stops (shutdown) before its first list.
-        drop(pdb);
-        assert_eq!(
-            tokio::time::timeout(Duration::from_millis(20), stores.synced())
-                .await
-                .ok(),
-            Some(false)
-        );
+    async fn a_stopped_controller_is_not_synced() {
+        let (marks, synced) = Synced::new();
+        let mut sts = marks.marker::<StatefulSet>(Synced::STATEFULSETS);
+        sts(&watcher::Event::InitDone);
+        let waiter = tokio::spawn(async move { synced.wait(Synced::CHILDREN).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        // The watch streams (and their markers) are dropped on shutdown.
+        drop((marks, sts));
+        let woke = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+        assert!(matches!(woke, Ok(Ok(false))), "{woke:?}");
     }
 }
