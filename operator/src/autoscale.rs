@@ -7,6 +7,8 @@
 //!   below `replicas` for the whole stabilisation window since the last
 //!   scaling event, never below the minimum.
 //! - No metrics, stale metrics or a paused spec: hold.
+//! - Our own last scaling write not yet seen in the cache: hold, so a
+//!   reconcile on the stale copy cannot take the same step again.
 
 use std::time::Duration;
 
@@ -31,14 +33,23 @@ pub struct Inputs {
     /// When `spec.replicas` last changed by the autoscaler.
     pub last_scale: Option<Instant>,
     pub now: Instant,
+    /// `metadata.generation` of the object this decision is made on.
+    pub generation: Option<i64>,
 }
 
 /// Memory across decisions: since when the recommendation has been below
-/// `replicas`. Kept per cluster; losing it (a restart) only delays a
-/// scale-down, it never causes one.
+/// `replicas`, and our last scaling step until the cache shows it. Kept per
+/// cluster; losing it (a restart) only delays a scale-down, it never causes
+/// one (a new process reads a fresh copy, with `status.last_scale_time`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct State {
     pub below_since: Option<Instant>,
+    /// Set by a `Scale` decision: the generation it was decided on. Until a
+    /// later generation is seen (the write of `spec.replicas` bumps it), the
+    /// copy being reconciled predates the step and its status predates the
+    /// new `last_scale_time`: deciding on it could take the same step again.
+    /// The caller clears it when the step could not be written.
+    pub pending_generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +67,8 @@ pub enum HoldReason {
     AtMinimum,
     Cooldown,
     Stabilizing,
+    /// Our last step is not in the cached copy yet.
+    Settling,
 }
 
 /// `ceil(replicas * U / threshold)`, or `replicas` inside the tolerance band.
@@ -82,6 +95,21 @@ pub fn recommendation(replicas: i32, utilization: f64, threshold: f64) -> i32 {
 }
 
 pub fn decide(i: &Inputs, state: &mut State) -> Decision {
+    if let Some(pending) = state.pending_generation {
+        // Without a generation there is nothing to wait for.
+        if i.generation.is_some_and(|g| g <= pending) {
+            return Decision::Hold(HoldReason::Settling);
+        }
+        state.pending_generation = None;
+    }
+    let decision = decide_fresh(i, state);
+    if let Decision::Scale { .. } = decision {
+        state.pending_generation = i.generation;
+    }
+    decision
+}
+
+fn decide_fresh(i: &Inputs, state: &mut State) -> Decision {
     if i.paused {
         state.below_since = None;
         return Decision::Hold(HoldReason::Paused);
@@ -148,6 +176,7 @@ mod tests {
             window: Duration::from_secs(300),
             last_scale: None,
             now: 10_000.0,
+            generation: Some(7),
         }
     }
 
@@ -247,7 +276,9 @@ mod tests {
         decide(&i, &mut state);
         i.now = t0 + 300.0;
         assert_eq!(decide(&i, &mut state), Decision::Scale { from: 4, to: 3 });
+        // The next copy carries the step: new replicas, generation, status.
         i.replicas = 3;
+        i.generation = Some(8);
         i.last_scale = Some(i.now);
         i.now += 100.0;
         assert_eq!(
@@ -302,5 +333,39 @@ mod tests {
         let mut i = inputs(3, Some(10.0));
         i.window = Duration::ZERO;
         assert_eq!(once(&i), Decision::Scale { from: 3, to: 2 });
+    }
+
+    #[test]
+    fn holds_until_its_own_step_is_seen() {
+        let mut state = State::default();
+        let mut i = inputs(1, Some(300.0));
+        i.cooldown = Duration::ZERO;
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 1, to: 2 });
+        assert_eq!(state.pending_generation, Some(7));
+        // A reconcile on the copy from before the write: no second step.
+        i.now += 5.0;
+        assert_eq!(decide(&i, &mut state), Decision::Hold(HoldReason::Settling));
+        // The write is seen (a newer generation): decide normally again.
+        i.replicas = 2;
+        i.generation = Some(8);
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 2, to: 3 });
+        assert_eq!(state.pending_generation, Some(8));
+        // A failed write is forgotten by the caller; the next round decides.
+        state.pending_generation = None;
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 2, to: 3 });
+    }
+
+    #[test]
+    fn settling_also_blocks_a_stale_scale_down() {
+        let mut state = State::default();
+        let mut i = inputs(3, Some(1.0));
+        i.window = Duration::ZERO;
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 3, to: 2 });
+        assert_eq!(decide(&i, &mut state), Decision::Hold(HoldReason::Settling));
+        // Without generations nothing is held back.
+        let mut state = State::default();
+        i.generation = None;
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 3, to: 2 });
+        assert_eq!(decide(&i, &mut state), Decision::Scale { from: 3, to: 2 });
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::{Policy, RedisCluster, RedisClusterStatus};
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("RedisCluster {0} has no namespace")]
     NoNamespace(String),
+    #[error("the caches of the child objects are not synced yet")]
+    CachesNotSynced,
 }
 
 impl Error {
@@ -51,6 +53,7 @@ impl Error {
         match self {
             Error::Kube { action, .. } => action,
             Error::NoNamespace(_) => "no_namespace",
+            Error::CachesNotSynced => "caches_not_synced",
         }
     }
 }
@@ -91,8 +94,68 @@ struct Stores {
     pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
 }
 
+/// How long one reconcile waits for the child caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which caches hold their first full list, marked by their watch streams.
+///
+/// Not `Store::wait_until_ready`: its signal is a oneshot that remembers
+/// only the latest waker, so of several tasks waiting at once (reconciles,
+/// the readiness probe, the Controller itself on the RedisCluster store)
+/// only one is woken. A watch channel wakes every waiter.
+#[derive(Clone)]
+struct Synced(tokio::sync::watch::Receiver<u8>);
+
+/// The marking side of [`Synced`], held by the watch streams.
+#[derive(Clone)]
+struct SyncMarks(Arc<tokio::sync::watch::Sender<u8>>);
+
+impl Synced {
+    const CLUSTERS: u8 = 1;
+    const STATEFULSETS: u8 = 1 << 1;
+    const PODS: u8 = 1 << 2;
+    const SERVICES: u8 = 1 << 3;
+    const CONFIGMAPS: u8 = 1 << 4;
+    const PDBS: u8 = 1 << 5;
+    const CHILDREN: u8 =
+        Self::STATEFULSETS | Self::PODS | Self::SERVICES | Self::CONFIGMAPS | Self::PDBS;
+    const ALL: u8 = Self::CLUSTERS | Self::CHILDREN;
+
+    fn new() -> (SyncMarks, Synced) {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        (SyncMarks(Arc::new(tx)), Synced(rx))
+    }
+
+    /// Resolves once every cache in `caches` is synced; `false` when the
+    /// watch streams are gone first (the controller stopped).
+    async fn wait(&self, caches: u8) -> bool {
+        let mut rx = self.0.clone();
+        rx.wait_for(|m| m & caches == caches).await.is_ok()
+    }
+}
+
+impl SyncMarks {
+    /// Marks `cache` synced at the end of its watch's initial list (the
+    /// event has been applied to the store by then).
+    fn marker<K>(&self, cache: u8) -> impl FnMut(&watcher::Event<K>) + use<K> {
+        let tx = self.0.clone();
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                tx.send_if_modified(|m| {
+                    let before = *m;
+                    *m |= cache;
+                    *m != before
+                });
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct ClusterMemory {
+    /// The object this memory is about: a cluster deleted and created again
+    /// under the same name starts afresh.
+    uid: Option<String>,
     autoscale: autoscale::State,
     /// Last utilisation read and when (Unix seconds).
     last_read: Option<(f64, Result<f64, String>)>,
@@ -106,6 +169,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     stores: Stores,
+    synced: Synced,
     clusters: Store<RedisCluster>,
     memory: Mutex<HashMap<ObjectRef<RedisCluster>, ClusterMemory>>,
 }
@@ -139,6 +203,7 @@ pub async fn run(
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
+    let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
     let clusters = watcher(
         api::<RedisCluster>(&client, &namespace),
@@ -147,6 +212,7 @@ pub async fn run(
     .default_backoff()
     .modify(strip)
     .reflect(rc_writer)
+    .inspect_ok(marks.marker(Synced::CLUSTERS))
     .applied_objects()
     // Status writes (ours) do not bump the generation: no self-triggering.
     .predicate_filter(predicates::generation, Default::default());
@@ -163,6 +229,7 @@ pub async fn run(
             }
         })
         .reflect(sts_writer)
+        .inspect_ok(marks.marker(Synced::STATEFULSETS))
         .touched_objects();
 
     let (pod_store, pod_writer) = reflector::store::<Pod>();
@@ -184,10 +251,11 @@ pub async fn run(
             }
         })
         .reflect(pod_writer)
+        .inspect_ok(marks.marker(Synced::PODS))
         .touched_objects();
 
     macro_rules! meta_stream {
-        ($k:ty) => {{
+        ($k:ty, $bit:expr) => {{
             let (store, writer) = reflector::store::<PartialObjectMeta<$k>>();
             let stream = watcher(
                 api::<PartialObjectMeta<$k>>(&client, &namespace),
@@ -196,13 +264,16 @@ pub async fn run(
             .default_backoff()
             .modify(|m: &mut PartialObjectMeta<$k>| m.metadata.managed_fields = None)
             .reflect(writer)
+            .inspect_ok(marks.marker($bit))
             .touched_objects();
             (store, stream)
         }};
     }
-    let (svc_store, services) = meta_stream!(Service);
-    let (cm_store, configmaps) = meta_stream!(ConfigMap);
-    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget);
+    let (svc_store, services) = meta_stream!(Service, Synced::SERVICES);
+    let (cm_store, configmaps) = meta_stream!(ConfigMap, Synced::CONFIGMAPS);
+    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget, Synced::PDBS);
+    // Only the streams mark: once they are dropped, waiters give up.
+    drop(marks);
 
     let stores = Stores {
         statefulsets: sts_store,
@@ -212,39 +283,20 @@ pub async fn run(
         pdbs: pdb_store,
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: Recorder::new(client.clone(), reporter()),
         client,
         settings: settings.clone(),
         metrics: metrics.clone(),
         stores,
+        synced,
         clusters: rc_store.clone(),
         memory: Mutex::new(HashMap::new()),
     });
 
     let ready_metrics = metrics.clone();
-    let ready_stores = ctx.stores.clone();
-    let ready_rc = rc_store.clone();
+    let ready = ctx.synced.clone();
     tokio::spawn(async move {
-        let synced = future::join(
-            ready_rc.wait_until_ready(),
-            future::join3(
-                ready_stores.statefulsets.wait_until_ready(),
-                ready_stores.pods.wait_until_ready(),
-                future::join3(
-                    ready_stores.services.wait_until_ready(),
-                    ready_stores.configmaps.wait_until_ready(),
-                    ready_stores.pdbs.wait_until_ready(),
-                ),
-            ),
-        )
-        .await;
-        if synced.0.is_ok() {
+        if ready.wait(Synced::ALL).await {
             tracing::info!("caches synced");
             ready_metrics.set_ready(true);
         }
@@ -299,7 +351,40 @@ fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action
     ))
 }
 
+fn reporter() -> Reporter {
+    Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+/// Publishes an event; repeats (same reason, within minutes) become one
+/// Event with a growing `series.count`, keeping the first note.
 async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &str, note: String) {
+    publish_with(&ctx.recorder, rc, type_, reason, note).await;
+}
+
+/// Publishes an event as an Event of its own, for events whose note matters
+/// each time (a scaling step, a shard removed): the recorder would fold a
+/// second "ScaledUp" into the first, keeping only "replicas 1 -> 2".
+async fn publish_distinct(
+    ctx: &Context,
+    rc: &RedisCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let recorder = Recorder::new(ctx.client.clone(), reporter());
+    publish_with(&recorder, rc, type_, reason, note).await;
+}
+
+async fn publish_with(
+    recorder: &Recorder,
+    rc: &RedisCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -307,7 +392,7 @@ async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &st
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &rc.object_ref(&())).await {
         tracing::debug!(error = %e, "event not published");
     }
 }
@@ -397,7 +482,28 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
+    {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget clusters that are gone, and an earlier cluster of this name.
+        mem.retain(|k, _| *k == key || ctx.clusters.get(k).is_some());
+        let m = mem.entry(key.clone()).or_default();
+        if m.uid != rc.uid() {
+            *m = ClusterMemory {
+                uid: rc.uid(),
+                ..Default::default()
+            };
+        }
+    }
     let client = &ctx.client;
+    // The Controller holds reconciles only until the RedisCluster cache is
+    // synced. Before the child caches are, existing children look missing:
+    // a fresh leader would re-announce them as created, and status,
+    // autoscaling and the shard plan would be computed from nothing.
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.synced.wait(Synced::CHILDREN)).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Action::await_change()),
+        Err(_) => return Err(Error::CachesNotSynced),
+    }
 
     // Observe.
     let statefulsets: Vec<Arc<StatefulSet>> = ctx
@@ -516,7 +622,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 }
             }
         }
-        publish(
+        publish_distinct(
             ctx,
             rc,
             EventType::Normal,
@@ -602,10 +708,17 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 ),
                 last_scale,
                 now,
+                generation: rc.meta().generation,
             },
             &mut m.autoscale,
         )
     };
+    if decision == Decision::Hold(autoscale::HoldReason::Settling) {
+        // This copy predates our own scaling write (its status lacks the new
+        // last_scale_time): write nothing from it. The write's watch event
+        // brings the fresh copy and another reconcile.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     // Status.
     let shards: Vec<ShardObservation> = (0..u32::try_from(rc.spec.shard_count.max(0)).unwrap_or(0))
@@ -650,23 +763,37 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     let api: Api<RedisCluster> = Api::namespaced(client.clone(), &ns);
-    if rc.status.as_ref() != Some(&new_status) {
-        write_status(&api, &name, &ns, &new_status).await?;
+    // A step that could not be written must not hold the next decisions.
+    let forget_step = || {
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = mem.get_mut(&key) {
+            m.autoscale.pending_generation = None;
+        }
+    };
+    if rc.status.as_ref() != Some(&new_status)
+        && let Err(e) = write_status(&api, &name, &ns, &new_status).await
+    {
+        forget_step();
+        return Err(e);
     }
 
     // The status write above recorded the scaling time first: if we die
     // between the two writes, the cooldown prevents a second step.
     if let Decision::Scale { from, to } = decision {
-        api.patch_scale(
-            &name,
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({ "spec": { "replicas": to } })),
-        )
-        .await
-        .map_err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}")))?;
+        if let Err(e) = api
+            .patch_scale(
+                &name,
+                &PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({ "spec": { "replicas": to } })),
+            )
+            .await
+        {
+            forget_step();
+            return Err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}"))(e));
+        }
         let direction = if to > from { "up" } else { "down" };
         ctx.metrics
             .scaling_events
@@ -676,7 +803,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             .as_ref()
             .map(|u| format!("{u:.1}%"))
             .unwrap_or_default();
-        publish(
+        publish_distinct(
             ctx,
             rc,
             EventType::Normal,
@@ -821,4 +948,72 @@ async fn redis_step(
             .await
             .map_err(|e| e.to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init_done<K>(marks: &SyncMarks, cache: u8) {
+        let mut mark = marks.marker::<K>(cache);
+        mark(&watcher::Event::Init);
+        mark(&watcher::Event::InitDone);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_is_woken_once_all_its_caches_are_synced() {
+        let (marks, synced) = Synced::new();
+        // Several reconciles and the readiness probe wait at once.
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let s = synced.clone();
+                tokio::spawn(async move { s.wait(Synced::CHILDREN).await })
+            })
+            .collect();
+        let all = {
+            let s = synced.clone();
+            tokio::spawn(async move { s.wait(Synced::ALL).await })
+        };
+        init_done::<StatefulSet>(&marks, Synced::STATEFULSETS);
+        init_done::<Pod>(&marks, Synced::PODS);
+        init_done::<PartialObjectMeta<Service>>(&marks, Synced::SERVICES);
+        init_done::<PartialObjectMeta<ConfigMap>>(&marks, Synced::CONFIGMAPS);
+        // Init alone (a list under way) marks nothing.
+        let mut pdb = marks.marker::<PartialObjectMeta<PodDisruptionBudget>>(Synced::PDBS);
+        pdb(&watcher::Event::Init);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        pdb(&watcher::Event::InitDone);
+        for w in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(1), w).await;
+            assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
+        }
+        // The readiness probe also needs the RedisCluster cache.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!all.is_finished());
+        init_done::<RedisCluster>(&marks, Synced::CLUSTERS);
+        let woke = tokio::time::timeout(Duration::from_secs(1), all).await;
+        assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
+        // Later waiters return at once; a relist does not unmark.
+        let mut sts = marks.marker::<StatefulSet>(Synced::STATEFULSETS);
+        sts(&watcher::Event::Init);
+        assert!(synced.wait(Synced::ALL).await);
+        // Even once the streams are gone.
+        drop((marks, sts, pdb));
+        assert!(synced.wait(Synced::ALL).await);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_controller_is_not_synced() {
+        let (marks, synced) = Synced::new();
+        let mut sts = marks.marker::<StatefulSet>(Synced::STATEFULSETS);
+        sts(&watcher::Event::InitDone);
+        let waiter = tokio::spawn(async move { synced.wait(Synced::CHILDREN).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        // The watch streams (and their markers) are dropped on shutdown.
+        drop((marks, sts));
+        let woke = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+        assert!(matches!(woke, Ok(Ok(false))), "{woke:?}");
+    }
 }
