@@ -77,7 +77,7 @@ test: deps cluster-tools lint build ## every test: unit, integration and e2e aga
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test --workspace --no-fail-fast
 
 e2e: deps cluster-tools build ## the end-to-end suite only
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator -- --test-threads=1
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
 
 demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
