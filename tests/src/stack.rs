@@ -148,6 +148,27 @@ impl Stack {
         vec![("KUBECONFIG", self.kubeconfig.as_os_str())]
     }
 
+    /// Spawns one of our binaries with the cluster's kubeconfig and waits
+    /// until `url` answers 2xx (failing at once if the process exits).
+    async fn spawn_and_wait(
+        &self,
+        bin: &str,
+        args: &[String],
+        log: &std::path::Path,
+        url: &str,
+    ) -> Result<ManagedChild> {
+        let mut child = ManagedChild::spawn_with_env(bin, &binary(bin)?, args, &self.env(), log)?;
+        wait_for(&format!("{bin} at {url}"), Duration::from_secs(60), || {
+            let alive = child.check_running();
+            async move {
+                alive.map_err(fatal)?;
+                Ok(http_ok(url).await.then_some(()))
+            }
+        })
+        .await?;
+        Ok(child)
+    }
+
     /// Arguments of a self-managed webhook process on the given ports.
     fn webhook_args(&self, https: u16, http: u16, policy: &std::path::Path) -> Vec<String> {
         [
@@ -188,24 +209,13 @@ impl Stack {
         let policy = self.policy_file(cluster).await?;
         let args = self.webhook_args(https, http, &policy);
         let log = self.dir.join(format!("webhook-{https}.log"));
-        let mut child = ManagedChild::spawn_with_env(
+        self.spawn_and_wait(
             "redis-webhook",
-            &binary("redis-webhook")?,
             &args,
-            &self.env(),
             &log,
-        )?;
-        let url = format!("http://127.0.0.1:{http}/readyz");
-        wait_for("the webhook to be ready", Duration::from_secs(60), || {
-            let alive = child.check_running();
-            let url = url.clone();
-            async move {
-                alive.map_err(fatal)?;
-                Ok(http_ok(&url).await.then_some(()))
-            }
-        })
-        .await?;
-        Ok(child)
+            &format!("http://127.0.0.1:{http}/readyz"),
+        )
+        .await
     }
 
     /// A second webhook replica on its own ports (the configurations keep
@@ -296,23 +306,14 @@ impl Stack {
         .collect();
         args.extend(self.operator_args.iter().cloned());
         let log = self.dir.join(format!("{identity}.log"));
-        let mut child = ManagedChild::spawn_with_env(
-            "redis-operator",
-            &binary("redis-operator")?,
-            &args,
-            &self.env(),
-            &log,
-        )?;
-        let url = format!("http://127.0.0.1:{metrics_port}/healthz");
-        wait_for("the operator's /healthz", Duration::from_secs(60), || {
-            let alive = child.check_running();
-            let url = url.clone();
-            async move {
-                alive.map_err(fatal)?;
-                Ok(http_ok(&url).await.then_some(()))
-            }
-        })
-        .await?;
+        let child = self
+            .spawn_and_wait(
+                "redis-operator",
+                &args,
+                &log,
+                &format!("http://127.0.0.1:{metrics_port}/healthz"),
+            )
+            .await?;
         self.operators.push(Operator {
             identity,
             metrics_port,
@@ -340,6 +341,26 @@ impl Stack {
     pub fn dir(&self) -> &PathBuf {
         &self.dir
     }
+}
+
+/// The original tutorial's manifest, which must keep applying unchanged.
+pub const ORIGINAL_MANIFEST: &str = r#"
+apiVersion: redis.example.com/v1alpha1
+kind: RedisCluster
+metadata:
+  name: redis-cluster
+  namespace: default
+spec:
+  replicas: 1
+  shard_count: 1
+  scaling_threshold: 70.0
+"#;
+
+/// A RedisCluster in `default`; `spec` is indented YAML lines.
+pub fn manifest(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}"
+    )
 }
 
 pub fn chart_dir() -> PathBuf {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::stack::{
-    CRD, NAMESPACE, RELEASE, Stack, StackOptions, TLS_SECRET, WEBHOOK_CONFIG, chart_dir,
+    CRD, NAMESPACE, ORIGINAL_MANIFEST, RELEASE, Stack, StackOptions, TLS_SECRET, WEBHOOK_CONFIG,
+    chart_dir, manifest,
 };
 use harness::{Cluster, ClusterOptions, wait_for};
 
@@ -15,24 +16,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn cluster() -> Result<Cluster> {
     Cluster::start(ClusterOptions::default()).await
-}
-
-const ORIGINAL: &str = r#"
-apiVersion: redis.example.com/v1alpha1
-kind: RedisCluster
-metadata:
-  name: redis-cluster
-  namespace: default
-spec:
-  replicas: 1
-  shard_count: 1
-  scaling_threshold: 70.0
-"#;
-
-fn manifest(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}"
-    )
 }
 
 /// `kubectl apply`; Err(stderr) when the apiserver refuses.
@@ -241,7 +224,9 @@ async fn admission_through_the_apiserver() -> Result<()> {
     assert_eq!(bundles.len(), 2, "{bundles:?}");
 
     // The original tutorial's manifest applies unchanged.
-    apply(&c, ORIGINAL).await?.map_err(anyhow::Error::msg)?;
+    apply(&c, ORIGINAL_MANIFEST)
+        .await?
+        .map_err(anyhow::Error::msg)?;
     let spec = c
         .kubectl_ok([
             "get",
@@ -560,7 +545,9 @@ async fn two_webhook_replicas_share_one_secret() -> Result<()> {
     // A third replica joins (the one the configurations point at), and
     // admission through the apiserver works.
     stack.start_webhook(&c).await?;
-    apply(&c, ORIGINAL).await?.map_err(anyhow::Error::msg)?;
+    apply(&c, ORIGINAL_MANIFEST)
+        .await?
+        .map_err(anyhow::Error::msg)?;
     stack.check_webhook()?;
     c.stop();
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use harness::stack::{LEASE, NAMESPACE, Stack, StackOptions};
+use harness::stack::{LEASE, NAMESPACE, ORIGINAL_MANIFEST, Stack, StackOptions, manifest};
 use harness::wait::wait_for_every;
 use harness::{Cluster, ClusterOptions, fatal, wait_for};
 use serde_json::Value;
@@ -26,24 +26,6 @@ const CLUSTER_LABEL: &str = "redis.example.com/cluster";
 /// kwok reports this much CPU for every container of an annotated pod.
 const USAGE_CPU: &str = "kwok.x-k8s.io/usage-cpu";
 const POLL: Duration = Duration::from_millis(500);
-
-const ORIGINAL: &str = r#"
-apiVersion: redis.example.com/v1alpha1
-kind: RedisCluster
-metadata:
-  name: redis-cluster
-  namespace: default
-spec:
-  replicas: 1
-  shard_count: 1
-  scaling_threshold: 70.0
-"#;
-
-fn manifest(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n{spec}"
-    )
-}
 
 fn operator_args(extra: &[&str]) -> Vec<String> {
     ["--manage-topology=false", "--metrics-interval=5s"]
@@ -362,7 +344,7 @@ async fn children_status_scale_and_garbage_collection() -> Result<()> {
     let (c, mut stack) = start(false, 1, &[]).await?;
 
     // 1. The original tutorial's RedisCluster: one StatefulSet, one pod.
-    c.kubectl_apply(ORIGINAL).await?;
+    c.kubectl_apply(ORIGINAL_MANIFEST).await?;
     let v = wait_ready(&c, "redis-cluster", 1, Duration::from_secs(90)).await?;
     let sts = children(&c, "statefulsets", "redis-cluster").await?;
     assert_eq!(names(&sts), ["redis-cluster-shard-0"]);
