@@ -156,6 +156,21 @@ pub struct RedisClusterStatus {
     /// Label selector of the Redis pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Progress of the Redis-side work (slot moves, joins, failovers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+}
+
+/// Where the Redis Cluster topology work stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct MigrationStatus {
+    /// The current step, or that the topology matches the spec.
+    pub step: String,
+    /// Hash slots still to move to reach an even spread.
+    pub slots_left: u32,
+    /// Slots and keys moved for this cluster so far.
+    pub slots_moved: u64,
+    pub keys_moved: u64,
 }
 
 fn default_replicas() -> i32 {

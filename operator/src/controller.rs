@@ -539,8 +539,21 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             ctx.metrics
                 .topology_actions
                 .inc_by(r.actions_taken.len() as u64);
+            if r.slots_moved > 0 {
+                ctx.metrics
+                    .migration_duration
+                    .observe(r.migration_time.as_secs_f64());
+            }
             for action in &r.actions_taken {
                 tracing::info!(cluster = %key, %action, "topology");
+            }
+            if !r.actions_taken.is_empty() {
+                const SHOWN: usize = 5;
+                let mut note = r.actions_taken[..r.actions_taken.len().min(SHOWN)].join("; ");
+                if r.actions_taken.len() > SHOWN {
+                    note.push_str(&format!(" (+{} more)", r.actions_taken.len() - SHOWN));
+                }
+                publish(ctx, rc, EventType::Normal, "TopologyChanged", note).await;
             }
             let state = if r.converged {
                 RedisState::Converged
@@ -756,6 +769,16 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         redis: &redis_state,
         selector: desired::selector_string(&name),
         last_scale_time,
+        migration: match &report {
+            Some(Ok(r)) => Some(status::migration_progress(
+                rc.status.as_ref().and_then(|s| s.migration.as_ref()),
+                &r.message,
+                r.slots_left_to_move,
+                r.slots_moved,
+                r.keys_moved,
+            )),
+            _ => rc.status.as_ref().and_then(|s| s.migration.clone()),
+        },
     };
     let new_status = status::build(
         rc.status.as_ref(),

@@ -1,7 +1,7 @@
 //! Observed state in, `RedisClusterStatus` out: pure, so every condition and
 //! phase can be tested without a cluster.
 
-use api::RedisClusterStatus;
+use api::{MigrationStatus, RedisClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
@@ -45,6 +45,25 @@ pub struct Observed<'a> {
     pub redis: &'a RedisState,
     pub selector: String,
     pub last_scale_time: Option<Time>,
+    pub migration: Option<MigrationStatus>,
+}
+
+/// The migration progress after a topology step: totals accumulate across
+/// steps (and operator restarts, since they live in status).
+pub fn migration_progress(
+    prev: Option<&MigrationStatus>,
+    step: &str,
+    slots_left: u32,
+    slots_moved: u32,
+    keys_moved: u64,
+) -> MigrationStatus {
+    let prev = prev.cloned().unwrap_or_default();
+    MigrationStatus {
+        step: step.to_string(),
+        slots_left,
+        slots_moved: prev.slots_moved.saturating_add(u64::from(slots_moved)),
+        keys_moved: prev.keys_moved.saturating_add(keys_moved),
+    }
 }
 
 /// Builds the status; conditions keep their `lastTransitionTime` while their
@@ -172,6 +191,7 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
         phase: Some(phase.into()),
         last_scale_time: o.last_scale_time.clone(),
         selector: Some(o.selector.clone()),
+        migration: o.migration.clone(),
     }
 }
 
@@ -219,6 +239,7 @@ mod tests {
             redis,
             selector: "redis.example.com/cluster=c".into(),
             last_scale_time: None,
+            migration: None,
         }
     }
 
@@ -297,6 +318,21 @@ mod tests {
             (c.status.as_str(), c.reason.as_str()),
             ("False", "MetricsUnavailable")
         );
+    }
+
+    #[test]
+    fn migration_totals_accumulate() {
+        let first = migration_progress(None, "moving slots", 100, 60, 1000);
+        assert_eq!(
+            (first.slots_moved, first.keys_moved, first.slots_left),
+            (60, 1000, 100)
+        );
+        let next = migration_progress(Some(&first), "converged", 0, 100, 500);
+        assert_eq!(
+            (next.slots_moved, next.keys_moved, next.slots_left),
+            (160, 1500, 0)
+        );
+        assert_eq!(next.step, "converged");
     }
 
     #[test]

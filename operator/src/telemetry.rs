@@ -33,6 +33,7 @@ pub struct Metrics {
     pub managed_clusters: Gauge,
     pub slots_migrated: Counter,
     pub keys_migrated: Counter,
+    pub migration_duration: Histogram,
     pub topology_actions: Counter,
     /// Set while this process leads and its caches are synced, or while it
     /// stands by: a standby must not hold up a rolling update.
@@ -78,6 +79,12 @@ impl Metrics {
             "Keys moved between shards",
             keys_migrated.clone(),
         );
+        let migration_duration = Histogram::new([0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0]);
+        registry.register(
+            "redis_operator_migration_duration_seconds",
+            "Time spent moving slots in one topology step",
+            migration_duration.clone(),
+        );
         let topology_actions = Counter::default();
         registry.register(
             "redis_operator_topology_actions",
@@ -92,6 +99,7 @@ impl Metrics {
             managed_clusters,
             slots_migrated,
             keys_migrated,
+            migration_duration,
             topology_actions,
             ready: AtomicBool::new(false),
         })

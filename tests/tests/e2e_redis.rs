@@ -208,6 +208,17 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
     check_keys(&pod_addrs(&c).await?, 1)
         .await
         .context("after 3 -> 4 shards")?;
+    // The progress is in status: slots and keys moved, none left.
+    let m = status(&c).await?["migration"].clone();
+    ensure!(m["slots_left"] == 0, "status.migration: {m}");
+    ensure!(
+        m["slots_moved"].as_u64().unwrap_or(0) >= 4095,
+        "3 -> 4 shards moves a quarter of the slots: {m}"
+    );
+    ensure!(
+        m["keys_moved"].as_u64().unwrap_or(0) > 0,
+        "status.migration: {m}"
+    );
 
     // Shard scale-in: slots leave shards 2 and 3 before their StatefulSets go.
     patch(&c, r#"{"shard_count":2}"#).await?;
@@ -241,6 +252,10 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
     ensure!(
         events.contains("ShardRemoved"),
         "no ShardRemoved event: {events}"
+    );
+    ensure!(
+        events.contains("TopologyChanged"),
+        "no TopologyChanged event: {events}"
     );
     c.stop();
     Ok(())
