@@ -81,3 +81,6 @@ e2e: deps cluster-tools build ## the end-to-end suite only
 
 demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
+
+bench: cluster-tools release ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
+	TOOLS_BIN="$(TOOLS_BIN)" bash bench/run.sh

@@ -1,0 +1,136 @@
+//! `redis-operator-probe`: `redis-operator` with reconcile timing.
+//!
+//! Same library, same arguments, same runtime as operator/src/main.rs; the
+//! only addition is a tracing layer. When `RECONCILE_LOG` names a file, it
+//! gets one JSON line per reconcile:
+//! `{"start_us":<Unix µs>,"dur_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
+//! The duration is the life of kube-runtime's `reconciling object` span (the
+//! reconcile future from its first poll to completion); the API calls are
+//! kube-client's `HTTP` spans opened inside it.
+
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::Parser;
+use operator::{cli::Args, run};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter};
+
+const RECONCILE_SPAN: &str = "reconciling object";
+const HTTP_SPAN: &str = "HTTP";
+
+struct Timing {
+    start: Instant,
+    start_us: u128,
+    reads: u32,
+    writes: u32,
+}
+
+struct Timer {
+    out: Mutex<LineWriter<File>>,
+}
+
+struct Method(Option<String>);
+
+impl Visit for Method {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "http.method" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> Layer<S> for Timer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        match attrs.metadata().name() {
+            RECONCILE_SPAN => {
+                let start_us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros())
+                    .unwrap_or_default();
+                span.extensions_mut().insert(Timing {
+                    start: Instant::now(),
+                    start_us,
+                    reads: 0,
+                    writes: 0,
+                });
+            }
+            HTTP_SPAN => {
+                let mut method = Method(None);
+                attrs.record(&mut method);
+                let read = method.0.as_deref() == Some("GET");
+                for ancestor in span.scope().skip(1) {
+                    if let Some(t) = ancestor.extensions_mut().get_mut::<Timing>() {
+                        if read {
+                            t.reads += 1;
+                        } else {
+                            t.writes += 1;
+                        }
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        let Some(t) = ext.get::<Timing>() else { return };
+        let dur_us = t.start.elapsed().as_micros();
+        let line = format!(
+            "{{\"start_us\":{},\"dur_us\":{dur_us},\"reads\":{},\"writes\":{}}}\n",
+            t.start_us, t.reads, t.writes
+        );
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.write_all(line.as_bytes());
+        }
+    }
+}
+
+fn timed(meta: &Metadata<'_>) -> bool {
+    meta.is_span() && matches!(meta.name(), RECONCILE_SPAN | HTTP_SPAN)
+}
+
+fn main() -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let args = Args::parse();
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let timer = match std::env::var_os("RECONCILE_LOG") {
+        Some(path) => {
+            let file = File::create(&path)
+                .with_context(|| format!("creating {}", path.to_string_lossy()))?;
+            Some(
+                Timer {
+                    out: Mutex::new(LineWriter::new(file)),
+                }
+                .with_filter(filter::filter_fn(timed)),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(env))
+        .with(timer)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run::run(args))
+}
