@@ -8,7 +8,7 @@ CARGO ?= cargo
 export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
-.PHONY: help build release test unit lint fmt fmt-check clippy crds crds-check certs \
+.PHONY: help build release test unit lint fmt fmt-check clippy crds crds-check certs bench-slots \
         run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
 
 help: ## list the targets
@@ -82,5 +82,8 @@ e2e: deps cluster-tools build ## the end-to-end suite only
 demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
 
-bench: cluster-tools release ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
+bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
 	TOOLS_BIN="$(TOOLS_BIN)" bash bench/run.sh
+
+bench-slots: deps ## slot-migration rate (keys/s): operator::topology beside redis-cli --cluster rebalance
+	$(CARGO) run -q --release -p redis-operator-tests --bin slot-bench
