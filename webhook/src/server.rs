@@ -145,6 +145,11 @@ pub async fn serve_tls(
                 }
             },
         };
+        // Without this, Nagle's algorithm holds a response's last segment
+        // until the client's delayed ACK: tens of milliseconds at p99.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
