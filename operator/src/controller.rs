@@ -11,11 +11,10 @@ use std::time::Duration;
 use api::{Policy, RedisCluster, RedisClusterStatus};
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -26,7 +25,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscale::{self, Decision};
-use crate::desired::{self, CLUSTER_LABEL, MANAGER, SHARD_LABEL, SPEC_HASH};
+use crate::cache::{self, Child};
+use crate::desired::{self, MANAGER};
 use crate::metrics_source::{self, ReadyPod};
 use crate::status::{self, RedisState, ShardObservation};
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
@@ -87,12 +87,56 @@ pub struct Settings {
 /// Caches of the children; only our objects, with managedFields stripped.
 #[derive(Clone)]
 struct Stores {
-    statefulsets: Store<StatefulSet>,
-    pods: Store<Pod>,
-    services: Store<PartialObjectMeta<Service>>,
-    configmaps: Store<PartialObjectMeta<ConfigMap>>,
-    pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    statefulsets: Store<cache::StatefulSet>,
+    pods: Store<cache::Pod>,
+    services: cache::Hashes,
+    configmaps: cache::Hashes,
+    pdbs: cache::Hashes,
 }
+
+impl Stores {
+    /// The cluster's StatefulSets and their pods, looked up by the names
+    /// they must have instead of scanning the caches, so a reconcile costs
+    /// the same beside ten clusters or ten thousand.
+    fn children_of(
+        &self,
+        ns: &str,
+        cluster: &str,
+    ) -> (Vec<Arc<cache::StatefulSet>>, Vec<Arc<cache::Pod>>) {
+        let mut sets = Vec::new();
+        let mut pods = Vec::new();
+        for shard in 0..u32::try_from(api::bounds::SHARD_COUNT.max).unwrap_or(0) {
+            let sts_name = desired::statefulset_name(cluster, shard);
+            let Some(sts) = self
+                .statefulsets
+                .get(&ObjectRef::new(&sts_name).within(ns))
+                .filter(|s| owned_by(&**s, ns, cluster))
+            else {
+                continue;
+            };
+            // Pods beyond the current size may still be terminating.
+            let ordinals = [
+                api::bounds::REPLICAS.max,
+                sts.replicas.unwrap_or(0),
+                sts.current,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+            for ordinal in 0..ordinals {
+                let pod = ObjectRef::new(&format!("{sts_name}-{ordinal}")).within(ns);
+                if let Some(p) = self.pods.get(&pod).filter(|p| owned_by(&**p, ns, cluster)) {
+                    pods.push(p);
+                }
+            }
+            sets.push(sts);
+        }
+        (sets, pods)
+    }
+}
+
+/// Objects per list request when a cache (re)fills.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// How long one reconcile waits for the child caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,15 +215,53 @@ pub struct Context {
     stores: Stores,
     synced: Synced,
     clusters: Store<RedisCluster>,
-    memory: Mutex<HashMap<ObjectRef<RedisCluster>, ClusterMemory>>,
+    memory: Mutex<Memory>,
+}
+
+/// What the operator remembers per cluster between reconciles.
+#[derive(Default)]
+struct Memory {
+    clusters: HashMap<ObjectRef<RedisCluster>, ClusterMemory>,
+    /// Size at which entries of deleted clusters are next looked for.
+    prune_at: usize,
+}
+
+impl Memory {
+    /// Drops entries of clusters no longer in `store`. The scan runs only
+    /// each time the map has doubled, so a reconcile does not pay for every
+    /// other cluster.
+    fn forget_deleted(&mut self, keep: &ObjectRef<RedisCluster>, store: &Store<RedisCluster>) {
+        if self.clusters.len() < self.prune_at {
+            return;
+        }
+        self.clusters
+            .retain(|k, _| k == keep || store.get(k).is_some());
+        self.prune_at = (self.clusters.len() * 2).max(64);
+    }
+}
+
+impl std::ops::Deref for Memory {
+    type Target = HashMap<ObjectRef<RedisCluster>, ClusterMemory>;
+    fn deref(&self) -> &Self::Target {
+        &self.clusters
+    }
+}
+
+impl std::ops::DerefMut for Memory {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.clusters
+    }
 }
 
 fn now_secs() -> f64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
 }
 
-fn strip<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+/// The RedisCluster a child belongs to, from its cluster label.
+fn cluster_of<K: Resource + Child>(child: K) -> Option<ObjectRef<RedisCluster>> {
+    let ns = child.meta().namespace.as_deref()?;
+    let cluster = child.ownership().cluster.as_deref()?;
+    Some(ObjectRef::new(cluster).within(ns))
 }
 
 /// Runs the controller for one scope (a namespace, or all) until `shutdown`.
@@ -200,73 +282,49 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let ours =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    // Small list pages: each page's body is buffered whole before it is
+    // decoded, and at 500 pods a page that buffer set the process's peak.
+    let listing = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+    let ours = listing
+        .clone()
+        .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
     let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
-    let clusters = watcher(
-        api::<RedisCluster>(&client, &namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(strip)
-    .reflect(rc_writer)
-    .inspect_ok(marks.marker(Synced::CLUSTERS))
-    .applied_objects()
-    // Status writes (ours) do not bump the generation: no self-triggering.
-    .predicate_filter(predicates::generation, Default::default());
-
-    let (sts_store, sts_writer) = reflector::store::<StatefulSet>();
-    let statefulsets = watcher(api::<StatefulSet>(&client, &namespace), ours.clone())
+    let clusters = watcher(api::<RedisCluster>(&client, &namespace), listing)
         .default_backoff()
-        .modify(|s: &mut StatefulSet| {
-            strip(s);
-            // Only replicas and status are read back; the pod template is big.
-            if let Some(spec) = s.spec.as_mut() {
-                spec.template = Default::default();
-                spec.volume_claim_templates = None;
-            }
-        })
+        .modify(|rc: &mut RedisCluster| cache::cluster(rc.meta_mut()))
+        .reflect(rc_writer)
+        .inspect_ok(marks.marker(Synced::CLUSTERS))
+        .applied_objects()
+        // Status writes (ours) do not bump the generation: no self-triggering.
+        .predicate_filter(predicates::generation, Default::default());
+
+    let (sts_store, sts_writer) = reflector::store::<cache::StatefulSet>();
+    let statefulsets = watcher(api::<cache::StatefulSet>(&client, &namespace), ours.clone())
+        .default_backoff()
+        .modify(cache::forget_version)
         .reflect(sts_writer)
         .inspect_ok(marks.marker(Synced::STATEFULSETS))
         .touched_objects();
 
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher(api::<Pod>(&client, &namespace), ours.clone())
+    let (pod_store, pod_writer) = reflector::store::<cache::Pod>();
+    let pods = watcher(api::<cache::Pod>(&client, &namespace), ours.clone())
         .default_backoff()
-        .modify(|p: &mut Pod| {
-            strip(p);
-            if let Some(spec) = p.spec.as_mut() {
-                // Keep what utilisation needs: each container's requests.
-                spec.volumes = None;
-                spec.affinity = None;
-                for c in &mut spec.containers {
-                    c.env = None;
-                    c.command = None;
-                    c.readiness_probe = None;
-                    c.liveness_probe = None;
-                    c.volume_mounts = None;
-                }
-            }
-        })
+        .modify(cache::forget_version)
         .reflect(pod_writer)
         .inspect_ok(marks.marker(Synced::PODS))
         .touched_objects();
 
     macro_rules! meta_stream {
         ($k:ty, $bit:expr) => {{
-            let (store, writer) = reflector::store::<PartialObjectMeta<$k>>();
-            let stream = watcher(
-                api::<PartialObjectMeta<$k>>(&client, &namespace),
-                ours.clone(),
-            )
-            .default_backoff()
-            .modify(|m: &mut PartialObjectMeta<$k>| m.metadata.managed_fields = None)
-            .reflect(writer)
-            .inspect_ok(marks.marker($bit))
-            .touched_objects();
-            (store, stream)
+            let (hashes, mut writer) = cache::HashesWriter::new();
+            let stream = watcher(api::<cache::Meta<$k>>(&client, &namespace), ours.clone())
+                .default_backoff()
+                .inspect_ok(move |event| writer.apply(event))
+                .inspect_ok(marks.marker($bit))
+                .touched_objects();
+            (hashes, stream)
         }};
     }
     let (svc_store, services) = meta_stream!(Service, Synced::SERVICES);
@@ -290,7 +348,7 @@ pub async fn run(
         stores,
         synced,
         clusters: rc_store.clone(),
-        memory: Mutex::new(HashMap::new()),
+        memory: Mutex::new(Memory::default()),
     });
 
     let ready_metrics = metrics.clone();
@@ -302,19 +360,37 @@ pub async fn run(
         }
     });
 
+    // Counted off the reconcile path: the store's size costs a scan. Each
+    // scope adds its own count, so deltas keep the gauge a sum.
+    let (count_store, gauge, count_stop) = (
+        rc_store.clone(),
+        metrics.managed_clusters.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        let mut counted = 0i64;
+        loop {
+            let n = i64::try_from(count_store.state().len()).unwrap_or(i64::MAX);
+            gauge.inc_by(n - counted);
+            counted = n;
+            tokio::select! {
+                _ = count_stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+        gauge.dec_by(counted);
+    });
+
     let stop = shutdown.clone();
     Controller::for_stream(clusters, rc_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-        .owns_stream(statefulsets)
-        .owns_stream(services)
-        .owns_stream(configmaps)
-        .owns_stream(pdbs)
-        // Pods have no RedisCluster owner reference; map them by label.
-        .watches_stream(pods, |pod: Pod| {
-            let ns = pod.namespace()?;
-            let cluster = pod.labels().get(CLUSTER_LABEL)?.clone();
-            Some(ObjectRef::new(&cluster).within(&ns))
-        })
+        // By label rather than owner reference: the caches keep no owner
+        // references, and pods have none pointing at the cluster.
+        .watches_stream(statefulsets, cluster_of)
+        .watches_stream(services, cluster_of)
+        .watches_stream(configmaps, cluster_of)
+        .watches_stream(pdbs, cluster_of)
+        .watches_stream(pods, cluster_of)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
@@ -447,26 +523,17 @@ where
 /// The spec hash on the cached copy of `desired`, if cached.
 fn live_hash<C, K>(store: &Store<C>, ns: &str, desired: &K) -> Option<String>
 where
-    C: Resource + Clone + 'static,
+    C: Resource + Child + Clone + 'static,
     C::DynamicType: Default + Eq + std::hash::Hash + Clone,
     K: Resource,
 {
     let live = store.get(&ObjectRef::new(&desired.name_any()).within(ns))?;
-    live.meta().annotations.as_ref()?.get(SPEC_HASH).cloned()
+    live.ownership().spec_hash.clone()
 }
 
-fn owned_by<K: Resource>(obj: &K, ns: &str, cluster: &str) -> bool {
+fn owned_by<K: Resource + Child>(obj: &K, ns: &str, cluster: &str) -> bool {
     obj.meta().namespace.as_deref() == Some(ns)
-        && obj
-            .meta()
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(CLUSTER_LABEL))
-            .is_some_and(|c| c == cluster)
-}
-
-fn shard_of<K: Resource>(obj: &K) -> Option<u32> {
-    obj.meta().labels.as_ref()?.get(SHARD_LABEL)?.parse().ok()
+        && obj.ownership().cluster.as_deref() == Some(cluster)
 }
 
 async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Error> {
@@ -475,17 +542,13 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let key = ObjectRef::from_obj(rc);
-    ctx.metrics
-        .managed_clusters
-        .set(i64::try_from(ctx.clusters.state().len()).unwrap_or(i64::MAX));
     if rc.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
     {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget clusters that are gone, and an earlier cluster of this name.
-        mem.retain(|k, _| *k == key || ctx.clusters.get(k).is_some());
+        mem.forget_deleted(&key, &ctx.clusters);
         let m = mem.entry(key.clone()).or_default();
         if m.uid != rc.uid() {
             *m = ClusterMemory {
@@ -506,23 +569,10 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     }
 
     // Observe.
-    let statefulsets: Vec<Arc<StatefulSet>> = ctx
-        .stores
-        .statefulsets
-        .state()
-        .into_iter()
-        .filter(|s| owned_by(&**s, &ns, &name))
-        .collect();
+    let (statefulsets, pods) = ctx.stores.children_of(&ns, &name);
     let current: BTreeMap<u32, i32> = statefulsets
         .iter()
-        .filter_map(|s| Some((shard_of(&**s)?, s.spec.as_ref()?.replicas.unwrap_or(1))))
-        .collect();
-    let pods: Vec<Arc<Pod>> = ctx
-        .stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| owned_by(&**p, &ns, &name))
+        .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
         .collect();
     let first_time = statefulsets.is_empty();
 
@@ -584,10 +634,10 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let children = desired::children(rc, &plan);
     let mut writes = 0usize;
     let cm = &children.config;
-    let h = live_hash(&ctx.stores.configmaps, &ns, cm);
+    let h = ctx.stores.configmaps.get(&ns, &cm.name_any()).flatten();
     writes += usize::from(apply(client, &ns, cm.clone(), h.as_deref(), "ConfigMap").await?);
     for svc in [&children.headless, &children.client] {
-        let h = live_hash(&ctx.stores.services, &ns, svc);
+        let h = ctx.stores.services.get(&ns, &svc.name_any()).flatten();
         writes += usize::from(apply(client, &ns, svc.clone(), h.as_deref(), "Service").await?);
     }
     for sts in &children.statefulsets {
@@ -595,7 +645,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         writes += usize::from(apply(client, &ns, sts.clone(), h.as_deref(), "StatefulSet").await?);
     }
     for pdb in &children.pdbs {
-        let h = live_hash(&ctx.stores.pdbs, &ns, pdb);
+        let h = ctx.stores.pdbs.get(&ns, &pdb.name_any()).flatten();
         writes += usize::from(
             apply(
                 client,
@@ -738,15 +788,11 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         .map(|shard| {
             statefulsets
                 .iter()
-                .find(|s| shard_of(&***s) == Some(shard))
+                .find(|s| s.ownership.shard == Some(shard))
                 .map(|s| ShardObservation {
-                    replicas: s.status.as_ref().map(|st| st.replicas).unwrap_or(0),
-                    ready: s
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.ready_replicas)
-                        .unwrap_or(0),
-                    target: s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(0),
+                    replicas: s.current,
+                    ready: s.ready,
+                    target: s.replicas.unwrap_or(0),
                 })
                 .unwrap_or_default()
         })
@@ -876,26 +922,20 @@ async fn write_status(
 }
 
 /// When the pod became Ready (Unix seconds), if it is ready.
-fn ready_since(p: &Pod) -> Option<f64> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map(|t| t.0.as_millisecond() as f64 / 1000.0)
-                .unwrap_or(0.0)
-        })
+fn ready_since(p: &cache::Pod) -> Option<f64> {
+    p.ready.as_ref().map(|since| {
+        since
+            .as_ref()
+            .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+            .unwrap_or(0.0)
+    })
 }
 
 async fn read_utilization(
     ctx: &Context,
     ns: &str,
     name: &str,
-    pods: &[Arc<Pod>],
+    pods: &[Arc<cache::Pod>],
     now: f64,
 ) -> Result<f64, String> {
     let ready: Vec<ReadyPod> = pods
@@ -906,15 +946,9 @@ async fn read_utilization(
             name: p.name_any(),
             ready_since: since,
             request_cores: p
-                .spec
-                .as_ref()
-                .and_then(|s| {
-                    s.containers
-                        .iter()
-                        .find(|c| c.name == metrics_source::CONTAINER)
-                })
-                .and_then(|c| c.resources.as_ref()?.requests.as_ref()?.get("cpu").cloned())
-                .and_then(|q| metrics_source::parse_cpu(&q.0))
+                .cpu_request
+                .as_deref()
+                .and_then(metrics_source::parse_cpu)
                 .unwrap_or(0.0),
         })
         .collect();
@@ -929,17 +963,17 @@ async fn read_utilization(
 /// Runs one bounded topology step when every expected pod has an IP.
 async fn redis_step(
     rc: &RedisCluster,
-    pods: &[Arc<Pod>],
+    pods: &[Arc<cache::Pod>],
     current: &BTreeMap<u32, i32>,
 ) -> Option<Result<topology::Report, String>> {
     let members: Vec<topology::Member> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| p.phase.as_deref() == Some("Running"))
         .filter_map(|p| {
-            let shard = shard_of(&**p)?;
+            let shard = p.ownership.shard?;
             let ordinal = p.name_any().rsplit('-').next()?.parse().ok()?;
-            let ip: IpAddr = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            let ip: IpAddr = p.ip.as_ref()?.parse().ok()?;
             Some(topology::Member {
                 shard,
                 ordinal,
@@ -998,11 +1032,11 @@ mod tests {
             tokio::spawn(async move { s.wait(Synced::ALL).await })
         };
         init_done::<StatefulSet>(&marks, Synced::STATEFULSETS);
-        init_done::<Pod>(&marks, Synced::PODS);
-        init_done::<PartialObjectMeta<Service>>(&marks, Synced::SERVICES);
-        init_done::<PartialObjectMeta<ConfigMap>>(&marks, Synced::CONFIGMAPS);
+        init_done::<cache::Pod>(&marks, Synced::PODS);
+        init_done::<cache::Meta<Service>>(&marks, Synced::SERVICES);
+        init_done::<cache::Meta<ConfigMap>>(&marks, Synced::CONFIGMAPS);
         // Init alone (a list under way) marks nothing.
-        let mut pdb = marks.marker::<PartialObjectMeta<PodDisruptionBudget>>(Synced::PDBS);
+        let mut pdb = marks.marker::<cache::Meta<PodDisruptionBudget>>(Synced::PDBS);
         pdb(&watcher::Event::Init);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(waiters.iter().all(|w| !w.is_finished()));

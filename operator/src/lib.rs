@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod autoscale;
+pub mod cache;
 pub mod cli;
 pub mod controller;
 pub mod desired;

@@ -257,6 +257,11 @@ impl Cluster {
                 format!("--service-account-private-key-file={}", s(&pki.sa_key)),
                 format!("--root-ca-file={}", s(&pki.ca_cert)),
                 "--controllers=*".into(),
+                // The default 20 requests/s makes a StatefulSet controller
+                // that needs minutes for a thousand pods; loopback etcd
+                // takes far more.
+                "--kube-api-qps=100".into(),
+                "--kube-api-burst=200".into(),
             ],
         )?;
         self.spawn(
@@ -268,6 +273,8 @@ impl Cluster {
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()?),
+                "--kube-api-qps=100".into(),
+                "--kube-api-burst=200".into(),
             ],
         )?;
         let kwok_port = free_port()?;

@@ -1,0 +1,498 @@
+//! What the operator's caches keep of each watched child.
+//!
+//! With thousands of clusters the caches are most of the operator's memory.
+//! A k8s-openapi `Pod` is 2.4 KB before any of its strings and maps, and
+//! the list pages it is decoded from are far bigger, so children are
+//! decoded straight into these small types: serde skips every other field
+//! without building it. A child is known to its cluster by our labels,
+//! which are kept as plain fields; owner references are not needed (the
+//! Controller maps children by label).
+//!
+//! RedisClusters themselves are cached whole: their spec and status are
+//! what a reconcile compares.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::runtime::watcher;
+use serde::Deserialize;
+
+use crate::desired::{CLUSTER_LABEL, SHARD_LABEL, SPEC_HASH};
+use crate::metrics_source::CONTAINER;
+
+/// Annotation `kubectl apply` fills with a full copy of the object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Our labels and annotation on a child.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ownership {
+    pub cluster: Option<String>,
+    pub shard: Option<u32>,
+    pub spec_hash: Option<String>,
+}
+
+/// A cached child of a RedisCluster.
+pub trait Child {
+    fn ownership(&self) -> &Ownership;
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct MetaWire {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    deletion_timestamp: Option<Time>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl MetaWire {
+    /// Name, namespace, deletion mark and resourceVersion (the watcher
+    /// reads it; [`forget_version`] drops it once it has).
+    fn split(self) -> (ObjectMeta, Ownership) {
+        let mut labels = self.labels.unwrap_or_default();
+        let ownership = Ownership {
+            cluster: labels.remove(CLUSTER_LABEL),
+            shard: labels.get(SHARD_LABEL).and_then(|s| s.parse().ok()),
+            spec_hash: self.annotations.and_then(|mut a| a.remove(SPEC_HASH)),
+        };
+        let meta = ObjectMeta {
+            name: self.name,
+            namespace: self.namespace,
+            resource_version: self.resource_version,
+            deletion_timestamp: self.deletion_timestamp,
+            ..Default::default()
+        };
+        (meta, ownership)
+    }
+}
+
+/// Implements the k8s-openapi traits (and so `kube::Resource`) for a
+/// cached type, with the kind of the object it stands for.
+macro_rules! resource {
+    ($t:ident $(<$p:ident>)?, $kind:ty) => {
+        impl$(<$p: k8s_openapi::Resource>)? k8s_openapi::Resource for $t$(<$p>)? {
+            const API_VERSION: &'static str = <$kind>::API_VERSION;
+            const GROUP: &'static str = <$kind>::GROUP;
+            const KIND: &'static str = <$kind>::KIND;
+            const VERSION: &'static str = <$kind>::VERSION;
+            const URL_PATH_SEGMENT: &'static str = <$kind>::URL_PATH_SEGMENT;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+        impl$(<$p: k8s_openapi::Resource>)? k8s_openapi::Metadata for $t$(<$p>)? {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+        impl$(<$p: k8s_openapi::Resource>)? Child for $t$(<$p>)? {
+            fn ownership(&self) -> &Ownership {
+                &self.ownership
+            }
+        }
+    };
+}
+
+/// A child whose content we never read back (Service, ConfigMap,
+/// PodDisruptionBudget): only whether it exists, and its spec hash.
+#[derive(Clone, Debug, Default)]
+pub struct Meta<K> {
+    pub metadata: ObjectMeta,
+    pub ownership: Ownership,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<'de, K> Deserialize<'de> for Meta<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: MetaWire,
+        }
+        let (metadata, ownership) = Wire::deserialize(d)?.metadata.split();
+        Ok(Meta {
+            metadata,
+            ownership,
+            kind: PhantomData,
+        })
+    }
+}
+resource!(Meta<K>, K);
+
+/// A StatefulSet: the replicas it is asked for, has and has ready.
+#[derive(Clone, Debug, Default)]
+pub struct StatefulSet {
+    pub metadata: ObjectMeta,
+    pub ownership: Ownership,
+    pub replicas: Option<i32>,
+    pub current: i32,
+    pub ready: i32,
+}
+
+impl<'de> Deserialize<'de> for StatefulSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Spec {
+            replicas: Option<i32>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Status {
+            replicas: i32,
+            ready_replicas: Option<i32>,
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: MetaWire,
+            #[serde(default)]
+            spec: Spec,
+            #[serde(default)]
+            status: Status,
+        }
+        let w = Wire::deserialize(d)?;
+        let (metadata, ownership) = w.metadata.split();
+        Ok(StatefulSet {
+            metadata,
+            ownership,
+            replicas: w.spec.replicas,
+            current: w.status.replicas,
+            ready: w.status.ready_replicas.unwrap_or(0),
+        })
+    }
+}
+resource!(StatefulSet, k8s_openapi::api::apps::v1::StatefulSet);
+
+/// A pod: what utilisation and the topology read.
+#[derive(Clone, Debug, Default)]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    pub ownership: Ownership,
+    pub phase: Option<String>,
+    pub ip: Option<String>,
+    /// Set when the pod is Ready: since when (None if not reported).
+    pub ready: Option<Option<Time>>,
+    /// The Redis container's CPU request, as written (a quantity).
+    pub cpu_request: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Pod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Resources {
+            requests: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        struct Container {
+            name: String,
+            #[serde(default)]
+            resources: Resources,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Spec {
+            containers: Vec<Container>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Condition {
+            #[serde(rename = "type")]
+            type_: String,
+            status: String,
+            #[serde(default)]
+            last_transition_time: Option<Time>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Status {
+            phase: Option<String>,
+            #[serde(rename = "podIP")]
+            pod_ip: Option<String>,
+            conditions: Vec<Condition>,
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: MetaWire,
+            #[serde(default)]
+            spec: Spec,
+            #[serde(default)]
+            status: Status,
+        }
+        let w = Wire::deserialize(d)?;
+        let (metadata, ownership) = w.metadata.split();
+        Ok(Pod {
+            metadata,
+            ownership,
+            phase: w.status.phase,
+            ip: w.status.pod_ip,
+            ready: w
+                .status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "True")
+                .map(|c| c.last_transition_time),
+            cpu_request: w
+                .spec
+                .containers
+                .into_iter()
+                .find(|c| c.name == CONTAINER)
+                .and_then(|mut c| c.resources.requests.remove("cpu")),
+        })
+    }
+}
+resource!(Pod, k8s_openapi::api::core::v1::Pod);
+
+/// The spec hashes of one kind of child by namespace and name: all a
+/// reconcile needs of its Services, ConfigMaps and PDBs, in a map entry
+/// instead of a cached object.
+#[derive(Clone, Default)]
+pub struct Hashes(Arc<RwLock<HashMap<String, Option<u64>>>>);
+
+impl Hashes {
+    /// The hash on the live object, `Some(None)` when it has none.
+    pub fn get(&self, ns: &str, name: &str) -> Option<Option<String>> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&format!("{ns}/{name}"))
+            .map(|h| h.map(|h| format!("{h:016x}")))
+    }
+}
+
+/// Keeps a [`Hashes`] up to date from a watch stream, like a reflector.
+pub struct HashesWriter {
+    index: Hashes,
+    /// A relist in progress: swapped in whole at its end, so objects
+    /// deleted while the watch was down disappear.
+    relist: Option<HashMap<String, Option<u64>>>,
+}
+
+impl HashesWriter {
+    pub fn new() -> (Hashes, HashesWriter) {
+        let index = Hashes::default();
+        let writer = HashesWriter {
+            index: index.clone(),
+            relist: None,
+        };
+        (index, writer)
+    }
+
+    pub fn apply<K: kube::Resource + Child>(&mut self, event: &watcher::Event<K>) {
+        let entry = |o: &K| {
+            let key = format!(
+                "{}/{}",
+                o.meta().namespace.as_deref().unwrap_or_default(),
+                o.meta().name.as_deref().unwrap_or_default()
+            );
+            let hash = o
+                .ownership()
+                .spec_hash
+                .as_deref()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            (key, hash)
+        };
+        let write = || self.index.0.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let (k, h) = entry(o);
+                self.relist.get_or_insert_with(HashMap::new).insert(k, h);
+            }
+            watcher::Event::InitDone => {
+                let fresh = self.relist.take().unwrap_or_default();
+                *write() = fresh;
+            }
+            watcher::Event::Apply(o) => {
+                let (k, h) = entry(o);
+                write().insert(k, h);
+            }
+            watcher::Event::Delete(o) => {
+                write().remove(&entry(o).0);
+            }
+        }
+    }
+}
+
+/// Drops the resourceVersion once the watcher has read it; the store keys
+/// objects by name and namespace only.
+pub fn forget_version<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().resource_version = None;
+}
+
+/// RedisClusters lose only the bookkeeping nobody reads.
+pub fn cluster(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn live_pod() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "demo-shard-0-1", "namespace": "team-a", "uid": "u",
+                "resourceVersion": "42", "generateName": "demo-shard-0-",
+                "labels": {
+                    CLUSTER_LABEL: "demo", SHARD_LABEL: "0",
+                    "controller-revision-hash": "demo-shard-0-7d9"
+                },
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                     "name": "demo-shard-0", "uid": "s"}],
+                "managedFields": [{"manager": "kube-controller-manager"}]
+            },
+            "spec": {
+                "nodeName": "node-1",
+                "containers": [
+                    {"name": "exporter", "image": "x",
+                     "resources": {"requests": {"cpu": "1"}}},
+                    {"name": "redis", "image": "redis:7.2",
+                     "resources": {"requests": {"cpu": "250m", "memory": "128Mi"},
+                                   "limits": {"cpu": "1"}},
+                     "env": [{"name": "A", "value": "b"}]}
+                ]
+            },
+            "status": {
+                "phase": "Running", "podIP": "127.1.0.7", "hostIP": "10.0.0.1",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True",
+                     "lastTransitionTime": "2026-11-24T05:00:00Z", "message": "m"}
+                ],
+                "containerStatuses": [{"name": "redis", "ready": true, "restartCount": 0,
+                                       "image": "redis:7.2", "imageID": "sha256:1"}]
+            }
+        })
+    }
+
+    #[test]
+    fn pod_keeps_what_reconciles_read() {
+        let p: Pod = serde_json::from_value(live_pod()).unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("demo-shard-0-1"));
+        assert_eq!(p.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(p.metadata.resource_version.as_deref(), Some("42"));
+        assert!(p.metadata.labels.is_none() && p.metadata.owner_references.is_none());
+        assert_eq!(
+            p.ownership,
+            Ownership {
+                cluster: Some("demo".into()),
+                shard: Some(0),
+                spec_hash: None
+            }
+        );
+        assert_eq!(p.phase.as_deref(), Some("Running"));
+        assert_eq!(p.ip.as_deref(), Some("127.1.0.7"));
+        assert_eq!(p.cpu_request.as_deref(), Some("250m"));
+        let since = p.ready.clone().flatten().unwrap();
+        assert_eq!(since.0.to_string(), "2026-11-24T05:00:00Z");
+    }
+
+    #[test]
+    fn pod_not_ready_and_minimal_pod() {
+        let mut v = live_pod();
+        v["status"]["conditions"][1]["status"] = json!("False");
+        let p: Pod = serde_json::from_value(v).unwrap();
+        assert_eq!(p.ready, None);
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+        assert_eq!(
+            (p.ready, p.cpu_request, p.ownership),
+            (None, None, Ownership::default())
+        );
+    }
+
+    #[test]
+    fn statefulset_keeps_replicas_and_hash() {
+        let s: StatefulSet = serde_json::from_value(json!({
+            "metadata": {
+                "name": "demo-shard-1", "namespace": "team-a", "generation": 3,
+                "labels": {CLUSTER_LABEL: "demo", SHARD_LABEL: "1",
+                           "app.kubernetes.io/name": "redis"},
+                "annotations": {SPEC_HASH: "abc", "other": "x"},
+                "deletionTimestamp": "2026-11-24T05:00:00Z"
+            },
+            "spec": {"replicas": 3, "serviceName": "demo-headless",
+                     "template": {"metadata": {"labels": {"a": "b"}}}},
+            "status": {"replicas": 3, "readyReplicas": 2, "currentRevision": "r1"}
+        }))
+        .unwrap();
+        assert_eq!((s.replicas, s.current, s.ready), (Some(3), 3, 2));
+        assert_eq!(s.ownership.spec_hash.as_deref(), Some("abc"));
+        assert_eq!(s.ownership.shard, Some(1));
+        assert!(s.metadata.deletion_timestamp.is_some());
+        assert!(s.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn meta_child_keeps_hash_and_kind() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let m: Meta<ConfigMap> = serde_json::from_value(json!({
+            "metadata": {"name": "demo-config", "namespace": "team-a",
+                         "labels": {CLUSTER_LABEL: "demo"},
+                         "annotations": {SPEC_HASH: "h1"}},
+            "data": {"redis.conf": "cluster-enabled yes"}
+        }))
+        .unwrap();
+        assert_eq!(m.ownership.spec_hash.as_deref(), Some("h1"));
+        assert_eq!(m.ownership.cluster.as_deref(), Some("demo"));
+        assert_eq!(<Meta<ConfigMap> as kube::Resource>::kind(&()), "ConfigMap");
+        assert_eq!(<StatefulSet as kube::Resource>::plural(&()), "statefulsets");
+    }
+
+    #[test]
+    fn hashes_follow_the_watch_and_relists_drop_the_gone() {
+        use k8s_openapi::api::core::v1::Service;
+        let svc = |name: &str, hash: Option<&str>| -> Meta<Service> {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns",
+                             "annotations": hash.map(|h| json!({SPEC_HASH: h}))}
+            }))
+            .unwrap()
+        };
+        let (index, mut writer) = HashesWriter::new();
+        writer.apply(&watcher::Event::Apply(svc("a", Some("00000000000000ff"))));
+        writer.apply(&watcher::Event::Apply(svc("b", None)));
+        assert_eq!(index.get("ns", "a"), Some(Some("00000000000000ff".into())));
+        assert_eq!(index.get("ns", "b"), Some(None));
+        assert_eq!(index.get("other", "a"), None);
+        writer.apply(&watcher::Event::Delete(svc("b", None)));
+        assert_eq!(index.get("ns", "b"), None);
+        // A relist: until it is done the old view stays; then only what it listed.
+        writer.apply(&watcher::Event::<Meta<Service>>::Init);
+        writer.apply(&watcher::Event::InitApply(svc("c", Some("1"))));
+        assert_eq!(index.get("ns", "a"), Some(Some("00000000000000ff".into())));
+        writer.apply(&watcher::Event::<Meta<Service>>::InitDone);
+        assert_eq!(index.get("ns", "a"), None);
+        assert_eq!(index.get("ns", "c"), Some(Some("0000000000000001".into())));
+    }
+
+    #[test]
+    fn cluster_loses_only_bookkeeping() {
+        let mut meta = ObjectMeta {
+            name: Some("demo".into()),
+            annotations: Some(BTreeMap::from([
+                (LAST_APPLIED.to_string(), "{...}".to_string()),
+                ("team".to_string(), "a".to_string()),
+            ])),
+            ..Default::default()
+        };
+        cluster(&mut meta);
+        assert_eq!(meta.name.as_deref(), Some("demo"));
+        assert_eq!(
+            meta.annotations,
+            Some(BTreeMap::from([("team".to_string(), "a".to_string())]))
+        );
+    }
+}
