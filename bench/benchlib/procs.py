@@ -1,5 +1,6 @@
 """Processes under test: start, stop, and read RSS and CPU time from /proc."""
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -7,6 +8,14 @@ import time
 import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """Runs in the child before exec: SIGKILL it when the driver dies, so an
+    interrupted run leaves no operator or webhook behind (taskset execs the
+    target, which keeps the setting)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Proc:
@@ -22,7 +31,8 @@ class Proc:
         full_env.update(env or {})
         self.started_at = time.time()
         self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=full_env)
+                                      stdin=subprocess.DEVNULL, env=full_env,
+                                      preexec_fn=_die_with_parent)
         self.pid = self.popen.pid
 
     def alive(self):
