@@ -86,4 +86,5 @@ bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin
 	TOOLS_BIN="$(TOOLS_BIN)" bash bench/run.sh
 
 bench-slots: deps ## slot-migration rate (keys/s): operator::topology beside redis-cli --cluster rebalance
-	$(CARGO) run -q --release -p redis-operator-tests --bin slot-bench
+	mkdir -p bench/results/tmp
+	SLOT_BENCH_OUT=bench/results/tmp/slots.json $(CARGO) run -q --release -p redis-operator-tests --bin slot-bench

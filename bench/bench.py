@@ -609,6 +609,7 @@ def main():
     for a in ("repo", "tools-bin", "local-cluster", "crd", "ours-operator", "ours-probe", "ours-webhook",
               "twin-operator", "twin-webhook", "oha", "results"):
         ap.add_argument(f"--{a}", required=True)
+    ap.add_argument("--slots", help="JSON written by slot-bench (make bench-slots), folded into the results")
     ap.add_argument("--quick", action="store_true", help="small sizes and fewer runs, for development")
     ap.add_argument("--only", choices=["operator", "webhook"], help="run one half only")
     args = ap.parse_args()
@@ -641,6 +642,11 @@ def main():
         "machine": machine(args), "results": results,
         "readyz_restarts": READYZ_HANGS,
     }
+    if args.slots and os.path.exists(args.slots):
+        with open(args.slots) as f:
+            doc["slots"] = json.load(f)
+        doc["slots"]["measured_at"] = dt.datetime.fromtimestamp(
+            os.path.getmtime(args.slots), dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     doc["table"] = report.rows(doc)
     # Quick runs are for development: they stay with the scratch files.
     path = os.path.join(tmp if args.quick else args.results, f"{stamp}.json")

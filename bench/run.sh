@@ -55,4 +55,5 @@ exec "$cache/venv/bin/python" "$bench/bench.py" "${quick[@]}" ${BENCH_ONLY:+--on
   --twin-operator "$cache/bin/twin-operator" \
   --twin-webhook "$cache/bin/twin-webhook" \
   --oha "$cache/tools/bin/oha" \
+  --slots "$bench/results/tmp/slots.json" \
   --results "$bench/results"

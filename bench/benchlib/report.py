@@ -80,6 +80,11 @@ def rows(doc):
     row("webhook RSS, idle", "MiB", lambda n: wh(n, "idle_rss"))
     row("webhook RSS, under load (max)", "MiB", lambda n: wh(n, "load_rss"),
         target="ratio <= 0.3", check=lambda o, t, r: r is not None and r <= 0.3)
+    slots = doc.get("slots")
+    if slots:
+        # Not the Go twin (it has no topology): Redis's own redis-cli.
+        row(f"slot migration 3 -> 4 shards, {slots['keys']:,} keys (twin column: redis-cli rebalance)",
+            "keys/s", lambda n: slots["ours_keys_per_s" if n == "ours" else "baseline_keys_per_s"], nd=0)
     return out
 
 
