@@ -148,8 +148,9 @@ def install_crd(cp, crd):
 
     def established():
         o = cp.kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/redisclusters.redis.example.com")
+        # Right after creation the status (and its conditions) can be null.
         return any(c["type"] == "Established" and c["status"] == "True"
-                   for c in o.get("status", {}).get("conditions", []))
+                   for c in (o.get("status") or {}).get("conditions") or [])
     wait_until("CRD established", established, 60, 0.2)
     # Discovery of the new group can lag behind Established.
     wait_until("RedisCluster API served", lambda: _served(cp.kube), 60, 0.2)

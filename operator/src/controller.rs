@@ -95,6 +95,19 @@ struct Stores {
 }
 
 impl Stores {
+    /// The spec hash on the cached copy of a child, if cached and hashed.
+    fn live_hash(&self, kind: ChildKind, ns: &str, name: &str) -> Option<String> {
+        match kind {
+            ChildKind::ConfigMap => self.configmaps.get(ns, name).flatten(),
+            ChildKind::Service => self.services.get(ns, name).flatten(),
+            ChildKind::Pdb => self.pdbs.get(ns, name).flatten(),
+            ChildKind::StatefulSet => self
+                .statefulsets
+                .get(&ObjectRef::new(name).within(ns))
+                .and_then(|s| s.ownership.spec_hash.clone()),
+        }
+    }
+
     /// The cluster's StatefulSets and their pods, looked up by the names
     /// they must have instead of scanning the caches, so a reconcile costs
     /// the same beside ten clusters or ten thousand.
@@ -195,6 +208,44 @@ impl SyncMarks {
     }
 }
 
+/// The kinds of child a cluster has, for looking up their live hashes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ChildKind {
+    ConfigMap,
+    Service,
+    StatefulSet,
+    Pdb,
+}
+
+impl ChildKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::Service => "Service",
+            ChildKind::StatefulSet => "StatefulSet",
+            ChildKind::Pdb => "PodDisruptionBudget",
+        }
+    }
+}
+
+/// One child as last applied (or found already applied).
+struct Applied {
+    kind: ChildKind,
+    name: String,
+    hash: String,
+    wrote: bool,
+}
+
+/// What the children were last rendered from. While the spec (generation)
+/// and the shard plan stay the same and every child still carries its
+/// hash, a reconcile need not render and hash them again: a no-op
+/// reconcile is then a few map lookups.
+struct Rendered {
+    generation: Option<i64>,
+    plan: Vec<i32>,
+    children: Vec<Applied>,
+}
+
 #[derive(Default)]
 struct ClusterMemory {
     /// The object this memory is about: a cluster deleted and created again
@@ -205,6 +256,7 @@ struct ClusterMemory {
     last_read: Option<(f64, Result<f64, String>)>,
     failures: u32,
     redis: RedisState,
+    rendered: Option<Rendered>,
 }
 
 pub struct Context {
@@ -489,13 +541,7 @@ async fn reconcile(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 /// Applies `obj` unless the live copy already carries its hash.
-async fn apply<K>(
-    client: &Client,
-    ns: &str,
-    obj: K,
-    live_hash: Option<&str>,
-    kind: &'static str,
-) -> Result<bool, Error>
+async fn apply<K>(ctx: &Context, ns: &str, obj: K, kind: ChildKind) -> Result<Applied, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Serialize
@@ -505,30 +551,24 @@ where
     K::DynamicType: Default,
 {
     let (obj, hash) = desired::with_hash(obj);
-    if live_hash == Some(hash.as_str()) {
-        return Ok(false);
-    }
     let name = obj.name_any();
-    Api::<K>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .map_err(kube_err("applying", kind, &format!("{ns}/{name}")))?;
-    Ok(true)
-}
-
-/// The spec hash on the cached copy of `desired`, if cached.
-fn live_hash<C, K>(store: &Store<C>, ns: &str, desired: &K) -> Option<String>
-where
-    C: Resource + Child + Clone + 'static,
-    C::DynamicType: Default + Eq + std::hash::Hash + Clone,
-    K: Resource,
-{
-    let live = store.get(&ObjectRef::new(&desired.name_any()).within(ns))?;
-    live.ownership().spec_hash.clone()
+    let wrote = ctx.stores.live_hash(kind, ns, &name).as_deref() != Some(hash.as_str());
+    if wrote {
+        Api::<K>::namespaced(ctx.client.clone(), ns)
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .map_err(kube_err("applying", kind.as_str(), &format!("{ns}/{name}")))?;
+    }
+    Ok(Applied {
+        kind,
+        name,
+        hash,
+        wrote,
+    })
 }
 
 fn owned_by<K: Resource + Child>(obj: &K, ns: &str, cluster: &str) -> bool {
@@ -631,31 +671,39 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
 
     // Apply the children.
     let plan = desired::shard_plan(&rc.spec, &current, surplus_ok, &removable);
-    let children = desired::children(rc, &plan);
     let mut writes = 0usize;
-    let cm = &children.config;
-    let h = ctx.stores.configmaps.get(&ns, &cm.name_any()).flatten();
-    writes += usize::from(apply(client, &ns, cm.clone(), h.as_deref(), "ConfigMap").await?);
-    for svc in [&children.headless, &children.client] {
-        let h = ctx.stores.services.get(&ns, &svc.name_any()).flatten();
-        writes += usize::from(apply(client, &ns, svc.clone(), h.as_deref(), "Service").await?);
-    }
-    for sts in &children.statefulsets {
-        let h = live_hash(&ctx.stores.statefulsets, &ns, sts);
-        writes += usize::from(apply(client, &ns, sts.clone(), h.as_deref(), "StatefulSet").await?);
-    }
-    for pdb in &children.pdbs {
-        let h = ctx.stores.pdbs.get(&ns, &pdb.name_any()).flatten();
-        writes += usize::from(
-            apply(
-                client,
-                &ns,
-                pdb.clone(),
-                h.as_deref(),
-                "PodDisruptionBudget",
-            )
-            .await?,
-        );
+    let up_to_date = {
+        let mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        mem.get(&key)
+            .and_then(|m| m.rendered.as_ref())
+            .is_some_and(|r| {
+                r.generation == rc.meta().generation
+                    && r.plan == plan.replicas
+                    && r.children.iter().all(|c| {
+                        ctx.stores.live_hash(c.kind, &ns, &c.name).as_deref() == Some(&*c.hash)
+                    })
+            })
+    };
+    if !up_to_date {
+        let children = desired::children(rc, &plan);
+        let mut applied = vec![
+            apply(ctx, &ns, children.config, ChildKind::ConfigMap).await?,
+            apply(ctx, &ns, children.headless, ChildKind::Service).await?,
+            apply(ctx, &ns, children.client, ChildKind::Service).await?,
+        ];
+        for sts in children.statefulsets {
+            applied.push(apply(ctx, &ns, sts, ChildKind::StatefulSet).await?);
+        }
+        for pdb in children.pdbs {
+            applied.push(apply(ctx, &ns, pdb, ChildKind::Pdb).await?);
+        }
+        writes = applied.iter().filter(|a| a.wrote).count();
+        let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+        mem.entry(key.clone()).or_default().rendered = Some(Rendered {
+            generation: rc.meta().generation,
+            plan: plan.replicas.clone(),
+            children: applied,
+        });
     }
     // Shards planned at zero pods were drained: remove their objects.
     for (shard, &replicas) in plan.replicas.iter().enumerate() {
@@ -702,7 +750,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             "Created",
             format!(
                 "created {} StatefulSets with {} nodes each",
-                children.statefulsets.len(),
+                plan.replicas.iter().filter(|&&r| r > 0).count(),
                 rc.spec.replicas
             ),
         )
