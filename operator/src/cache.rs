@@ -49,6 +49,20 @@ struct MetaWire {
     annotations: Option<BTreeMap<String, String>>,
 }
 
+/// An object as listed or watched: only the parts a cache type reads.
+#[derive(Deserialize)]
+#[serde(bound(
+    deserialize = "Spec: Deserialize<'de> + Default, Status: Deserialize<'de> + Default"
+))]
+struct Wire<Spec, Status> {
+    #[serde(default)]
+    metadata: MetaWire,
+    #[serde(default)]
+    spec: Spec,
+    #[serde(default)]
+    status: Status,
+}
+
 impl MetaWire {
     /// Name, namespace, deletion mark and resourceVersion (the watcher
     /// reads it; [`forget_version`] drops it once it has).
@@ -148,16 +162,7 @@ impl<'de> Deserialize<'de> for StatefulSet {
             replicas: i32,
             ready_replicas: Option<i32>,
         }
-        #[derive(Deserialize)]
-        struct Wire {
-            #[serde(default)]
-            metadata: MetaWire,
-            #[serde(default)]
-            spec: Spec,
-            #[serde(default)]
-            status: Status,
-        }
-        let w = Wire::deserialize(d)?;
+        let w = Wire::<Spec, Status>::deserialize(d)?;
         let (metadata, ownership) = w.metadata.split();
         Ok(StatefulSet {
             metadata,
@@ -218,16 +223,7 @@ impl<'de> Deserialize<'de> for Pod {
             pod_ip: Option<String>,
             conditions: Vec<Condition>,
         }
-        #[derive(Deserialize)]
-        struct Wire {
-            #[serde(default)]
-            metadata: MetaWire,
-            #[serde(default)]
-            spec: Spec,
-            #[serde(default)]
-            status: Status,
-        }
-        let w = Wire::deserialize(d)?;
+        let w = Wire::<Spec, Status>::deserialize(d)?;
         let (metadata, ownership) = w.metadata.split();
         Ok(Pod {
             metadata,

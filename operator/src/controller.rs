@@ -246,6 +246,56 @@ struct Rendered {
     children: Vec<Applied>,
 }
 
+/// Keeps `redis_operator_managed_clusters` at the number of clusters this
+/// scope watches, from the watch events: counting the store would scan it.
+/// Each scope adds its own count, so the gauge is their sum.
+struct ClusterCount {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    names: std::collections::HashSet<String>,
+    relist: Option<std::collections::HashSet<String>>,
+}
+
+impl ClusterCount {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        ClusterCount {
+            gauge,
+            names: Default::default(),
+            relist: None,
+        }
+    }
+
+    fn apply(&mut self, event: &watcher::Event<RedisCluster>) {
+        let key =
+            |rc: &RedisCluster| format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any());
+        let before = self.names.len();
+        match event {
+            watcher::Event::Init => self.relist = Some(Default::default()),
+            watcher::Event::InitApply(rc) => {
+                self.relist
+                    .get_or_insert_with(Default::default)
+                    .insert(key(rc));
+            }
+            watcher::Event::InitDone => self.names = self.relist.take().unwrap_or_default(),
+            watcher::Event::Apply(rc) => {
+                self.names.insert(key(rc));
+            }
+            watcher::Event::Delete(rc) => {
+                self.names.remove(&key(rc));
+            }
+        }
+        let delta = i64::try_from(self.names.len()).unwrap_or(i64::MAX)
+            - i64::try_from(before).unwrap_or(i64::MAX);
+        self.gauge.inc_by(delta);
+    }
+}
+
+impl Drop for ClusterCount {
+    fn drop(&mut self) {
+        self.gauge
+            .dec_by(i64::try_from(self.names.len()).unwrap_or(i64::MAX));
+    }
+}
+
 #[derive(Default)]
 struct ClusterMemory {
     /// The object this memory is about: a cluster deleted and created again
@@ -348,6 +398,10 @@ pub async fn run(
         .modify(|rc: &mut RedisCluster| cache::cluster(rc.meta_mut()))
         .reflect(rc_writer)
         .inspect_ok(marks.marker(Synced::CLUSTERS))
+        .inspect_ok({
+            let mut count = ClusterCount::new(metrics.managed_clusters.clone());
+            move |event| count.apply(event)
+        })
         .applied_objects()
         // Status writes (ours) do not bump the generation: no self-triggering.
         .predicate_filter(predicates::generation, Default::default());
@@ -410,27 +464,6 @@ pub async fn run(
             tracing::info!("caches synced");
             ready_metrics.set_ready(true);
         }
-    });
-
-    // Counted off the reconcile path: the store's size costs a scan. Each
-    // scope adds its own count, so deltas keep the gauge a sum.
-    let (count_store, gauge, count_stop) = (
-        rc_store.clone(),
-        metrics.managed_clusters.clone(),
-        shutdown.clone(),
-    );
-    tokio::spawn(async move {
-        let mut counted = 0i64;
-        loop {
-            let n = i64::try_from(count_store.state().len()).unwrap_or(i64::MAX);
-            gauge.inc_by(n - counted);
-            counted = n;
-            tokio::select! {
-                _ = count_stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            }
-        }
-        gauge.dec_by(counted);
     });
 
     let stop = shutdown.clone();
