@@ -30,7 +30,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub struct Ownership {
     pub cluster: Option<String>,
     pub shard: Option<u32>,
-    pub spec_hash: Option<String>,
+    /// The `spec-hash` annotation, read as the hex number we write there.
+    pub spec_hash: Option<u64>,
 }
 
 /// A cached child of a RedisCluster.
@@ -71,7 +72,9 @@ impl MetaWire {
         let ownership = Ownership {
             cluster: labels.remove(CLUSTER_LABEL),
             shard: labels.get(SHARD_LABEL).and_then(|s| s.parse().ok()),
-            spec_hash: self.annotations.and_then(|mut a| a.remove(SPEC_HASH)),
+            spec_hash: self
+                .annotations
+                .and_then(|a| u64::from_str_radix(a.get(SPEC_HASH)?, 16).ok()),
         };
         let meta = ObjectMeta {
             name: self.name,
@@ -247,73 +250,93 @@ impl<'de> Deserialize<'de> for Pod {
 }
 resource!(Pod, k8s_openapi::api::core::v1::Pod);
 
-/// The spec hashes of one kind of child by namespace and name: all a
-/// reconcile needs of its Services, ConfigMaps and PDBs, in a map entry
-/// instead of a cached object.
-#[derive(Clone, Default)]
-pub struct Hashes(Arc<RwLock<HashMap<String, Option<u64>>>>);
+/// One small value per watched object, by `namespace/name`.
+type Index<V> = Arc<RwLock<HashMap<String, V>>>;
 
-impl Hashes {
-    /// The hash on the live object, `Some(None)` when it has none.
-    pub fn get(&self, ns: &str, name: &str) -> Option<Option<String>> {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&format!("{ns}/{name}"))
-            .map(|h| h.map(|h| format!("{h:016x}")))
-    }
-}
-
-/// Keeps a [`Hashes`] up to date from a watch stream, like a reflector.
-pub struct HashesWriter {
-    index: Hashes,
+/// Keeps an [`Index`] up to date from a watch stream, like a reflector
+/// keeps its store, for when a value per object is all that is needed.
+pub struct Follow<V> {
+    index: Index<V>,
     /// A relist in progress: swapped in whole at its end, so objects
     /// deleted while the watch was down disappear.
-    relist: Option<HashMap<String, Option<u64>>>,
+    relist: Option<HashMap<String, V>>,
 }
 
-impl HashesWriter {
-    pub fn new() -> (Hashes, HashesWriter) {
-        let index = Hashes::default();
-        let writer = HashesWriter {
-            index: index.clone(),
+impl<V> Default for Follow<V> {
+    fn default() -> Self {
+        Follow {
+            index: Arc::default(),
             relist: None,
-        };
-        (index, writer)
+        }
+    }
+}
+
+impl<V> Follow<V> {
+    /// Objects in the index (a relist in progress not yet counted).
+    pub fn len(&self) -> usize {
+        read(&self.index).len()
     }
 
-    pub fn apply<K: kube::Resource + Child>(&mut self, event: &watcher::Event<K>) {
-        let entry = |o: &K| {
-            let key = format!(
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn apply<K: kube::Resource>(&mut self, event: &watcher::Event<K>, value: impl Fn(&K) -> V) {
+        let key = |o: &K| {
+            format!(
                 "{}/{}",
                 o.meta().namespace.as_deref().unwrap_or_default(),
                 o.meta().name.as_deref().unwrap_or_default()
-            );
-            let hash = o
-                .ownership()
-                .spec_hash
-                .as_deref()
-                .and_then(|h| u64::from_str_radix(h, 16).ok());
-            (key, hash)
+            )
         };
-        let write = || self.index.0.write().unwrap_or_else(|e| e.into_inner());
+        let write = || self.index.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => self.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
-                let (k, h) = entry(o);
-                self.relist.get_or_insert_with(HashMap::new).insert(k, h);
+                self.relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key(o), value(o));
             }
             watcher::Event::InitDone => {
                 let fresh = self.relist.take().unwrap_or_default();
                 *write() = fresh;
             }
             watcher::Event::Apply(o) => {
-                let (k, h) = entry(o);
-                write().insert(k, h);
+                write().insert(key(o), value(o));
             }
             watcher::Event::Delete(o) => {
-                write().remove(&entry(o).0);
+                write().remove(&key(o));
             }
         }
     }
+}
+
+fn read<V>(index: &Index<V>) -> std::sync::RwLockReadGuard<'_, HashMap<String, V>> {
+    index.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The spec hashes of one kind of child by namespace and name: all a
+/// reconcile needs of its Services, ConfigMaps and PDBs, in a map entry
+/// instead of a cached object.
+#[derive(Clone)]
+pub struct Hashes(Index<Option<u64>>);
+
+impl Hashes {
+    /// An index and the follower that fills it from a watch stream.
+    pub fn follow() -> (Hashes, Follow<Option<u64>>) {
+        let follow = Follow::default();
+        (Hashes(follow.index.clone()), follow)
+    }
+
+    /// The hash on the live object, `Some(None)` when it has none.
+    pub fn get(&self, ns: &str, name: &str) -> Option<Option<u64>> {
+        read(&self.0).get(&format!("{ns}/{name}")).copied()
+    }
+}
+
+/// The value [`Hashes`] keeps of a child.
+pub fn spec_hash<K: Child>(obj: &K) -> Option<u64> {
+    obj.ownership().spec_hash
 }
 
 /// Drops the resourceVersion once the watcher has read it; the store keys
@@ -322,9 +345,12 @@ pub fn forget_version<K: kube::Resource>(obj: &mut K) {
     obj.meta_mut().resource_version = None;
 }
 
-/// RedisClusters lose only the bookkeeping nobody reads.
+/// RedisClusters lose only the bookkeeping nobody reads (the
+/// resourceVersion as in [`forget_version`]: status is written with
+/// server-side apply, which needs none).
 pub fn cluster(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
+    meta.resource_version = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
     }
@@ -425,7 +451,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((s.replicas, s.current, s.ready), (Some(3), 3, 2));
-        assert_eq!(s.ownership.spec_hash.as_deref(), Some("abc"));
+        assert_eq!(s.ownership.spec_hash, Some(0xabc));
         assert_eq!(s.ownership.shard, Some(1));
         assert!(s.metadata.deletion_timestamp.is_some());
         assert!(s.metadata.annotations.is_none());
@@ -441,7 +467,7 @@ mod tests {
             "data": {"redis.conf": "cluster-enabled yes"}
         }))
         .unwrap();
-        assert_eq!(m.ownership.spec_hash.as_deref(), Some("h1"));
+        assert_eq!(m.ownership.spec_hash, None, "not a hash we wrote");
         assert_eq!(m.ownership.cluster.as_deref(), Some("demo"));
         assert_eq!(<Meta<ConfigMap> as kube::Resource>::kind(&()), "ConfigMap");
         assert_eq!(<StatefulSet as kube::Resource>::plural(&()), "statefulsets");
@@ -457,27 +483,30 @@ mod tests {
             }))
             .unwrap()
         };
-        let (index, mut writer) = HashesWriter::new();
-        writer.apply(&watcher::Event::Apply(svc("a", Some("00000000000000ff"))));
-        writer.apply(&watcher::Event::Apply(svc("b", None)));
-        assert_eq!(index.get("ns", "a"), Some(Some("00000000000000ff".into())));
+        let (index, mut follow) = Hashes::follow();
+        let mut apply = |e: watcher::Event<Meta<Service>>| follow.apply(&e, spec_hash);
+        apply(watcher::Event::Apply(svc("a", Some("00000000000000ff"))));
+        apply(watcher::Event::Apply(svc("b", None)));
+        assert_eq!(index.get("ns", "a"), Some(Some(0xff)));
         assert_eq!(index.get("ns", "b"), Some(None));
         assert_eq!(index.get("other", "a"), None);
-        writer.apply(&watcher::Event::Delete(svc("b", None)));
+        apply(watcher::Event::Delete(svc("b", None)));
         assert_eq!(index.get("ns", "b"), None);
         // A relist: until it is done the old view stays; then only what it listed.
-        writer.apply(&watcher::Event::<Meta<Service>>::Init);
-        writer.apply(&watcher::Event::InitApply(svc("c", Some("1"))));
-        assert_eq!(index.get("ns", "a"), Some(Some("00000000000000ff".into())));
-        writer.apply(&watcher::Event::<Meta<Service>>::InitDone);
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(svc("c", Some("1"))));
+        assert_eq!(index.get("ns", "a"), Some(Some(0xff)));
+        apply(watcher::Event::InitDone);
         assert_eq!(index.get("ns", "a"), None);
-        assert_eq!(index.get("ns", "c"), Some(Some("0000000000000001".into())));
+        assert_eq!(index.get("ns", "c"), Some(Some(1)));
+        assert_eq!(follow.len(), 1);
     }
 
     #[test]
     fn cluster_loses_only_bookkeeping() {
         let mut meta = ObjectMeta {
             name: Some("demo".into()),
+            resource_version: Some("7".into()),
             annotations: Some(BTreeMap::from([
                 (LAST_APPLIED.to_string(), "{...}".to_string()),
                 ("team".to_string(), "a".to_string()),
@@ -486,6 +515,7 @@ mod tests {
         };
         cluster(&mut meta);
         assert_eq!(meta.name.as_deref(), Some("demo"));
+        assert_eq!(meta.resource_version, None);
         assert_eq!(
             meta.annotations,
             Some(BTreeMap::from([("team".to_string(), "a".to_string())]))

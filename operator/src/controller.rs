@@ -96,7 +96,7 @@ struct Stores {
 
 impl Stores {
     /// The spec hash on the cached copy of a child, if cached and hashed.
-    fn live_hash(&self, kind: ChildKind, ns: &str, name: &str) -> Option<String> {
+    fn live_hash(&self, kind: ChildKind, ns: &str, name: &str) -> Option<u64> {
         match kind {
             ChildKind::ConfigMap => self.configmaps.get(ns, name).flatten(),
             ChildKind::Service => self.services.get(ns, name).flatten(),
@@ -104,7 +104,7 @@ impl Stores {
             ChildKind::StatefulSet => self
                 .statefulsets
                 .get(&ObjectRef::new(name).within(ns))
-                .and_then(|s| s.ownership.spec_hash.clone()),
+                .and_then(|s| s.ownership.spec_hash),
         }
     }
 
@@ -232,7 +232,7 @@ impl ChildKind {
 struct Applied {
     kind: ChildKind,
     name: String,
-    hash: String,
+    hash: u64,
     wrote: bool,
 }
 
@@ -251,38 +251,20 @@ struct Rendered {
 /// Each scope adds its own count, so the gauge is their sum.
 struct ClusterCount {
     gauge: prometheus_client::metrics::gauge::Gauge,
-    names: std::collections::HashSet<String>,
-    relist: Option<std::collections::HashSet<String>>,
+    names: cache::Follow<()>,
 }
 
 impl ClusterCount {
     fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
         ClusterCount {
             gauge,
-            names: Default::default(),
-            relist: None,
+            names: cache::Follow::default(),
         }
     }
 
     fn apply(&mut self, event: &watcher::Event<RedisCluster>) {
-        let key =
-            |rc: &RedisCluster| format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any());
         let before = self.names.len();
-        match event {
-            watcher::Event::Init => self.relist = Some(Default::default()),
-            watcher::Event::InitApply(rc) => {
-                self.relist
-                    .get_or_insert_with(Default::default)
-                    .insert(key(rc));
-            }
-            watcher::Event::InitDone => self.names = self.relist.take().unwrap_or_default(),
-            watcher::Event::Apply(rc) => {
-                self.names.insert(key(rc));
-            }
-            watcher::Event::Delete(rc) => {
-                self.names.remove(&key(rc));
-            }
-        }
+        self.names.apply(event, |_| ());
         let delta = i64::try_from(self.names.len()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(i64::MAX);
         self.gauge.inc_by(delta);
@@ -340,18 +322,28 @@ impl Memory {
             .retain(|k, _| k == keep || store.get(k).is_some());
         self.prune_at = (self.clusters.len() * 2).max(64);
     }
-}
 
-impl std::ops::Deref for Memory {
-    type Target = HashMap<ObjectRef<RedisCluster>, ClusterMemory>;
-    fn deref(&self) -> &Self::Target {
-        &self.clusters
+    fn get(&self, key: &ObjectRef<RedisCluster>) -> Option<&ClusterMemory> {
+        self.clusters.get(key)
+    }
+
+    fn get_mut(&mut self, key: &ObjectRef<RedisCluster>) -> Option<&mut ClusterMemory> {
+        self.clusters.get_mut(key)
+    }
+
+    /// The cluster's memory, empty if it has none yet.
+    fn entry(&mut self, key: &ObjectRef<RedisCluster>) -> &mut ClusterMemory {
+        self.clusters.entry(key.clone()).or_default()
     }
 }
 
-impl std::ops::DerefMut for Memory {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.clusters
+/// A cluster's key in [`Memory`]: name and namespace only, without the uid
+/// and resourceVersion `ObjectRef::from_obj` copies (unused as keys).
+fn memory_key(rc: &RedisCluster) -> ObjectRef<RedisCluster> {
+    let r = ObjectRef::new(&rc.name_any());
+    match rc.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
     }
 }
 
@@ -424,10 +416,10 @@ pub async fn run(
 
     macro_rules! meta_stream {
         ($k:ty, $bit:expr) => {{
-            let (hashes, mut writer) = cache::HashesWriter::new();
+            let (hashes, mut follow) = cache::Hashes::follow();
             let stream = watcher(api::<cache::Meta<$k>>(&client, &namespace), ours.clone())
                 .default_backoff()
-                .inspect_ok(move |event| writer.apply(event))
+                .inspect_ok(move |event| follow.apply(event, cache::spec_hash))
                 .inspect_ok(marks.marker($bit))
                 .touched_objects();
             (hashes, stream)
@@ -497,7 +489,7 @@ fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action
     tracing::warn!(cluster = %ObjectRef::from_obj(&*rc), error = %err, "reconcile failed");
     let failures = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let m = mem.entry(ObjectRef::from_obj(&*rc)).or_default();
+        let m = mem.entry(&memory_key(&rc));
         m.failures = m.failures.saturating_add(1);
         m.failures
     };
@@ -566,7 +558,7 @@ async fn reconcile(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action, E
         .observe(timer.elapsed().as_secs_f64());
     if result.is_ok() {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mem.get_mut(&ObjectRef::from_obj(&*rc)) {
+        if let Some(m) = mem.get_mut(&memory_key(&rc)) {
             m.failures = 0;
         }
     }
@@ -585,7 +577,7 @@ where
 {
     let (obj, hash) = desired::with_hash(obj);
     let name = obj.name_any();
-    let wrote = ctx.stores.live_hash(kind, ns, &name).as_deref() != Some(hash.as_str());
+    let wrote = ctx.stores.live_hash(kind, ns, &name) != Some(hash);
     if wrote {
         Api::<K>::namespaced(ctx.client.clone(), ns)
             .patch(
@@ -614,7 +606,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let ns = rc
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let key = ObjectRef::from_obj(rc);
+    let key = memory_key(rc);
     if rc.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
@@ -622,7 +614,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
         mem.forget_deleted(&key, &ctx.clusters);
-        let m = mem.entry(key.clone()).or_default();
+        let m = mem.entry(&key);
         if m.uid != rc.uid() {
             *m = ClusterMemory {
                 uid: rc.uid(),
@@ -712,9 +704,9 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             .is_some_and(|r| {
                 r.generation == rc.meta().generation
                     && r.plan == plan.replicas
-                    && r.children.iter().all(|c| {
-                        ctx.stores.live_hash(c.kind, &ns, &c.name).as_deref() == Some(&*c.hash)
-                    })
+                    && r.children
+                        .iter()
+                        .all(|c| ctx.stores.live_hash(c.kind, &ns, &c.name) == Some(c.hash))
             })
     };
     if !up_to_date {
@@ -732,7 +724,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         }
         writes = applied.iter().filter(|a| a.wrote).count();
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        mem.entry(key.clone()).or_default().rendered = Some(Rendered {
+        mem.entry(&key).rendered = Some(Rendered {
             generation: rc.meta().generation,
             plan: plan.replicas.clone(),
             children: applied,
@@ -802,7 +794,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         _ => {
             let u = read_utilization(ctx, &ns, &name, &pods, now).await;
             let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-            mem.entry(key.clone()).or_default().last_read = Some((now, u.clone()));
+            mem.entry(&key).last_read = Some((now, u.clone()));
             u
         }
     };
@@ -835,7 +827,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         .map(|t| t.0.as_millisecond() as f64 / 1000.0);
     let decision = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let m = mem.entry(key.clone()).or_default();
+        let m = mem.entry(&key);
         m.redis = redis_state.clone();
         autoscale::decide(
             &autoscale::Inputs {

@@ -425,15 +425,15 @@ fn spread(cluster: &str, shard: u32) -> Affinity {
 /// Stamps `obj` with the hash of its content, so the controller can tell
 /// whether the live object already matches without comparing fields the
 /// apiserver defaults.
-pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, String) {
+pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, u64) {
     let text = serde_json::to_string(&obj).unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
-    let hash = format!("{:016x}", h.finish());
+    let hash = h.finish();
     obj.meta_mut()
         .annotations
         .get_or_insert_with(Default::default)
-        .insert(SPEC_HASH.into(), hash.clone());
+        .insert(SPEC_HASH.into(), format!("{hash:016x}"));
     (obj, hash)
 }
 
@@ -603,6 +603,6 @@ mod tests {
         let c3 = children(&r3, &shard_plan(&r3.spec, &BTreeMap::new(), false, &[]));
         let (obj, h3) = with_hash(c3.statefulsets[0].clone());
         assert_ne!(h1, h3);
-        assert_eq!(obj.annotations()[SPEC_HASH], h3);
+        assert_eq!(obj.annotations()[SPEC_HASH], format!("{h3:016x}"));
     }
 }
