@@ -319,12 +319,23 @@ def measure_reconciles(impl, cp, ns, n, runs, writes=True):
 
 
 def classify(lines):
+    """Percentiles of the wall-clock duration by group; for ours also of the
+    CPU time the reconcile's polls used (`cpu_us`, the probe's thread CPU
+    clock), which tells work from time spent descheduled."""
     groups = {"noop": [], "read": [], "write": []}
+    cpu = {"noop": [], "read": [], "write": []}
     for line in lines:
         key = "write" if line["writes"] else ("read" if line["reads"] else "noop")
         groups[key].append(line["dur_us"] / 1000)
-    return {k: {"count": len(v), "p50": percentile(v, 50) if v else None,
-                "p99": percentile(v, 99) if v else None} for k, v in groups.items()}
+        if "cpu_us" in line:
+            cpu[key].append(line["cpu_us"] / 1000)
+    out = {}
+    for k, v in groups.items():
+        out[k] = {"count": len(v), "p50": percentile(v, 50) if v else None,
+                  "p99": percentile(v, 99) if v else None}
+        if cpu[k]:
+            out[k]["cpu_p50"], out[k]["cpu_p99"] = percentile(cpu[k], 50), percentile(cpu[k], 99)
+    return out
 
 
 def operator_phase(impl, args, cfg):

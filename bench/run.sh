@@ -25,7 +25,8 @@ cmp -s "$repo/Cargo.lock" "$cache/Cargo.lock.used" || {
   cp "$repo/Cargo.lock" "$bench/rust-probe/Cargo.lock"
   cp "$repo/Cargo.lock" "$cache/Cargo.lock.used"
 }
-cargo build -q --release --manifest-path "$bench/rust-probe/Cargo.toml" --target-dir "$cache/probe-target"
+# From the repository, so its .cargo/config.toml (linker flags) applies.
+(cd "$repo" && cargo build -q --release --manifest-path "$bench/rust-probe/Cargo.toml" --target-dir "$cache/probe-target")
 
 OHA_VERSION=1.16.0
 if ! "$cache/tools/bin/oha" --version 2>/dev/null | grep -q "$OHA_VERSION"; then

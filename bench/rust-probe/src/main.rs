@@ -3,15 +3,20 @@
 //! Same library, same arguments, same runtime as operator/src/main.rs; the
 //! only addition is a tracing layer. When `RECONCILE_LOG` names a file, it
 //! gets one JSON line per reconcile:
-//! `{"start_us":<Unix µs>,"dur_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
+//! `{"start_us":<Unix µs>,"dur_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
 //! The duration is the life of kube-runtime's `reconciling object` span (the
 //! reconcile future from its first poll to completion); the API calls are
-//! kube-client's `HTTP` spans opened inside it.
+//! kube-client's `HTTP` spans opened inside it. `busy_us` is the wall time
+//! spent inside polls of the future and `cpu_us` the CPU time its threads
+//! used meanwhile (`CLOCK_THREAD_CPUTIME_ID` at span enter and exit): busy
+//! minus CPU is time the thread was runnable or blocked but not running.
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::time::{ClockId, clock_gettime};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -32,6 +37,15 @@ struct Timing {
     start_us: u128,
     reads: u32,
     writes: u32,
+    busy: Duration,
+    cpu: Duration,
+    /// Wall and thread-CPU clocks at the last enter, while inside a poll.
+    entered: Option<(Instant, Duration)>,
+}
+
+fn thread_cpu() -> Duration {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 struct Timer {
@@ -65,6 +79,9 @@ where
                     start_us,
                     reads: 0,
                     writes: 0,
+                    busy: Duration::ZERO,
+                    cpu: Duration::ZERO,
+                    entered: None,
                 });
             }
             HTTP_SPAN => {
@@ -86,14 +103,36 @@ where
         }
     }
 
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
+            t.entered = Some((Instant::now(), thread_cpu()));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(t) = span.extensions_mut().get_mut::<Timing>()
+            && let Some((wall, cpu)) = t.entered.take()
+        {
+            // Enter and exit of one poll happen on the same thread.
+            t.busy += wall.elapsed();
+            t.cpu += thread_cpu().saturating_sub(cpu);
+        }
+    }
+
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
         let Some(t) = ext.get::<Timing>() else { return };
         let dur_us = t.start.elapsed().as_micros();
         let line = format!(
-            "{{\"start_us\":{},\"dur_us\":{dur_us},\"reads\":{},\"writes\":{}}}\n",
-            t.start_us, t.reads, t.writes
+            "{{\"start_us\":{},\"dur_us\":{dur_us},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
+            t.start_us,
+            t.busy.as_micros(),
+            t.cpu.as_micros(),
+            t.reads,
+            t.writes
         );
         if let Ok(mut out) = self.out.lock() {
             let _ = out.write_all(line.as_bytes());
