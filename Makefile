@@ -26,7 +26,10 @@ build: ## debug build of both binaries
 	$(CARGO) build --workspace --bins
 
 release: ## optimised, stripped binaries in target/release
-	$(CARGO) build --release -p redis-operator -p redis-webhook
+	# One at a time: built together, the webhook would share the operator's
+	# tokio features (the multi-thread scheduler, and libm with it).
+	$(CARGO) build --release -p redis-operator
+	$(CARGO) build --release -p redis-webhook
 
 fmt: ## format the code
 	$(CARGO) fmt --all
