@@ -319,22 +319,27 @@ def measure_reconciles(impl, cp, ns, n, runs, writes=True):
 
 
 def classify(lines):
-    """Percentiles of the wall-clock duration by group; for ours also of the
-    CPU time the reconcile's polls used (`cpu_us`, the probe's thread CPU
-    clock), which tells work from time spent descheduled."""
+    """Percentiles of the wall-clock duration (first poll to completion) by
+    group; for ours also of the CPU time the reconcile's polls used
+    (`cpu_us`, the probe's thread CPU clock), which tells work from time
+    spent descheduled, and of the wait in kube-runtime's queue before the
+    first poll (`wait_us`)."""
     groups = {"noop": [], "read": [], "write": []}
-    cpu = {"noop": [], "read": [], "write": []}
+    extra = {"cpu": {k: [] for k in groups}, "wait": {k: [] for k in groups}}
     for line in lines:
         key = "write" if line["writes"] else ("read" if line["reads"] else "noop")
         groups[key].append(line["dur_us"] / 1000)
-        if "cpu_us" in line:
-            cpu[key].append(line["cpu_us"] / 1000)
+        for field, values in extra.items():
+            if f"{field}_us" in line:
+                values[key].append(line[f"{field}_us"] / 1000)
     out = {}
     for k, v in groups.items():
         out[k] = {"count": len(v), "p50": percentile(v, 50) if v else None,
                   "p99": percentile(v, 99) if v else None}
-        if cpu[k]:
-            out[k]["cpu_p50"], out[k]["cpu_p99"] = percentile(cpu[k], 50), percentile(cpu[k], 99)
+        for field, values in extra.items():
+            if values[k]:
+                out[k][f"{field}_p50"] = percentile(values[k], 50)
+                out[k][f"{field}_p99"] = percentile(values[k], 99)
     return out
 
 
@@ -660,18 +665,21 @@ def main():
         doc["slots"]["measured_at"] = dt.datetime.fromtimestamp(
             os.path.getmtime(args.slots), dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     doc["table"] = report.rows(doc)
-    # Quick runs are for development: they stay with the scratch files.
-    path = os.path.join(tmp if args.quick else args.results, f"{stamp}.json")
+    # Quick runs are for development: they stay with the scratch files. A
+    # run of one half is kept under its own name and replaces no full run.
+    partial = args.quick or args.only is not None
+    name = f"{stamp}-{args.only}" if args.only and not args.quick else stamp
+    path = os.path.join(tmp if args.quick else args.results, f"{name}.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
     png = path[:-len(".json")] + ".png"
     report.plot(doc, png)
-    if not args.quick:
+    if not partial:
         shutil.copyfile(path, os.path.join(args.results, "latest.json"))
         shutil.copyfile(png, os.path.join(args.results, "latest.png"))
     print()
     print(report.text(doc))
-    print(f"\nwrote {path} and {png}" + ("" if args.quick else " (and latest.json, latest.png)"))
+    print(f"\nwrote {path} and {png}" + ("" if partial else " (and latest.json, latest.png)"))
     print(f"make bench took {(time.time() - started) / 60:.1f} min")
 
 

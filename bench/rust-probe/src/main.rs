@@ -3,13 +3,16 @@
 //! Same library, same arguments, same runtime as operator/src/main.rs; the
 //! only addition is a tracing layer. When `RECONCILE_LOG` names a file, it
 //! gets one JSON line per reconcile:
-//! `{"start_us":<Unix µs>,"dur_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
-//! The duration is the life of kube-runtime's `reconciling object` span (the
-//! reconcile future from its first poll to completion); the API calls are
-//! kube-client's `HTTP` spans opened inside it. `busy_us` is the wall time
-//! spent inside polls of the future and `cpu_us` the CPU time its threads
-//! used meanwhile (`CLOCK_THREAD_CPUTIME_ID` at span enter and exit): busy
-//! minus CPU is time the thread was runnable or blocked but not running.
+//! `{"start_us":<Unix µs>,"dur_us":<µs>,"wait_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
+//! Each reconcile runs inside kube-runtime's `reconciling object` span,
+//! which is created with the reconcile future. `dur_us` runs from the
+//! first poll of that future to its completion, as the twin times its
+//! `Reconcile` call from entry to return; `wait_us` is the time before the
+//! first poll, while the future sat in kube-runtime's runner. `busy_us` is
+//! the wall time spent inside polls and `cpu_us` the CPU time the polling
+//! threads used meanwhile (`CLOCK_THREAD_CPUTIME_ID` at span enter and
+//! exit): busy minus CPU is time the thread was runnable but not running.
+//! The API calls are kube-client's `HTTP` spans opened inside the span.
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
@@ -33,8 +36,9 @@ const RECONCILE_SPAN: &str = "reconciling object";
 const HTTP_SPAN: &str = "HTTP";
 
 struct Timing {
-    start: Instant,
-    start_us: u128,
+    created: Instant,
+    /// The first poll: Unix µs for the trace, and the clock for durations.
+    first_poll: Option<(u128, Instant)>,
     reads: u32,
     writes: u32,
     busy: Duration,
@@ -70,13 +74,9 @@ where
         let Some(span) = ctx.span(id) else { return };
         match attrs.metadata().name() {
             RECONCILE_SPAN => {
-                let start_us = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_micros())
-                    .unwrap_or_default();
                 span.extensions_mut().insert(Timing {
-                    start: Instant::now(),
-                    start_us,
+                    created: Instant::now(),
+                    first_poll: None,
                     reads: 0,
                     writes: 0,
                     busy: Duration::ZERO,
@@ -106,7 +106,15 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
-            t.entered = Some((Instant::now(), thread_cpu()));
+            let now = Instant::now();
+            t.first_poll.get_or_insert_with(|| {
+                let unix_us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_micros())
+                    .unwrap_or_default();
+                (unix_us, now)
+            });
+            t.entered = Some((now, thread_cpu()));
         }
     }
 
@@ -125,10 +133,14 @@ where
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
         let Some(t) = ext.get::<Timing>() else { return };
-        let dur_us = t.start.elapsed().as_micros();
+        // Never polled: cancelled in the queue, not a reconcile.
+        let Some((start_us, first_poll)) = t.first_poll else {
+            return;
+        };
         let line = format!(
-            "{{\"start_us\":{},\"dur_us\":{dur_us},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
-            t.start_us,
+            "{{\"start_us\":{start_us},\"dur_us\":{},\"wait_us\":{},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
+            first_poll.elapsed().as_micros(),
+            first_poll.duration_since(t.created).as_micros(),
             t.busy.as_micros(),
             t.cpu.as_micros(),
             t.reads,
