@@ -322,10 +322,10 @@ def classify(lines):
     """Percentiles of the wall-clock duration (first poll to completion) by
     group; for ours also of the CPU time the reconcile's polls used
     (`cpu_us`, the probe's thread CPU clock), which tells work from time
-    spent descheduled, and of the wait in kube-runtime's queue before the
-    first poll (`wait_us`)."""
+    spent descheduled, of the wall time inside those polls (`busy_us`) and
+    of the wait in kube-runtime's queue before the first poll (`wait_us`)."""
     groups = {"noop": [], "read": [], "write": []}
-    extra = {"cpu": {k: [] for k in groups}, "wait": {k: [] for k in groups}}
+    extra = {f: {k: [] for k in groups} for f in ("busy", "cpu", "wait")}
     for line in lines:
         key = "write" if line["writes"] else ("read" if line["reads"] else "noop")
         groups[key].append(line["dur_us"] / 1000)

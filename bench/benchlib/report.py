@@ -58,7 +58,8 @@ def rows(doc):
             row(f"reconcile {q}, {labels[key]}, {small:,} RCs", "ms",
                 lambda n, key=key, q=q: [run[key][q] for run in op(n, "reconciles") if run[key][q] is not None],
                 target=target, check=check, nd=3)
-    for q, what in (("cpu_p50", "CPU time only"), ("cpu_p99", "CPU time only"),
+    for q, what in (("busy_p50", "inside its polls only"), ("busy_p99", "inside its polls only"),
+                    ("cpu_p50", "CPU time only"), ("cpu_p99", "CPU time only"),
                     ("wait_p50", "queued before it (not in the above)"),
                     ("wait_p99", "queued before it (not in the above)")):
         row(f"reconcile {q[-3:]}, no-op, {what}, ours, {small:,} RCs", "ms",

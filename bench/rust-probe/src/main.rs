@@ -4,15 +4,16 @@
 //! only addition is a tracing layer. When `RECONCILE_LOG` names a file, it
 //! gets one JSON line per reconcile:
 //! `{"start_us":<Unix µs>,"dur_us":<µs>,"wait_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
-//! Each reconcile runs inside kube-runtime's `reconciling object` span,
-//! which is created with the reconcile future. `dur_us` runs from the
-//! first poll of that future to its completion, as the twin times its
-//! `Reconcile` call from entry to return; `wait_us` is the time before the
-//! first poll, while the future sat in kube-runtime's runner. `busy_us` is
-//! the wall time spent inside polls and `cpu_us` the CPU time the polling
-//! threads used meanwhile (`CLOCK_THREAD_CPUTIME_ID` at span enter and
-//! exit): busy minus CPU is time the thread was runnable but not running.
-//! The API calls are kube-client's `HTTP` spans opened inside the span.
+//! kube-runtime creates each reconcile future inside its `reconciling
+//! object` span (the span's first enter) and polls it inside the span
+//! (every later enter; the last one drops the finished future). `dur_us`
+//! runs from the first poll to the end of the last one, as the twin times
+//! its `Reconcile` call from entry to return; `wait_us` is the time between
+//! creation and the first poll, while the future sat in kube-runtime's
+//! runner. `busy_us` is the wall time spent inside polls and `cpu_us` the
+//! CPU time the polling threads used meanwhile (`CLOCK_THREAD_CPUTIME_ID`
+//! at enter and exit): busy minus CPU is time the thread was runnable but
+//! not running. The API calls are kube-client's `HTTP` spans opened inside.
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
@@ -36,14 +37,18 @@ const RECONCILE_SPAN: &str = "reconciling object";
 const HTTP_SPAN: &str = "HTTP";
 
 struct Timing {
-    created: Instant,
+    /// Enters so far: the first creates the future, the others poll it.
+    enters: u32,
+    /// End of the creation enter.
+    created: Option<Instant>,
     /// The first poll: Unix µs for the trace, and the clock for durations.
     first_poll: Option<(u128, Instant)>,
+    last_exit: Option<Instant>,
     reads: u32,
     writes: u32,
     busy: Duration,
     cpu: Duration,
-    /// Wall and thread-CPU clocks at the last enter, while inside a poll.
+    /// Wall and thread-CPU clocks at the enter of the poll in progress.
     entered: Option<(Instant, Duration)>,
 }
 
@@ -75,8 +80,10 @@ where
         match attrs.metadata().name() {
             RECONCILE_SPAN => {
                 span.extensions_mut().insert(Timing {
-                    created: Instant::now(),
+                    enters: 0,
+                    created: None,
                     first_poll: None,
+                    last_exit: None,
                     reads: 0,
                     writes: 0,
                     busy: Duration::ZERO,
@@ -106,6 +113,10 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
+            t.enters += 1;
+            if t.enters < 2 {
+                return;
+            }
             let now = Instant::now();
             t.first_poll.get_or_insert_with(|| {
                 let unix_us = SystemTime::now()
@@ -120,12 +131,17 @@ where
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(t) = span.extensions_mut().get_mut::<Timing>()
-            && let Some((wall, cpu)) = t.entered.take()
-        {
-            // Enter and exit of one poll happen on the same thread.
-            t.busy += wall.elapsed();
-            t.cpu += thread_cpu().saturating_sub(cpu);
+        if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
+            let now = Instant::now();
+            match t.entered.take() {
+                // Enter and exit of one poll happen on the same thread.
+                Some((wall, cpu)) => {
+                    t.busy += now.duration_since(wall);
+                    t.cpu += thread_cpu().saturating_sub(cpu);
+                    t.last_exit = Some(now);
+                }
+                None => t.created = Some(now),
+            }
         }
     }
 
@@ -134,13 +150,15 @@ where
         let ext = span.extensions();
         let Some(t) = ext.get::<Timing>() else { return };
         // Never polled: cancelled in the queue, not a reconcile.
-        let Some((start_us, first_poll)) = t.first_poll else {
+        let (Some((start_us, first_poll)), Some(last_exit), Some(created)) =
+            (t.first_poll, t.last_exit, t.created)
+        else {
             return;
         };
         let line = format!(
             "{{\"start_us\":{start_us},\"dur_us\":{},\"wait_us\":{},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
-            first_poll.elapsed().as_micros(),
-            first_poll.duration_since(t.created).as_micros(),
+            last_exit.duration_since(first_poll).as_micros(),
+            first_poll.duration_since(created).as_micros(),
             t.busy.as_micros(),
             t.cpu.as_micros(),
             t.reads,
