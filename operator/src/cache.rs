@@ -8,8 +8,9 @@
 //! which are kept as plain fields; owner references are not needed (the
 //! Controller maps children by label).
 //!
-//! RedisClusters themselves are cached whole: their spec and status are
-//! what a reconcile compares.
+//! RedisClusters themselves are cached whole but for managedFields, the
+//! last-applied annotation and the resourceVersion ([`cluster`]): their
+//! spec and status are what a reconcile compares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
