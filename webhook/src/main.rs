@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             run::init_logging(args.log_format);
             // One thread: the chart gives the webhook half a core, and one
-            // core serves about 19,000 reviews/s. Without the multi-thread
+            // core serves about 20,000 reviews/s. Without the multi-thread
             // scheduler the process is a thread, a heap arena and libm
             // (the scheduler's only user of `pow`) smaller.
             tokio::runtime::Builder::new_current_thread()
