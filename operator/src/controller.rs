@@ -775,7 +775,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             "Created",
             format!(
                 "created {} StatefulSets with {} nodes each",
-                plan.replicas.iter().filter(|&&r| r > 0).count(),
+                plan.kept().count(),
                 rc.spec.replicas
             ),
         )

@@ -95,6 +95,18 @@ pub struct ShardPlan {
     pub replicas: Vec<i32>,
 }
 
+impl ShardPlan {
+    /// The shards that keep a StatefulSet, with their pods: a shard
+    /// planned at zero was drained and loses its objects.
+    pub fn kept(&self) -> impl Iterator<Item = (u32, i32)> + '_ {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|&(_, &replicas)| replicas != 0)
+            .map(|(shard, &replicas)| (u32::try_from(shard).unwrap_or(u32::MAX), replicas))
+    }
+}
+
 /// Pods per shard: scale up at once; scale down only when `surplus_removable`.
 /// Shards beyond `shard_count` stay (at their current size) until removed.
 pub fn shard_plan(
@@ -213,11 +225,7 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
     };
     let mut statefulsets = Vec::new();
     let mut pdbs = Vec::new();
-    for (shard, &replicas) in plan.replicas.iter().enumerate() {
-        if replicas == 0 {
-            continue;
-        }
-        let shard = u32::try_from(shard).unwrap_or(u32::MAX);
+    for (shard, replicas) in plan.kept() {
         statefulsets.push(statefulset(rc, shard, replicas));
         pdbs.push(PodDisruptionBudget {
             metadata: meta(
