@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::autoscale::{self, Decision};
 use crate::cache::{self, Child};
 use crate::desired::{self, MANAGER};
-use crate::metrics_source::{self, ReadyPod};
+use crate::metrics_source::{self, Reading, ReadyPod};
 use crate::status::{self, RedisState, ShardObservation};
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
 use crate::topology;
@@ -285,7 +285,7 @@ struct ClusterMemory {
     uid: Option<String>,
     autoscale: autoscale::State,
     /// Last utilisation read and when (Unix seconds).
-    last_read: Option<(f64, Result<f64, String>)>,
+    last_read: Option<(f64, Result<Reading, String>)>,
     failures: u32,
     redis: RedisState,
     rendered: Option<Rendered>,
@@ -835,7 +835,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 range,
                 threshold: rc.spec.scaling_threshold,
                 paused: rc.spec.autoscaling_paused,
-                utilization: utilization.as_ref().ok().copied(),
+                utilization: utilization.as_ref().ok().map(|r| r.percent),
                 cooldown: Duration::from_secs(
                     u64::try_from(rc.spec.scale_up_cooldown_seconds).unwrap_or(0),
                 ),
@@ -943,7 +943,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             .inc();
         let u = utilization
             .as_ref()
-            .map(|u| format!("{u:.1}%"))
+            .map(|r| format!("{:.1}%", r.percent))
             .unwrap_or_default();
         publish_distinct(
             ctx,
@@ -1010,7 +1010,7 @@ async fn read_utilization(
     name: &str,
     pods: &[Arc<cache::Pod>],
     now: f64,
-) -> Result<f64, String> {
+) -> Result<Reading, String> {
     let ready: Vec<ReadyPod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

@@ -41,6 +41,16 @@ pub struct Usage {
     pub timestamp: f64,
 }
 
+/// A utilisation figure and how many ready pods it covers: a pod ready too
+/// briefly to have a sample is left out, and the status says so.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Average CPU in % of requests over the measured pods.
+    pub percent: f64,
+    pub measured: usize,
+    pub ready: usize,
+}
+
 /// Why no utilisation could be computed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unavailable {
@@ -70,7 +80,7 @@ pub fn utilization(
     usage: &HashMap<String, Usage>,
     now: f64,
     max_age_secs: f64,
-) -> Result<f64, Unavailable> {
+) -> Result<Reading, Unavailable> {
     let missing: Vec<&ReadyPod> = ready
         .iter()
         .filter(|p| !usage.contains_key(&p.name))
@@ -95,6 +105,7 @@ pub fn utilization(
         });
     }
     let (mut used, mut requested) = (0.0, 0.0);
+    let counted = measured.len();
     for p in measured {
         if p.request_cores <= 0.0 {
             return Err(Unavailable::NoRequest(p.name.clone()));
@@ -108,7 +119,11 @@ pub fn utilization(
         used += u.cores;
         requested += p.request_cores;
     }
-    Ok(used / requested * 100.0)
+    Ok(Reading {
+        percent: used / requested * 100.0,
+        measured: counted,
+        ready: ready.len(),
+    })
 }
 
 fn pod_metrics_resource() -> ApiResource {
@@ -198,8 +213,30 @@ mod tests {
                 },
             ),
         ]);
-        let u = utilization(&pods(2), &usage, 110.0, 60.0).unwrap();
-        assert!((u - 100.0).abs() < 1e-9, "{u}");
+        let r = utilization(&pods(2), &usage, 110.0, 60.0).unwrap();
+        assert!((r.percent - 100.0).abs() < 1e-9, "{r:?}");
+        assert_eq!((r.measured, r.ready), (2, 2));
+    }
+
+    #[test]
+    fn a_pod_too_young_for_a_sample_is_left_out_and_counted() {
+        let usage = HashMap::from([(
+            "p0".to_string(),
+            Usage {
+                cores: 0.05,
+                timestamp: 100.0,
+            },
+        )]);
+        let mut p = pods(2);
+        p[1].ready_since = 90.0;
+        let r = utilization(&p, &usage, 110.0, 60.0).unwrap();
+        assert!((r.percent - 50.0).abs() < 1e-9, "{r:?}");
+        assert_eq!((r.measured, r.ready), (1, 2));
+        // Once it is established, its missing sample makes the figure unavailable.
+        assert_eq!(
+            utilization(&p, &usage, 151.0, 60.0),
+            Err(Unavailable::Missing(vec!["p1".into()]))
+        );
     }
 
     #[test]

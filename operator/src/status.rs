@@ -4,6 +4,8 @@
 use api::{MigrationStatus, RedisClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::metrics_source::Reading;
+
 pub const READY: &str = "Ready";
 pub const SCALING: &str = "Scaling";
 pub const DEGRADED: &str = "Degraded";
@@ -41,7 +43,7 @@ pub struct Observed<'a> {
     pub shards: &'a [ShardObservation],
     /// Shards beyond `spec_shards` still being drained.
     pub draining_shards: usize,
-    pub utilization: Result<f64, String>,
+    pub utilization: Result<Reading, String>,
     pub redis: &'a RedisState,
     pub selector: String,
     pub last_scale_time: Option<Time>,
@@ -158,11 +160,14 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
         _ => cond(DEGRADED, false, "Healthy", "no fault observed".into()),
     };
     let metrics_cond = match &o.utilization {
-        Ok(u) => cond(
+        Ok(r) => cond(
             METRICS_AVAILABLE,
             true,
             "MetricsRead",
-            format!("average CPU {u:.1}% of requests"),
+            format!(
+                "average CPU {:.1}% of requests over {} of {} ready pods",
+                r.percent, r.measured, r.ready
+            ),
         ),
         Err(why) => cond(METRICS_AVAILABLE, false, "MetricsUnavailable", why.clone()),
     };
@@ -185,7 +190,7 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
             .utilization
             .as_ref()
             .ok()
-            .map(|u| (u * 10.0).round() / 10.0),
+            .map(|r| (r.percent * 10.0).round() / 10.0),
         observed_generation: o.generation,
         conditions: vec![ready_cond, scaling_cond, degraded_cond, metrics_cond],
         phase: Some(phase.into()),
@@ -235,7 +240,11 @@ mod tests {
             spec_shards: 2,
             shards,
             draining_shards: 0,
-            utilization: Ok(42.04),
+            utilization: Ok(Reading {
+                percent: 42.04,
+                measured: 2,
+                ready: 2,
+            }),
             redis,
             selector: "redis.example.com/cluster=c".into(),
             last_scale_time: None,
@@ -263,6 +272,10 @@ mod tests {
         assert_eq!(get(&s, SCALING).status, "False");
         assert_eq!(get(&s, DEGRADED).status, "False");
         assert_eq!(get(&s, METRICS_AVAILABLE).status, "True");
+        assert_eq!(
+            get(&s, METRICS_AVAILABLE).message,
+            "average CPU 42.0% of requests over 2 of 2 ready pods"
+        );
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.selector.as_deref(), Some("redis.example.com/cluster=c"));
     }
