@@ -319,13 +319,15 @@ def measure_reconciles(impl, cp, ns, n, runs, writes=True):
 
 
 def classify(lines):
-    """Percentiles of the wall-clock duration (first poll to completion) by
-    group; for ours also of the CPU time the reconcile's polls used
+    """Percentiles of the wall-clock duration of the reconcile function
+    (entry to return) by group; for ours also of the CPU time its polls used
     (`cpu_us`, the probe's thread CPU clock), which tells work from time
-    spent descheduled, of the wall time inside those polls (`busy_us`) and
-    of the wait in kube-runtime's queue before the first poll (`wait_us`)."""
+    spent descheduled, of the wall time inside those polls (`busy_us`), of
+    the wait in kube-runtime's queue before it ran (`wait_us`) and of the
+    whole run of kube-runtime's future, requeue handoff included
+    (`total_us`)."""
     groups = {"noop": [], "read": [], "write": []}
-    extra = {f: {k: [] for k in groups} for f in ("busy", "cpu", "wait")}
+    extra = {f: {k: [] for k in groups} for f in ("busy", "cpu", "wait", "total")}
     for line in lines:
         key = "write" if line["writes"] else ("read" if line["reads"] else "noop")
         groups[key].append(line["dur_us"] / 1000)

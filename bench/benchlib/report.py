@@ -61,7 +61,9 @@ def rows(doc):
     for q, what in (("busy_p50", "inside its polls only"), ("busy_p99", "inside its polls only"),
                     ("cpu_p50", "CPU time only"), ("cpu_p99", "CPU time only"),
                     ("wait_p50", "queued before it (not in the above)"),
-                    ("wait_p99", "queued before it (not in the above)")):
+                    ("wait_p99", "queued before it (not in the above)"),
+                    ("total_p50", "with kube-runtime's requeue handoff"),
+                    ("total_p99", "with kube-runtime's requeue handoff")):
         row(f"reconcile {q[-3:]}, no-op, {what}, ours, {small:,} RCs", "ms",
             lambda n, q=q: [run["noop"][q] for run in op(n, "reconciles") if run["noop"].get(q) is not None],
             nd=3)

@@ -3,17 +3,22 @@
 //! Same library, same arguments, same runtime as operator/src/main.rs; the
 //! only addition is a tracing layer. When `RECONCILE_LOG` names a file, it
 //! gets one JSON line per reconcile:
-//! `{"start_us":<Unix µs>,"dur_us":<µs>,"wait_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
-//! kube-runtime creates each reconcile future inside its `reconciling
-//! object` span (the span's first enter) and polls it inside the span
-//! (every later enter; the last one drops the finished future). `dur_us`
-//! runs from the first poll to the end of the last one, as the twin times
-//! its `Reconcile` call from entry to return; `wait_us` is the time between
-//! creation and the first poll, while the future sat in kube-runtime's
-//! runner. `busy_us` is the wall time spent inside polls and `cpu_us` the
-//! CPU time the polling threads used meanwhile (`CLOCK_THREAD_CPUTIME_ID`
-//! at enter and exit): busy minus CPU is time the thread was runnable but
-//! not running. The API calls are kube-client's `HTTP` spans opened inside.
+//! `{"start_us":<Unix µs>,"dur_us":<µs>,"total_us":<µs>,"wait_us":<µs>,"busy_us":<µs>,"cpu_us":<µs>,"reads":<GETs>,"writes":<other calls>}`.
+//!
+//! Two nested spans are timed. Our reconcile code runs inside the
+//! operator's debug span `reconcile` ([`operator::controller::RECONCILE_SPAN`]):
+//! `dur_us` runs from its first enter to its last exit, as the twin times
+//! its `Reconcile` call from entry to return. `busy_us` is the wall time
+//! inside its polls and `cpu_us` the CPU time the polling threads used
+//! meanwhile (`CLOCK_THREAD_CPUTIME_ID` at enter and exit): busy minus CPU
+//! is time the thread was runnable but not running. The API calls are
+//! kube-client's `HTTP` spans opened inside it.
+//!
+//! Around it, kube-runtime's `reconciling object` span is entered once to
+//! create the future and then at every poll, which also covers handing the
+//! requeue back to kube-runtime's scheduler: `total_us` runs from its first
+//! poll to the end of its last one, and `wait_us` from the creation to our
+//! first enter (the future sat in kube-runtime's runner).
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
@@ -24,6 +29,7 @@ use rustix::time::{ClockId, clock_gettime};
 
 use anyhow::Context as _;
 use clap::Parser;
+use operator::controller::RECONCILE_SPAN as OUR_SPAN;
 use operator::{cli::Args, run};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -33,16 +39,26 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter};
 
-const RECONCILE_SPAN: &str = "reconciling object";
+const RUNTIME_SPAN: &str = "reconciling object";
 const HTTP_SPAN: &str = "HTTP";
 
-struct Timing {
-    /// Enters so far: the first creates the future, the others poll it.
+/// kube-runtime's span: creation, and its polls from first to last.
+#[derive(Default)]
+struct Outer {
     enters: u32,
     /// End of the creation enter.
     created: Option<Instant>,
-    /// The first poll: Unix µs for the trace, and the clock for durations.
-    first_poll: Option<(u128, Instant)>,
+    first_poll: Option<Instant>,
+    last_exit: Option<Instant>,
+    /// Our span's figures, left here when it closes.
+    ours: Option<Inner>,
+}
+
+/// Our `reconcile` span.
+#[derive(Default, Clone)]
+struct Inner {
+    /// First enter: Unix µs for the trace, and the clock for durations.
+    first: Option<(u128, Instant)>,
     last_exit: Option<Instant>,
     reads: u32,
     writes: u32,
@@ -54,7 +70,10 @@ struct Timing {
 
 fn thread_cpu() -> Duration {
     let t = clock_gettime(ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 struct Timer {
@@ -78,25 +97,14 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         match attrs.metadata().name() {
-            RECONCILE_SPAN => {
-                span.extensions_mut().insert(Timing {
-                    enters: 0,
-                    created: None,
-                    first_poll: None,
-                    last_exit: None,
-                    reads: 0,
-                    writes: 0,
-                    busy: Duration::ZERO,
-                    cpu: Duration::ZERO,
-                    entered: None,
-                });
-            }
+            RUNTIME_SPAN => span.extensions_mut().insert(Outer::default()),
+            OUR_SPAN => span.extensions_mut().insert(Inner::default()),
             HTTP_SPAN => {
                 let mut method = Method(None);
                 attrs.record(&mut method);
                 let read = method.0.as_deref() == Some("GET");
                 for ancestor in span.scope().skip(1) {
-                    if let Some(t) = ancestor.extensions_mut().get_mut::<Timing>() {
+                    if let Some(t) = ancestor.extensions_mut().get_mut::<Inner>() {
                         if read {
                             t.reads += 1;
                         } else {
@@ -112,13 +120,15 @@ where
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
+        let mut ext = span.extensions_mut();
+        let now = Instant::now();
+        if let Some(t) = ext.get_mut::<Outer>() {
             t.enters += 1;
-            if t.enters < 2 {
-                return;
+            if t.enters >= 2 {
+                t.first_poll.get_or_insert(now);
             }
-            let now = Instant::now();
-            t.first_poll.get_or_insert_with(|| {
+        } else if let Some(t) = ext.get_mut::<Inner>() {
+            t.first.get_or_insert_with(|| {
                 let unix_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_micros())
@@ -131,38 +141,55 @@ where
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(t) = span.extensions_mut().get_mut::<Timing>() {
-            let now = Instant::now();
-            match t.entered.take() {
-                // Enter and exit of one poll happen on the same thread.
-                Some((wall, cpu)) => {
-                    t.busy += now.duration_since(wall);
-                    t.cpu += thread_cpu().saturating_sub(cpu);
-                    t.last_exit = Some(now);
-                }
-                None => t.created = Some(now),
+        let mut ext = span.extensions_mut();
+        let now = Instant::now();
+        if let Some(t) = ext.get_mut::<Outer>() {
+            if t.enters < 2 {
+                t.created = Some(now);
+            } else {
+                t.last_exit = Some(now);
             }
+        } else if let Some(t) = ext.get_mut::<Inner>()
+            && let Some((wall, cpu)) = t.entered.take()
+        {
+            // Enter and exit of one poll happen on the same thread.
+            t.busy += now.duration_since(wall);
+            t.cpu += thread_cpu().saturating_sub(cpu);
+            t.last_exit = Some(now);
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
+        if let Some(inner) = span.extensions().get::<Inner>() {
+            // Hand our figures to kube-runtime's span, which closes later.
+            if let Some(parent) = span.parent()
+                && let Some(outer) = parent.extensions_mut().get_mut::<Outer>()
+            {
+                outer.ours = Some(inner.clone());
+            }
+            return;
+        }
         let ext = span.extensions();
-        let Some(t) = ext.get::<Timing>() else { return };
+        let Some(t) = ext.get::<Outer>() else { return };
         // Never polled: cancelled in the queue, not a reconcile.
-        let (Some((start_us, first_poll)), Some(last_exit), Some(created)) =
-            (t.first_poll, t.last_exit, t.created)
+        let (Some(created), Some(first_poll), Some(last_exit), Some(ours)) =
+            (t.created, t.first_poll, t.last_exit, t.ours.as_ref())
         else {
             return;
         };
+        let (Some((start_us, first)), Some(our_exit)) = (ours.first, ours.last_exit) else {
+            return;
+        };
         let line = format!(
-            "{{\"start_us\":{start_us},\"dur_us\":{},\"wait_us\":{},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
+            "{{\"start_us\":{start_us},\"dur_us\":{},\"total_us\":{},\"wait_us\":{},\"busy_us\":{},\"cpu_us\":{},\"reads\":{},\"writes\":{}}}\n",
+            our_exit.duration_since(first).as_micros(),
             last_exit.duration_since(first_poll).as_micros(),
-            first_poll.duration_since(created).as_micros(),
-            t.busy.as_micros(),
-            t.cpu.as_micros(),
-            t.reads,
-            t.writes
+            first.duration_since(created).as_micros(),
+            ours.busy.as_micros(),
+            ours.cpu.as_micros(),
+            ours.reads,
+            ours.writes
         );
         if let Ok(mut out) = self.out.lock() {
             let _ = out.write_all(line.as_bytes());
@@ -171,7 +198,12 @@ where
 }
 
 fn timed(meta: &Metadata<'_>) -> bool {
-    meta.is_span() && matches!(meta.name(), RECONCILE_SPAN | HTTP_SPAN)
+    meta.is_span()
+        && match meta.name() {
+            RUNTIME_SPAN | HTTP_SPAN => true,
+            OUR_SPAN => meta.target().starts_with("operator"),
+            _ => false,
+        }
 }
 
 fn main() -> anyhow::Result<()> {
