@@ -8,12 +8,20 @@
 //! which are kept as plain fields; owner references are not needed (the
 //! Controller maps children by label).
 //!
-//! RedisClusters themselves are cached whole but for managedFields, the
-//! last-applied annotation and the resourceVersion ([`cluster`]): their
-//! spec and status are what a reconcile compares.
+//! The decoded objects only pass through (the Controller maps them to their
+//! cluster). What is kept is a [`Lookup`] per kind, by namespace and name,
+//! of a plain value without the object's metadata: a [`SetState`] per
+//! StatefulSet, a [`PodState`] per pod and the spec hash of the rest. An
+//! `ObjectMeta` alone is 360 bytes before its strings, and a reflector's
+//! store adds an `ObjectRef` key and an `Arc` per object.
+//!
+//! RedisClusters themselves are cached with their metadata and spec, but
+//! without managedFields, the last-applied annotation, the resourceVersion
+//! and the status ([`cluster`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -21,7 +29,7 @@ use kube::runtime::watcher;
 use serde::Deserialize;
 
 use crate::desired::{CLUSTER_LABEL, SHARD_LABEL, SPEC_HASH};
-use crate::metrics_source::CONTAINER;
+use crate::metrics_source::{CONTAINER, parse_cpu};
 
 /// Annotation `kubectl apply` fills with a full copy of the object.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -67,7 +75,7 @@ struct Wire<Spec, Status> {
 
 impl MetaWire {
     /// Name, namespace, deletion mark and resourceVersion (the watcher
-    /// reads it; [`forget_version`] drops it once it has).
+    /// reads it).
     fn split(self) -> (ObjectMeta, Ownership) {
         let mut labels = self.labels.unwrap_or_default();
         let ownership = Ownership {
@@ -109,11 +117,6 @@ macro_rules! resource {
                 &mut self.metadata
             }
         }
-        impl$(<$p: k8s_openapi::Resource>)? Child for $t$(<$p>)? {
-            fn ownership(&self) -> &Ownership {
-                &self.ownership
-            }
-        }
     };
 }
 
@@ -143,10 +146,23 @@ impl<'de, K> Deserialize<'de> for Meta<K> {
 }
 resource!(Meta<K>, K);
 
-/// A StatefulSet: the replicas it is asked for, has and has ready.
+impl<K> Child for Meta<K> {
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+}
+
+/// A StatefulSet as decoded from the API.
 #[derive(Clone, Debug, Default)]
 pub struct StatefulSet {
     pub metadata: ObjectMeta,
+    pub state: SetState,
+}
+
+/// What is kept of a StatefulSet: the replicas it is asked for, has and
+/// has ready.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SetState {
     pub ownership: Ownership,
     pub replicas: Option<i32>,
     pub current: i32,
@@ -170,26 +186,45 @@ impl<'de> Deserialize<'de> for StatefulSet {
         let (metadata, ownership) = w.metadata.split();
         Ok(StatefulSet {
             metadata,
-            ownership,
-            replicas: w.spec.replicas,
-            current: w.status.replicas,
-            ready: w.status.ready_replicas.unwrap_or(0),
+            state: SetState {
+                ownership,
+                replicas: w.spec.replicas,
+                current: w.status.replicas,
+                ready: w.status.ready_replicas.unwrap_or(0),
+            },
         })
     }
 }
 resource!(StatefulSet, k8s_openapi::api::apps::v1::StatefulSet);
 
-/// A pod: what utilisation and the topology read.
+impl Child for StatefulSet {
+    fn ownership(&self) -> &Ownership {
+        &self.state.ownership
+    }
+}
+
+/// A pod as decoded from the API.
 #[derive(Clone, Debug, Default)]
 pub struct Pod {
     pub metadata: ObjectMeta,
+    pub state: PodState,
+}
+
+/// What is kept of a pod: what utilisation and the topology read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodState {
     pub ownership: Ownership,
-    pub phase: Option<String>,
-    pub ip: Option<String>,
-    /// Set when the pod is Ready: since when (None if not reported).
-    pub ready: Option<Option<Time>>,
-    /// The Redis container's CPU request, as written (a quantity).
-    pub cpu_request: Option<String>,
+    /// Marked for deletion.
+    pub deleting: bool,
+    /// In phase `Running`.
+    pub running: bool,
+    /// The pod IP, when it is one.
+    pub ip: Option<IpAddr>,
+    /// Set when the pod is Ready: since when, in Unix seconds (0 when the
+    /// condition carries no time).
+    pub ready_since: Option<f64>,
+    /// The Redis container's CPU request in cores, when it parses.
+    pub cpu_request: Option<f64>,
 }
 
 impl<'de> Deserialize<'de> for Pod {
@@ -229,27 +264,39 @@ impl<'de> Deserialize<'de> for Pod {
         }
         let w = Wire::<Spec, Status>::deserialize(d)?;
         let (metadata, ownership) = w.metadata.split();
-        Ok(Pod {
-            metadata,
+        let state = PodState {
             ownership,
-            phase: w.status.phase,
-            ip: w.status.pod_ip,
-            ready: w
+            deleting: metadata.deletion_timestamp.is_some(),
+            running: w.status.phase.as_deref() == Some("Running"),
+            ip: w.status.pod_ip.and_then(|ip| ip.parse().ok()),
+            ready_since: w
                 .status
                 .conditions
                 .into_iter()
                 .find(|c| c.type_ == "Ready" && c.status == "True")
-                .map(|c| c.last_transition_time),
+                .map(|c| {
+                    c.last_transition_time
+                        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+                        .unwrap_or(0.0)
+                }),
             cpu_request: w
                 .spec
                 .containers
                 .into_iter()
                 .find(|c| c.name == CONTAINER)
-                .and_then(|mut c| c.resources.requests.remove("cpu")),
-        })
+                .and_then(|mut c| c.resources.requests.remove("cpu"))
+                .and_then(|q| parse_cpu(&q)),
+        };
+        Ok(Pod { metadata, state })
     }
 }
 resource!(Pod, k8s_openapi::api::core::v1::Pod);
+
+impl Child for Pod {
+    fn ownership(&self) -> &Ownership {
+        &self.state.ownership
+    }
+}
 
 /// One small value per watched object, by `namespace/name`.
 type Index<V> = Arc<RwLock<HashMap<String, V>>>;
@@ -316,40 +363,46 @@ fn read<V>(index: &Index<V>) -> std::sync::RwLockReadGuard<'_, HashMap<String, V
     index.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The spec hashes of one kind of child by namespace and name: all a
-/// reconcile needs of its Services, ConfigMaps and PDBs, in a map entry
-/// instead of a cached object.
-#[derive(Clone)]
-pub struct Hashes(Index<Option<u64>>);
+/// One value per object of a kind, by namespace and name: what a
+/// reconcile reads of its children, in a map entry instead of a cached
+/// object.
+pub struct Lookup<V>(Index<V>);
 
-impl Hashes {
-    /// An index and the follower that fills it from a watch stream.
-    pub fn follow() -> (Hashes, Follow<Option<u64>>) {
-        let follow = Follow::default();
-        (Hashes(follow.index.clone()), follow)
-    }
-
-    /// The hash on the live object, `Some(None)` when it has none.
-    pub fn get(&self, ns: &str, name: &str) -> Option<Option<u64>> {
-        read(&self.0).get(&format!("{ns}/{name}")).copied()
+impl<V> Clone for Lookup<V> {
+    fn clone(&self) -> Self {
+        Lookup(self.0.clone())
     }
 }
+
+impl<V: Clone> Lookup<V> {
+    /// An index and the follower that fills it from a watch stream.
+    pub fn follow() -> (Lookup<V>, Follow<V>) {
+        let follow = Follow::default();
+        (Lookup(follow.index.clone()), follow)
+    }
+
+    pub fn get(&self, ns: &str, name: &str) -> Option<V> {
+        read(&self.0).get(&format!("{ns}/{name}")).cloned()
+    }
+}
+
+/// The spec hashes of Services, ConfigMaps or PDBs: all a reconcile needs
+/// of them (`Some(None)`: the object exists without a hash).
+pub type Hashes = Lookup<Option<u64>>;
 
 /// The value [`Hashes`] keeps of a child.
 pub fn spec_hash<K: Child>(obj: &K) -> Option<u64> {
     obj.ownership().spec_hash
 }
 
-/// Drops the resourceVersion once the watcher has read it; the store keys
-/// objects by name and namespace only.
-pub fn forget_version<K: kube::Resource>(obj: &mut K) {
-    obj.meta_mut().resource_version = None;
-}
-
-/// RedisClusters lose only the bookkeeping nobody reads (the
-/// resourceVersion as in [`forget_version`]: status is written with
-/// server-side apply, which needs none).
-pub fn cluster(meta: &mut ObjectMeta) {
+/// A cached RedisCluster keeps its metadata but the bookkeeping nobody
+/// reads (the resourceVersion too: the store keys objects by name and
+/// namespace, and status is written with server-side apply, which needs
+/// none), and its spec. Its status is kept apart, as the much smaller
+/// `status::Prior` the controller takes from the watch first.
+pub fn cluster(rc: &mut api::RedisCluster) {
+    rc.status = None;
+    let meta = &mut rc.metadata;
     meta.managed_fields = None;
     meta.resource_version = None;
     if let Some(a) = meta.annotations.as_mut() {
@@ -409,31 +462,43 @@ mod tests {
         assert_eq!(p.metadata.resource_version.as_deref(), Some("42"));
         assert!(p.metadata.labels.is_none() && p.metadata.owner_references.is_none());
         assert_eq!(
-            p.ownership,
-            Ownership {
-                cluster: Some("demo".into()),
-                shard: Some(0),
-                spec_hash: None
+            p.state,
+            PodState {
+                ownership: Ownership {
+                    cluster: Some("demo".into()),
+                    shard: Some(0),
+                    spec_hash: None
+                },
+                deleting: false,
+                running: true,
+                ip: Some("127.1.0.7".parse().unwrap()),
+                // 2026-11-24T05:00:00Z
+                ready_since: Some(1_795_496_400.0),
+                cpu_request: Some(0.25),
             }
         );
-        assert_eq!(p.phase.as_deref(), Some("Running"));
-        assert_eq!(p.ip.as_deref(), Some("127.1.0.7"));
-        assert_eq!(p.cpu_request.as_deref(), Some("250m"));
-        let since = p.ready.clone().flatten().unwrap();
-        assert_eq!(since.0.to_string(), "2026-11-24T05:00:00Z");
     }
 
     #[test]
     fn pod_not_ready_and_minimal_pod() {
         let mut v = live_pod();
         v["status"]["conditions"][1]["status"] = json!("False");
+        v["metadata"]["deletionTimestamp"] = json!("2026-11-24T06:00:00Z");
+        v["status"]["podIP"] = json!("not an ip");
         let p: Pod = serde_json::from_value(v).unwrap();
-        assert_eq!(p.ready, None);
+        assert_eq!(p.state.ready_since, None);
+        assert!(p.state.deleting);
+        assert_eq!(p.state.ip, None);
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
-        assert_eq!(
-            (p.ready, p.cpu_request, p.ownership),
-            (None, None, Ownership::default())
-        );
+        assert_eq!(p.state, PodState::default());
+        // Ready without a transition time: ready since the epoch.
+        let mut v = live_pod();
+        v["status"]["conditions"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("lastTransitionTime");
+        let p: Pod = serde_json::from_value(v).unwrap();
+        assert_eq!(p.state.ready_since, Some(0.0));
     }
 
     #[test]
@@ -451,9 +516,10 @@ mod tests {
             "status": {"replicas": 3, "readyReplicas": 2, "currentRevision": "r1"}
         }))
         .unwrap();
-        assert_eq!((s.replicas, s.current, s.ready), (Some(3), 3, 2));
-        assert_eq!(s.ownership.spec_hash, Some(0xabc));
-        assert_eq!(s.ownership.shard, Some(1));
+        let st = &s.state;
+        assert_eq!((st.replicas, st.current, st.ready), (Some(3), 3, 2));
+        assert_eq!(st.ownership.spec_hash, Some(0xabc));
+        assert_eq!(st.ownership.shard, Some(1));
         assert!(s.metadata.deletion_timestamp.is_some());
         assert!(s.metadata.annotations.is_none());
     }
@@ -504,22 +570,30 @@ mod tests {
     }
 
     #[test]
-    fn cluster_loses_only_bookkeeping() {
-        let mut meta = ObjectMeta {
-            name: Some("demo".into()),
-            resource_version: Some("7".into()),
-            annotations: Some(BTreeMap::from([
-                (LAST_APPLIED.to_string(), "{...}".to_string()),
-                ("team".to_string(), "a".to_string()),
-            ])),
-            ..Default::default()
-        };
-        cluster(&mut meta);
+    fn cluster_loses_bookkeeping_and_status() {
+        let mut rc: api::RedisCluster = serde_json::from_value(json!({
+            "apiVersion": "redis.example.com/v1alpha1", "kind": "RedisCluster",
+            "metadata": {
+                "name": "demo", "resourceVersion": "7",
+                "annotations": {LAST_APPLIED: "{...}", "team": "a"},
+                "managedFields": [{"manager": "kubectl"}]
+            },
+            "spec": {"replicas": 2},
+            "status": {"replicas": 2, "ready_replicas": 2}
+        }))
+        .unwrap();
+        cluster(&mut rc);
+        let meta = &rc.metadata;
         assert_eq!(meta.name.as_deref(), Some("demo"));
-        assert_eq!(meta.resource_version, None);
+        assert_eq!(
+            (&meta.resource_version, &meta.managed_fields),
+            (&None, &None)
+        );
         assert_eq!(
             meta.annotations,
             Some(BTreeMap::from([("team".to_string(), "a".to_string())]))
         );
+        assert_eq!(rc.spec.replicas, 2);
+        assert_eq!(rc.status, None);
     }
 }

@@ -4,7 +4,7 @@
 //! pure modules; this file only reads caches and talks to the API.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,11 +85,11 @@ pub struct Settings {
     pub manage_topology: bool,
 }
 
-/// Caches of the children; only our objects, with managedFields stripped.
+/// What is kept of the children (only our objects), by namespace and name.
 #[derive(Clone)]
 struct Stores {
-    statefulsets: Store<cache::StatefulSet>,
-    pods: Store<cache::Pod>,
+    statefulsets: cache::Lookup<cache::SetState>,
+    pods: cache::Lookup<cache::PodState>,
     services: cache::Hashes,
     configmaps: cache::Hashes,
     pdbs: cache::Hashes,
@@ -104,7 +104,7 @@ impl Stores {
             ChildKind::Pdb => self.pdbs.get(ns, name).flatten(),
             ChildKind::StatefulSet => self
                 .statefulsets
-                .get(&ObjectRef::new(name).within(ns))
+                .get(ns, name)
                 .and_then(|s| s.ownership.spec_hash),
         }
     }
@@ -116,15 +116,16 @@ impl Stores {
         &self,
         ns: &str,
         cluster: &str,
-    ) -> (Vec<Arc<cache::StatefulSet>>, Vec<Arc<cache::Pod>>) {
+    ) -> (Vec<cache::SetState>, Vec<(String, cache::PodState)>) {
+        let ours = |o: &cache::Ownership| o.cluster.as_deref() == Some(cluster);
         let mut sets = Vec::new();
         let mut pods = Vec::new();
         for shard in 0..u32::try_from(api::bounds::SHARD_COUNT.max).unwrap_or(0) {
             let sts_name = desired::statefulset_name(cluster, shard);
             let Some(sts) = self
                 .statefulsets
-                .get(&ObjectRef::new(&sts_name).within(ns))
-                .filter(|s| owned_by(&**s, ns, cluster))
+                .get(ns, &sts_name)
+                .filter(|s| ours(&s.ownership))
             else {
                 continue;
             };
@@ -138,9 +139,9 @@ impl Stores {
             .max()
             .unwrap_or(0);
             for ordinal in 0..ordinals {
-                let pod = ObjectRef::new(&format!("{sts_name}-{ordinal}")).within(ns);
-                if let Some(p) = self.pods.get(&pod).filter(|p| owned_by(&**p, ns, cluster)) {
-                    pods.push(p);
+                let pod = format!("{sts_name}-{ordinal}");
+                if let Some(p) = self.pods.get(ns, &pod).filter(|p| ours(&p.ownership)) {
+                    pods.push((pod, p));
                 }
             }
             sets.push(sts);
@@ -247,35 +248,38 @@ struct Rendered {
     children: Vec<Applied>,
 }
 
-/// Keeps `redis_operator_managed_clusters` at the number of clusters this
-/// scope watches, from the watch events: counting the store would scan it.
-/// Each scope adds its own count, so the gauge is their sum.
-struct ClusterCount {
+/// The status of each watched cluster, as the [`status::Prior`] a
+/// reconcile needs of it (the cached RedisClusters keep no status); it
+/// also keeps `redis_operator_managed_clusters` at the number of clusters
+/// this scope watches, as counting the store would scan it. Each scope adds
+/// its own count, so the gauge is their sum.
+struct Priors {
     gauge: prometheus_client::metrics::gauge::Gauge,
-    names: cache::Follow<()>,
+    follow: cache::Follow<Option<status::Prior>>,
 }
 
-impl ClusterCount {
-    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
-        ClusterCount {
-            gauge,
-            names: cache::Follow::default(),
-        }
+impl Priors {
+    fn new(
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> (Self, cache::Lookup<Option<status::Prior>>) {
+        let (lookup, follow) = cache::Lookup::follow();
+        (Priors { gauge, follow }, lookup)
     }
 
     fn apply(&mut self, event: &watcher::Event<RedisCluster>) {
-        let before = self.names.len();
-        self.names.apply(event, |_| ());
-        let delta = i64::try_from(self.names.len()).unwrap_or(i64::MAX)
+        let before = self.follow.len();
+        self.follow
+            .apply(event, |rc| rc.status.as_ref().map(status::Prior::of));
+        let delta = i64::try_from(self.follow.len()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(i64::MAX);
         self.gauge.inc_by(delta);
     }
 }
 
-impl Drop for ClusterCount {
+impl Drop for Priors {
     fn drop(&mut self) {
         self.gauge
-            .dec_by(i64::try_from(self.names.len()).unwrap_or(i64::MAX));
+            .dec_by(i64::try_from(self.follow.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -300,6 +304,8 @@ pub struct Context {
     stores: Stores,
     synced: Synced,
     clusters: Store<RedisCluster>,
+    /// What the reconciles need of each cluster's status.
+    priors: cache::Lookup<Option<status::Prior>>,
     memory: Mutex<Memory>,
 }
 
@@ -386,55 +392,54 @@ pub async fn run(
 
     let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
+    let (mut priors, prior_lookup) = Priors::new(metrics.managed_clusters.clone());
     let clusters = watcher(api::<RedisCluster>(&client, &namespace), listing)
         .default_backoff()
-        .modify(|rc: &mut RedisCluster| cache::cluster(rc.meta_mut()))
+        // The status goes to `priors` before the store gets the object.
+        .inspect_ok(move |event| priors.apply(event))
+        .modify(cache::cluster)
         .reflect(rc_writer)
         .inspect_ok(marks.marker(Synced::CLUSTERS))
-        .inspect_ok({
-            let mut count = ClusterCount::new(metrics.managed_clusters.clone());
-            move |event| count.apply(event)
-        })
         .applied_objects()
         // Status writes (ours) do not bump the generation: no self-triggering.
         .predicate_filter(predicates::generation, Default::default());
 
-    let (sts_store, sts_writer) = reflector::store::<cache::StatefulSet>();
-    let statefulsets = watcher(api::<cache::StatefulSet>(&client, &namespace), ours.clone())
-        .default_backoff()
-        .modify(cache::forget_version)
-        .reflect(sts_writer)
-        .inspect_ok(marks.marker(Synced::STATEFULSETS))
-        .touched_objects();
-
-    let (pod_store, pod_writer) = reflector::store::<cache::Pod>();
-    let pods = watcher(api::<cache::Pod>(&client, &namespace), ours.clone())
-        .default_backoff()
-        .modify(cache::forget_version)
-        .reflect(pod_writer)
-        .inspect_ok(marks.marker(Synced::PODS))
-        .touched_objects();
-
-    macro_rules! meta_stream {
-        ($k:ty, $bit:expr) => {{
-            let (hashes, mut follow) = cache::Hashes::follow();
-            let stream = watcher(api::<cache::Meta<$k>>(&client, &namespace), ours.clone())
+    // Each child watch fills a lookup with the value it keeps of an object
+    // and passes the object on to the Controller, which maps it to its
+    // cluster and drops it.
+    macro_rules! child_stream {
+        ($k:ty, $bit:expr, $value:expr) => {{
+            let (lookup, mut follow) = cache::Lookup::follow();
+            let stream = watcher(api::<$k>(&client, &namespace), ours.clone())
                 .default_backoff()
-                .inspect_ok(move |event| follow.apply(event, cache::spec_hash))
+                .inspect_ok(move |event| follow.apply(event, $value))
                 .inspect_ok(marks.marker($bit))
                 .touched_objects();
-            (hashes, stream)
+            (lookup, stream)
         }};
     }
-    let (svc_store, services) = meta_stream!(Service, Synced::SERVICES);
-    let (cm_store, configmaps) = meta_stream!(ConfigMap, Synced::CONFIGMAPS);
-    let (pdb_store, pdbs) = meta_stream!(PodDisruptionBudget, Synced::PDBS);
+    let (sts_store, statefulsets) = child_stream!(
+        cache::StatefulSet,
+        Synced::STATEFULSETS,
+        |s: &cache::StatefulSet| s.state.clone()
+    );
+    let (pod_store, pods) =
+        child_stream!(cache::Pod, Synced::PODS, |p: &cache::Pod| p.state.clone());
+    let (svc_store, services) =
+        child_stream!(cache::Meta<Service>, Synced::SERVICES, cache::spec_hash);
+    let (cm_store, configmaps) =
+        child_stream!(cache::Meta<ConfigMap>, Synced::CONFIGMAPS, cache::spec_hash);
+    let (pdb_store, pdbs) = child_stream!(
+        cache::Meta<PodDisruptionBudget>,
+        Synced::PDBS,
+        cache::spec_hash
+    );
     // Only the streams mark: once they are dropped, waiters give up.
     drop(marks);
 
     let stores = Stores {
         statefulsets: sts_store,
-        pods: pod_store.clone(),
+        pods: pod_store,
         services: svc_store,
         configmaps: cm_store,
         pdbs: pdb_store,
@@ -447,6 +452,7 @@ pub async fn run(
         stores,
         synced,
         clusters: rc_store.clone(),
+        priors: prior_lookup,
         memory: Mutex::new(Memory::default()),
     });
 
@@ -602,11 +608,6 @@ where
         hash,
         wrote,
     })
-}
-
-fn owned_by<K: Resource + Child>(obj: &K, ns: &str, cluster: &str) -> bool {
-    obj.meta().namespace.as_deref() == Some(ns)
-        && obj.ownership().cluster.as_deref() == Some(cluster)
 }
 
 async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Error> {
@@ -806,15 +807,11 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             u
         }
     };
-    let was_available = rc
-        .status
+    // The status as last written, from the watch (the cached copy has none).
+    let prior = ctx.priors.get(&ns, &name).flatten();
+    let was_available = prior
         .as_ref()
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == status::METRICS_AVAILABLE)
-        })
-        .map(|c| c.status == "True");
+        .and_then(|p| p.is_true(status::METRICS_AVAILABLE));
     if let (Err(why), Some(true)) = (&utilization, was_available) {
         publish(
             ctx,
@@ -828,10 +825,9 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
 
     // Autoscale.
     let range = ctx.settings.policy.autoscaling_range(&rc.spec);
-    let last_scale = rc
-        .status
+    let last_scale = prior
         .as_ref()
-        .and_then(|s| s.last_scale_time.as_ref())
+        .and_then(|p| p.last_scale_time.as_ref())
         .map(|t| t.0.as_millisecond() as f64 / 1000.0);
     let decision = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -882,7 +878,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         .keys()
         .filter(|&&s| i64::from(s) >= i64::from(rc.spec.shard_count))
         .count();
-    let mut last_scale_time = rc.status.as_ref().and_then(|s| s.last_scale_time.clone());
+    let mut last_scale_time = prior.as_ref().and_then(|p| p.last_scale_time.clone());
     if let Decision::Scale { .. } = decision {
         last_scale_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     }
@@ -898,17 +894,17 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         last_scale_time,
         migration: match &report {
             Some(Ok(r)) => Some(status::migration_progress(
-                rc.status.as_ref().and_then(|s| s.migration.as_ref()),
+                prior.as_ref().and_then(|p| p.migration.as_ref()),
                 &r.message,
                 r.slots_left_to_move,
                 r.slots_moved,
                 r.keys_moved,
             )),
-            _ => rc.status.as_ref().and_then(|s| s.migration.clone()),
+            _ => prior.as_ref().and_then(|p| p.migration.clone()),
         },
     };
     let new_status = status::build(
-        rc.status.as_ref(),
+        prior.as_ref(),
         &observed,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
@@ -920,7 +916,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             m.autoscale.pending_generation = None;
         }
     };
-    if rc.status.as_ref() != Some(&new_status)
+    if prior.as_ref().map(|p| p.fingerprint) != Some(status::fingerprint(&new_status))
         && let Err(e) = write_status(&api, &name, &ns, &new_status).await
     {
         forget_step();
@@ -1002,35 +998,22 @@ async fn write_status(
     Ok(())
 }
 
-/// When the pod became Ready (Unix seconds), if it is ready.
-fn ready_since(p: &cache::Pod) -> Option<f64> {
-    p.ready.as_ref().map(|since| {
-        since
-            .as_ref()
-            .map(|t| t.0.as_millisecond() as f64 / 1000.0)
-            .unwrap_or(0.0)
-    })
-}
-
 async fn read_utilization(
     ctx: &Context,
     ns: &str,
     name: &str,
-    pods: &[Arc<cache::Pod>],
+    pods: &[(String, cache::PodState)],
     now: f64,
 ) -> Result<Reading, String> {
     let ready: Vec<ReadyPod> = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| Some((p, ready_since(p)?)))
-        .map(|(p, since)| ReadyPod {
-            name: p.name_any(),
-            ready_since: since,
-            request_cores: p
-                .cpu_request
-                .as_deref()
-                .and_then(metrics_source::parse_cpu)
-                .unwrap_or(0.0),
+        .filter(|(_, p)| !p.deleting)
+        .filter_map(|(name, p)| {
+            Some(ReadyPod {
+                name: name.clone(),
+                ready_since: p.ready_since?,
+                request_cores: p.cpu_request.unwrap_or(0.0),
+            })
         })
         .collect();
     let usage = metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name))
@@ -1044,17 +1027,16 @@ async fn read_utilization(
 /// Runs one bounded topology step when every expected pod has an IP.
 async fn redis_step(
     rc: &RedisCluster,
-    pods: &[Arc<cache::Pod>],
+    pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
 ) -> Option<Result<topology::Report, String>> {
     let members: Vec<topology::Member> = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.phase.as_deref() == Some("Running"))
-        .filter_map(|p| {
+        .filter(|(_, p)| !p.deleting && p.running)
+        .filter_map(|(name, p)| {
             let shard = p.ownership.shard?;
-            let ordinal = p.name_any().rsplit('-').next()?.parse().ok()?;
-            let ip: IpAddr = p.ip.as_ref()?.parse().ok()?;
+            let ordinal = name.rsplit('-').next()?.parse().ok()?;
+            let ip = p.ip?;
             Some(topology::Member {
                 shard,
                 ordinal,

@@ -11,6 +11,65 @@ pub const SCALING: &str = "Scaling";
 pub const DEGRADED: &str = "Degraded";
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 
+/// The conditions we write, in the order we write them.
+const CONDITIONS: [&str; 4] = [READY, SCALING, DEGRADED, METRICS_AVAILABLE];
+
+/// What a new status takes over from the one on the object, kept in place
+/// of that status (see `cache`): with thousands of clusters, four
+/// conditions' strings are a good part of a cached RedisCluster.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prior {
+    /// [`fingerprint`] of the whole status: a reconcile writes only when
+    /// the status it builds has another.
+    pub fingerprint: u64,
+    /// Each of [`CONDITIONS`]: whether it was True, and since when.
+    conditions: [Option<(bool, Time)>; 4],
+    pub last_scale_time: Option<Time>,
+    pub migration: Option<MigrationStatus>,
+}
+
+impl Prior {
+    pub fn of(status: &RedisClusterStatus) -> Prior {
+        let mut conditions: [Option<(bool, Time)>; 4] = Default::default();
+        for c in &status.conditions {
+            if let Some(i) = CONDITIONS.iter().position(|t| *t == c.type_) {
+                conditions[i] = Some((c.status == "True", c.last_transition_time.clone()));
+            }
+        }
+        Prior {
+            fingerprint: fingerprint(status),
+            conditions,
+            last_scale_time: status.last_scale_time.clone(),
+            migration: status.migration.clone(),
+        }
+    }
+
+    /// Whether the condition `type_` was True; None when it was not set.
+    pub fn is_true(&self, type_: &str) -> Option<bool> {
+        let i = CONDITIONS.iter().position(|t| *t == type_)?;
+        self.conditions[i].as_ref().map(|(status, _)| *status)
+    }
+
+    /// Since when the condition `type_` had `status`, if it had it.
+    fn since(&self, type_: &str, status: bool) -> Option<Time> {
+        let i = CONDITIONS.iter().position(|t| *t == type_)?;
+        match &self.conditions[i] {
+            Some((was, at)) if *was == status => Some(at.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A hash of the status as it is written (its JSON): two statuses with the
+/// same fingerprint are taken as equal, as children are by their spec hash.
+pub fn fingerprint(status: &RedisClusterStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let text = serde_json::to_string(status).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// One shard's StatefulSet as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShardObservation {
@@ -71,7 +130,7 @@ pub fn migration_progress(
 /// Builds the status; conditions keep their `lastTransitionTime` while their
 /// status does not change, so an unchanged cluster yields an equal status
 /// and the controller writes nothing.
-pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> RedisClusterStatus {
+pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterStatus {
     let desired_shards = usize::try_from(o.spec_shards.max(0)).unwrap_or(0);
     let shard = |i: usize| o.shards.get(i).copied().unwrap_or_default();
     let replicas = (0..desired_shards)
@@ -93,17 +152,18 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
         .any(|i| shard(i).ready < shard(i).replicas.min(o.spec_replicas))
         && (0..desired_shards).any(|i| shard(i).ready > 0);
 
-    let prev_conds = prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let cond = |type_: &str, status: bool, reason: &str, message: String| {
-        condition(
-            prev_conds,
-            type_,
-            status,
-            reason,
+        let since = prev
+            .and_then(|p| p.since(type_, status))
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.into(),
+            status: if status { "True" } else { "False" }.into(),
+            reason: reason.into(),
             message,
-            o.generation,
-            &now,
-        )
+            observed_generation: o.generation,
+            last_transition_time: since,
+        }
     };
 
     let ready_cond = if all_ready && redis_ok {
@@ -197,31 +257,6 @@ pub fn build(prev: Option<&RedisClusterStatus>, o: &Observed<'_>, now: Time) -> 
         last_scale_time: o.last_scale_time.clone(),
         selector: Some(o.selector.clone()),
         migration: o.migration.clone(),
-    }
-}
-
-fn condition(
-    prev: &[Condition],
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
-    let since = prev
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
     }
 }
 
@@ -352,19 +387,38 @@ mod tests {
     fn unchanged_state_gives_an_equal_status() {
         let first = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
         let again = build(
-            Some(&first),
+            Some(&Prior::of(&first)),
             &obs(&[UP, UP], &RedisState::Converged),
             t(500),
         );
         assert_eq!(first, again);
+        assert_eq!(fingerprint(&first), fingerprint(&again));
         // A flip moves only that condition's transition time.
         let mut o = obs(&[UP, UP], &RedisState::Converged);
         o.utilization = Err("gone".into());
-        let flipped = build(Some(&first), &o, t(900));
+        let flipped = build(Some(&Prior::of(&first)), &o, t(900));
+        assert_ne!(fingerprint(&first), fingerprint(&flipped));
         assert_eq!(
             get(&flipped, METRICS_AVAILABLE).last_transition_time,
             t(900)
         );
         assert_eq!(get(&flipped, READY).last_transition_time, t(1));
+    }
+
+    #[test]
+    fn prior_keeps_what_a_new_status_takes_over() {
+        let mut o = obs(&[UP, UP], &RedisState::Converged);
+        o.last_scale_time = Some(t(7));
+        o.migration = Some(migration_progress(None, "moving slots", 5, 1, 2));
+        let s = build(None, &o, t(1));
+        let p = Prior::of(&s);
+        assert_eq!(p.last_scale_time, Some(t(7)));
+        assert_eq!(p.migration, s.migration);
+        assert_eq!(p.is_true(METRICS_AVAILABLE), Some(true));
+        assert_eq!(p.is_true(DEGRADED), Some(false));
+        assert_eq!(p.is_true("Unknown"), None);
+        assert_eq!(p.since(READY, true), Some(t(1)));
+        assert_eq!(p.since(READY, false), None);
+        assert_eq!(Prior::default().is_true(READY), None);
     }
 }
