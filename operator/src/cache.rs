@@ -19,7 +19,9 @@
 //! without managedFields, the last-applied annotation, the resourceVersion
 //! and the status ([`cluster`]).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -298,8 +300,35 @@ impl Child for Pod {
     }
 }
 
-/// One small value per watched object, by `namespace/name`.
-type Index<V> = Arc<RwLock<HashMap<String, V>>>;
+/// One small value per watched object, by namespace and name.
+///
+/// Keyed by a 128-bit hash of the two rather than a copy of them: at tens
+/// of thousands of objects the copies were a good part of the index, and a
+/// lookup need not build a string. The hash keys are random per process,
+/// so names cannot be chosen to collide; by chance, two of a million
+/// objects collide with odds of about 10^-27.
+struct Shared<V> {
+    keys: (RandomState, RandomState),
+    map: RwLock<HashMap<u128, V>>,
+}
+
+type Index<V> = Arc<Shared<V>>;
+
+impl<V> Shared<V> {
+    fn key(&self, ns: &str, name: &str) -> u128 {
+        let half = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            ns.hash(&mut h);
+            name.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u128, V>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Keeps an [`Index`] up to date from a watch stream, like a reflector
 /// keeps its store, for when a value per object is all that is needed.
@@ -307,13 +336,16 @@ pub struct Follow<V> {
     index: Index<V>,
     /// A relist in progress: swapped in whole at its end, so objects
     /// deleted while the watch was down disappear.
-    relist: Option<HashMap<String, V>>,
+    relist: Option<HashMap<u128, V>>,
 }
 
 impl<V> Default for Follow<V> {
     fn default() -> Self {
         Follow {
-            index: Arc::default(),
+            index: Arc::new(Shared {
+                keys: (RandomState::new(), RandomState::new()),
+                map: RwLock::default(),
+            }),
             relist: None,
         }
     }
@@ -322,7 +354,7 @@ impl<V> Default for Follow<V> {
 impl<V> Follow<V> {
     /// Objects in the index (a relist in progress not yet counted).
     pub fn len(&self) -> usize {
-        read(&self.index).len()
+        self.index.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -330,14 +362,14 @@ impl<V> Follow<V> {
     }
 
     pub fn apply<K: kube::Resource>(&mut self, event: &watcher::Event<K>, value: impl Fn(&K) -> V) {
+        let index = &self.index;
         let key = |o: &K| {
-            format!(
-                "{}/{}",
+            index.key(
                 o.meta().namespace.as_deref().unwrap_or_default(),
-                o.meta().name.as_deref().unwrap_or_default()
+                o.meta().name.as_deref().unwrap_or_default(),
             )
         };
-        let write = || self.index.write().unwrap_or_else(|e| e.into_inner());
+        let write = || index.map.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => self.relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
@@ -359,10 +391,6 @@ impl<V> Follow<V> {
     }
 }
 
-fn read<V>(index: &Index<V>) -> std::sync::RwLockReadGuard<'_, HashMap<String, V>> {
-    index.read().unwrap_or_else(|e| e.into_inner())
-}
-
 /// One value per object of a kind, by namespace and name: what a
 /// reconcile reads of its children, in a map entry instead of a cached
 /// object.
@@ -382,7 +410,7 @@ impl<V: Clone> Lookup<V> {
     }
 
     pub fn get(&self, ns: &str, name: &str) -> Option<V> {
-        read(&self.0).get(&format!("{ns}/{name}")).cloned()
+        self.0.read().get(&self.0.key(ns, name)).cloned()
     }
 }
 
@@ -567,6 +595,16 @@ mod tests {
         assert_eq!(index.get("ns", "a"), None);
         assert_eq!(index.get("ns", "c"), Some(Some(1)));
         assert_eq!(follow.len(), 1);
+    }
+
+    #[test]
+    fn keys_tell_namespace_from_name() {
+        let shared = Follow::<()>::default().index;
+        assert_ne!(shared.key("a", "bc"), shared.key("ab", "c"));
+        assert_eq!(shared.key("ns", "x"), shared.key("ns", "x"));
+        // Another index hashes with other keys.
+        let other = Follow::<()>::default().index;
+        assert_ne!(shared.key("ns", "x"), other.key("ns", "x"));
     }
 
     #[test]
