@@ -26,8 +26,8 @@ build: ## debug build of both binaries
 	$(CARGO) build --workspace --bins
 
 release: ## optimised, stripped binaries in target/release
-	# One at a time: built together, the webhook would share the operator's
-	# tokio features (the multi-thread scheduler, and libm with it).
+	# One at a time, so that neither binary gets dependency features only the
+	# other (or the tests) need; both run a single-threaded tokio runtime.
 	$(CARGO) build --release -p redis-operator
 	$(CARGO) build --release -p redis-webhook
 

@@ -12,7 +12,10 @@ fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     let args = Args::parse();
     run::init_logging(args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread: a reconcile is tens of microseconds of CPU and the rest
+    // is waiting on the API server. Worker threads would each bring their
+    // own heap arena, and the multi-thread scheduler its code.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?

@@ -229,7 +229,7 @@ fn main() -> anyhow::Result<()> {
         .with(tracing_subscriber::fmt::layer().with_filter(env))
         .with(timer)
         .init();
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
