@@ -330,7 +330,7 @@ impl<V> Shared<V> {
     }
 }
 
-/// Keeps an [`Index`] up to date from a watch stream, like a reflector
+/// Keeps a [`Lookup`]'s index up to date from a watch stream, like a reflector
 /// keeps its store, for when a value per object is all that is needed.
 pub struct Follow<V> {
     index: Index<V>,
