@@ -31,7 +31,7 @@ use kube::runtime::watcher;
 use serde::Deserialize;
 
 use crate::desired::{CLUSTER_LABEL, SHARD_LABEL, SPEC_HASH};
-use crate::metrics_source::{CONTAINER, parse_cpu};
+use crate::metrics_source::{CONTAINER, parse_cpu, unix_seconds};
 
 /// Annotation `kubectl apply` fills with a full copy of the object.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -278,7 +278,7 @@ impl<'de> Deserialize<'de> for Pod {
                 .find(|c| c.type_ == "Ready" && c.status == "True")
                 .map(|c| {
                     c.last_transition_time
-                        .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+                        .map(|t| unix_seconds(t.0))
                         .unwrap_or(0.0)
                 }),
             cpu_request: w

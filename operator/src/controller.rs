@@ -355,7 +355,7 @@ fn memory_key(rc: &RedisCluster) -> ObjectRef<RedisCluster> {
 }
 
 fn now_secs() -> f64 {
-    k8s_openapi::jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+    metrics_source::unix_seconds(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// The RedisCluster a child belongs to, from its cluster label.
@@ -828,7 +828,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let last_scale = prior
         .as_ref()
         .and_then(|p| p.last_scale_time.as_ref())
-        .map(|t| t.0.as_millisecond() as f64 / 1000.0);
+        .map(|t| metrics_source::unix_seconds(t.0));
     let decision = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
         let m = mem.entry(&key);

@@ -41,6 +41,12 @@ pub struct Usage {
     pub timestamp: f64,
 }
 
+/// Seconds since the Unix epoch, the clock every sample and readiness time
+/// here is compared on.
+pub fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
 /// A utilisation figure and how many ready pods it covers: a pod ready too
 /// briefly to have a sample is left out, and the status says so.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,7 +162,7 @@ fn usage_of(data: &Value) -> Option<Usage> {
         .get("timestamp")
         .and_then(Value::as_str)
         .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .map(|t| t.as_millisecond() as f64 / 1000.0)?;
+        .map(unix_seconds)?;
     let cores = data
         .get("containers")?
         .as_array()?
