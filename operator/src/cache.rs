@@ -99,9 +99,10 @@ impl MetaWire {
 }
 
 /// Implements the k8s-openapi traits (and so `kube::Resource`) for a
-/// cached type, with the kind of the object it stands for.
+/// decoded type, with the kind of the object it stands for, and [`Child`]
+/// with the path to its [`Ownership`].
 macro_rules! resource {
-    ($t:ident $(<$p:ident>)?, $kind:ty) => {
+    ($t:ident $(<$p:ident>)?, $kind:ty, $($ownership:ident).+) => {
         impl$(<$p: k8s_openapi::Resource>)? k8s_openapi::Resource for $t$(<$p>)? {
             const API_VERSION: &'static str = <$kind>::API_VERSION;
             const GROUP: &'static str = <$kind>::GROUP;
@@ -117,6 +118,11 @@ macro_rules! resource {
             }
             fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 &mut self.metadata
+            }
+        }
+        impl$(<$p: k8s_openapi::Resource>)? Child for $t$(<$p>)? {
+            fn ownership(&self) -> &Ownership {
+                &self.$($ownership).+
             }
         }
     };
@@ -146,13 +152,7 @@ impl<'de, K> Deserialize<'de> for Meta<K> {
         })
     }
 }
-resource!(Meta<K>, K);
-
-impl<K> Child for Meta<K> {
-    fn ownership(&self) -> &Ownership {
-        &self.ownership
-    }
-}
+resource!(Meta<K>, K, ownership);
 
 /// A StatefulSet as decoded from the API.
 #[derive(Clone, Debug, Default)]
@@ -197,13 +197,11 @@ impl<'de> Deserialize<'de> for StatefulSet {
         })
     }
 }
-resource!(StatefulSet, k8s_openapi::api::apps::v1::StatefulSet);
-
-impl Child for StatefulSet {
-    fn ownership(&self) -> &Ownership {
-        &self.state.ownership
-    }
-}
+resource!(
+    StatefulSet,
+    k8s_openapi::api::apps::v1::StatefulSet,
+    state.ownership
+);
 
 /// A pod as decoded from the API.
 #[derive(Clone, Debug, Default)]
@@ -292,13 +290,7 @@ impl<'de> Deserialize<'de> for Pod {
         Ok(Pod { metadata, state })
     }
 }
-resource!(Pod, k8s_openapi::api::core::v1::Pod);
-
-impl Child for Pod {
-    fn ownership(&self) -> &Ownership {
-        &self.state.ownership
-    }
-}
+resource!(Pod, k8s_openapi::api::core::v1::Pod, state.ownership);
 
 /// One small value per watched object, by namespace and name.
 ///
