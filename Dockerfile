@@ -3,7 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# One at a time, so the webhook does not get the operator's tokio features.
+# One at a time, so that neither binary gets dependency features only the
+# other needs (as `make release` does).
 RUN cargo build --release --locked -p redis-operator && cargo build --release --locked -p redis-webhook
 
 # Distroless: no shell, no package manager; runs as the nonroot user (65532).
