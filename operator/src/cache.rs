@@ -292,32 +292,56 @@ impl<'de> Deserialize<'de> for Pod {
 }
 resource!(Pod, k8s_openapi::api::core::v1::Pod, state.ownership);
 
-/// One small value per watched object, by namespace and name.
+/// The key of an object in a [`Lookup`]: a 128-bit hash of its namespace
+/// and name.
 ///
-/// Keyed by a 128-bit hash of the two rather than a copy of them: at tens
-/// of thousands of objects the copies were a good part of the index, and a
-/// lookup need not build a string. The hash keys are random per process,
-/// so names cannot be chosen to collide; by chance, two of a million
-/// objects collide with odds of about 10^-27.
-struct Shared<V> {
-    keys: (RandomState, RandomState),
-    map: RwLock<HashMap<u128, V>>,
+/// A hash rather than a copy of the two: at tens of thousands of objects
+/// the copies were a good part of the index, a lookup need not build a
+/// string, and a reconcile can remember its children by key. The hash keys
+/// are random per process, so names cannot be chosen to collide; by chance,
+/// two of a million objects collide with odds of about 10^-27.
+pub type Key = u128;
+
+/// The hashing behind [`Key`]s. Lookups made with the same `Keys` share
+/// keys, so one key finds an object's entry in each of them.
+#[derive(Clone)]
+pub struct Keys(Arc<(RandomState, RandomState)>);
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys(Arc::new((RandomState::new(), RandomState::new())))
+    }
 }
 
-type Index<V> = Arc<Shared<V>>;
-
-impl<V> Shared<V> {
-    fn key(&self, ns: &str, name: &str) -> u128 {
+impl Keys {
+    pub fn of(&self, ns: &str, name: &str) -> Key {
         let half = |state: &RandomState| {
             let mut h = state.build_hasher();
             ns.hash(&mut h);
             name.hash(&mut h);
             h.finish()
         };
-        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
+        (u128::from(half(&self.0.0)) << 64) | u128::from(half(&self.0.1))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u128, V>> {
+    /// The key of a watched object.
+    pub fn of_object<K: kube::Resource>(&self, o: &K) -> Key {
+        self.of(
+            o.meta().namespace.as_deref().unwrap_or_default(),
+            o.meta().name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+struct Shared<V> {
+    keys: Keys,
+    map: RwLock<HashMap<Key, V>>,
+}
+
+type Index<V> = Arc<Shared<V>>;
+
+impl<V> Shared<V> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, V>> {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -328,22 +352,10 @@ pub struct Follow<V> {
     index: Index<V>,
     /// A relist in progress: swapped in whole at its end, so objects
     /// deleted while the watch was down disappear.
-    relist: Option<HashMap<u128, V>>,
+    relist: Option<HashMap<Key, V>>,
 }
 
-impl<V> Default for Follow<V> {
-    fn default() -> Self {
-        Follow {
-            index: Arc::new(Shared {
-                keys: (RandomState::new(), RandomState::new()),
-                map: RwLock::default(),
-            }),
-            relist: None,
-        }
-    }
-}
-
-impl<V> Follow<V> {
+impl<V: PartialEq> Follow<V> {
     /// Objects in the index (a relist in progress not yet counted).
     pub fn len(&self) -> usize {
         self.index.read().len()
@@ -353,31 +365,42 @@ impl<V> Follow<V> {
         self.len() == 0
     }
 
-    pub fn apply<K: kube::Resource>(&mut self, event: &watcher::Event<K>, value: impl Fn(&K) -> V) {
+    /// Applies a watch event; `true` when it gives an object a value other
+    /// than the one the index held (or it had none), as the index was
+    /// before a relist in progress.
+    pub fn apply<K: kube::Resource>(
+        &mut self,
+        event: &watcher::Event<K>,
+        value: impl Fn(&K) -> V,
+    ) -> bool {
         let index = &self.index;
-        let key = |o: &K| {
-            index.key(
-                o.meta().namespace.as_deref().unwrap_or_default(),
-                o.meta().name.as_deref().unwrap_or_default(),
-            )
-        };
         let write = || index.map.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::Init => {
+                self.relist = Some(HashMap::new());
+                false
+            }
             watcher::Event::InitApply(o) => {
-                self.relist
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key(o), value(o));
+                let (key, v) = (index.keys.of_object(o), value(o));
+                let changed = index.read().get(&key) != Some(&v);
+                self.relist.get_or_insert_with(HashMap::new).insert(key, v);
+                changed
             }
             watcher::Event::InitDone => {
                 let fresh = self.relist.take().unwrap_or_default();
                 *write() = fresh;
+                false
             }
             watcher::Event::Apply(o) => {
-                write().insert(key(o), value(o));
+                let (key, v) = (index.keys.of_object(o), value(o));
+                let mut map = write();
+                let changed = map.get(&key) != Some(&v);
+                map.insert(key, v);
+                changed
             }
             watcher::Event::Delete(o) => {
-                write().remove(&key(o));
+                write().remove(&index.keys.of_object(o));
+                false
             }
         }
     }
@@ -395,14 +418,32 @@ impl<V> Clone for Lookup<V> {
 }
 
 impl<V: Clone> Lookup<V> {
-    /// An index and the follower that fills it from a watch stream.
-    pub fn follow() -> (Lookup<V>, Follow<V>) {
-        let follow = Follow::default();
-        (Lookup(follow.index.clone()), follow)
+    /// An index keyed with `keys` and the follower that fills it from a
+    /// watch stream.
+    pub fn follow(keys: &Keys) -> (Lookup<V>, Follow<V>) {
+        let index = Arc::new(Shared {
+            keys: keys.clone(),
+            map: RwLock::default(),
+        });
+        (
+            Lookup(index.clone()),
+            Follow {
+                index,
+                relist: None,
+            },
+        )
     }
 
     pub fn get(&self, ns: &str, name: &str) -> Option<V> {
-        self.0.read().get(&self.0.key(ns, name)).cloned()
+        self.by_key(self.0.keys.of(ns, name))
+    }
+
+    pub fn by_key(&self, key: Key) -> Option<V> {
+        self.0.read().get(&key).cloned()
+    }
+
+    pub fn contains(&self, key: Key) -> bool {
+        self.0.read().contains_key(&key)
     }
 }
 
@@ -570,33 +611,41 @@ mod tests {
             }))
             .unwrap()
         };
-        let (index, mut follow) = Hashes::follow();
+        let (index, mut follow) = Hashes::follow(&Keys::default());
         let mut apply = |e: watcher::Event<Meta<Service>>| follow.apply(&e, spec_hash);
-        apply(watcher::Event::Apply(svc("a", Some("00000000000000ff"))));
-        apply(watcher::Event::Apply(svc("b", None)));
+        assert!(apply(watcher::Event::Apply(svc(
+            "a",
+            Some("00000000000000ff")
+        ))));
+        assert!(apply(watcher::Event::Apply(svc("b", None))));
+        assert!(!apply(watcher::Event::Apply(svc("b", None))), "same value");
         assert_eq!(index.get("ns", "a"), Some(Some(0xff)));
         assert_eq!(index.get("ns", "b"), Some(None));
         assert_eq!(index.get("other", "a"), None);
         apply(watcher::Event::Delete(svc("b", None)));
         assert_eq!(index.get("ns", "b"), None);
-        // A relist: until it is done the old view stays; then only what it listed.
+        apply(watcher::Event::Apply(svc("d", None)));
+        // A relist: until it is done the old view stays; then only what it
+        // listed. Values are compared with the old view.
         apply(watcher::Event::Init);
-        apply(watcher::Event::InitApply(svc("c", Some("1"))));
-        assert_eq!(index.get("ns", "a"), Some(Some(0xff)));
+        assert!(apply(watcher::Event::InitApply(svc("c", Some("1")))));
+        assert!(!apply(watcher::Event::InitApply(svc("a", Some("ff")))));
+        assert_eq!(index.get("ns", "c"), None);
         apply(watcher::Event::InitDone);
-        assert_eq!(index.get("ns", "a"), None);
+        assert_eq!(index.get("ns", "a"), Some(Some(0xff)));
         assert_eq!(index.get("ns", "c"), Some(Some(1)));
-        assert_eq!(follow.len(), 1);
+        assert_eq!(index.get("ns", "d"), None, "gone while the watch was down");
+        assert!(apply(watcher::Event::Apply(svc("a", Some("fe")))));
+        assert_eq!(follow.len(), 2);
     }
 
     #[test]
     fn keys_tell_namespace_from_name() {
-        let shared = Follow::<()>::default().index;
-        assert_ne!(shared.key("a", "bc"), shared.key("ab", "c"));
-        assert_eq!(shared.key("ns", "x"), shared.key("ns", "x"));
-        // Another index hashes with other keys.
-        let other = Follow::<()>::default().index;
-        assert_ne!(shared.key("ns", "x"), other.key("ns", "x"));
+        let keys = Keys::default();
+        assert_ne!(keys.of("a", "bc"), keys.of("ab", "c"));
+        assert_eq!(keys.of("ns", "x"), keys.clone().of("ns", "x"));
+        // Other keys hash differently.
+        assert_ne!(keys.of("ns", "x"), Keys::default().of("ns", "x"));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
@@ -97,14 +97,14 @@ struct Stores {
 
 impl Stores {
     /// The spec hash on the cached copy of a child, if cached and hashed.
-    fn live_hash(&self, kind: ChildKind, ns: &str, name: &str) -> Option<u64> {
+    fn live_hash(&self, kind: ChildKind, key: cache::Key) -> Option<u64> {
         match kind {
-            ChildKind::ConfigMap => self.configmaps.get(ns, name).flatten(),
-            ChildKind::Service => self.services.get(ns, name).flatten(),
-            ChildKind::Pdb => self.pdbs.get(ns, name).flatten(),
+            ChildKind::ConfigMap => self.configmaps.by_key(key).flatten(),
+            ChildKind::Service => self.services.by_key(key).flatten(),
+            ChildKind::Pdb => self.pdbs.by_key(key).flatten(),
             ChildKind::StatefulSet => self
                 .statefulsets
-                .get(ns, name)
+                .by_key(key)
                 .and_then(|s| s.ownership.spec_hash),
         }
     }
@@ -230,10 +230,11 @@ impl ChildKind {
     }
 }
 
-/// One child as last applied (or found already applied).
+/// One child as last applied (or found already applied), by its key in
+/// the child lookups.
 struct Applied {
     kind: ChildKind,
-    name: String,
+    key: cache::Key,
     hash: u64,
     wrote: bool,
 }
@@ -261,8 +262,9 @@ struct Priors {
 impl Priors {
     fn new(
         gauge: prometheus_client::metrics::gauge::Gauge,
+        keys: &cache::Keys,
     ) -> (Self, cache::Lookup<Option<status::Prior>>) {
-        let (lookup, follow) = cache::Lookup::follow();
+        let (lookup, follow) = cache::Lookup::follow(keys);
         (Priors { gauge, follow }, lookup)
     }
 
@@ -285,9 +287,9 @@ impl Drop for Priors {
 
 #[derive(Default)]
 struct ClusterMemory {
-    /// The object this memory is about: a cluster deleted and created again
-    /// under the same name starts afresh.
-    uid: Option<String>,
+    /// The object this memory is about (its uid's key): a cluster deleted
+    /// and created again under the same name starts afresh.
+    uid: Option<cache::Key>,
     autoscale: autoscale::State,
     /// Last utilisation read and when (Unix seconds).
     last_read: Option<(f64, Result<Reading, String>)>,
@@ -301,10 +303,11 @@ pub struct Context {
     settings: Settings,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    /// The keys of every lookup, and of `memory`.
+    keys: cache::Keys,
     stores: Stores,
     synced: Synced,
-    clusters: Store<RedisCluster>,
-    /// What the reconciles need of each cluster's status.
+    /// What the reconciles need of each watched cluster's status.
     priors: cache::Lookup<Option<status::Prior>>,
     memory: Mutex<Memory>,
 }
@@ -312,45 +315,35 @@ pub struct Context {
 /// What the operator remembers per cluster between reconciles.
 #[derive(Default)]
 struct Memory {
-    clusters: HashMap<ObjectRef<RedisCluster>, ClusterMemory>,
+    clusters: HashMap<cache::Key, ClusterMemory>,
     /// Size at which entries of deleted clusters are next looked for.
     prune_at: usize,
 }
 
 impl Memory {
-    /// Drops entries of clusters no longer in `store`. The scan runs only
-    /// each time the map has doubled, so a reconcile does not pay for every
-    /// other cluster.
-    fn forget_deleted(&mut self, keep: &ObjectRef<RedisCluster>, store: &Store<RedisCluster>) {
+    /// Drops entries of clusters no longer watched (not in `watched`). The
+    /// scan runs only each time the map has doubled, so a reconcile does not
+    /// pay for every other cluster.
+    fn forget_deleted<V: Clone>(&mut self, keep: cache::Key, watched: &cache::Lookup<V>) {
         if self.clusters.len() < self.prune_at {
             return;
         }
         self.clusters
-            .retain(|k, _| k == keep || store.get(k).is_some());
+            .retain(|&k, _| k == keep || watched.contains(k));
         self.prune_at = (self.clusters.len() * 2).max(64);
     }
 
-    fn get(&self, key: &ObjectRef<RedisCluster>) -> Option<&ClusterMemory> {
-        self.clusters.get(key)
+    fn get(&self, key: cache::Key) -> Option<&ClusterMemory> {
+        self.clusters.get(&key)
     }
 
-    fn get_mut(&mut self, key: &ObjectRef<RedisCluster>) -> Option<&mut ClusterMemory> {
-        self.clusters.get_mut(key)
+    fn get_mut(&mut self, key: cache::Key) -> Option<&mut ClusterMemory> {
+        self.clusters.get_mut(&key)
     }
 
     /// The cluster's memory, empty if it has none yet.
-    fn entry(&mut self, key: &ObjectRef<RedisCluster>) -> &mut ClusterMemory {
-        self.clusters.entry(key.clone()).or_default()
-    }
-}
-
-/// A cluster's key in [`Memory`]: name and namespace only, without the uid
-/// and resourceVersion `ObjectRef::from_obj` copies (unused as keys).
-fn memory_key(rc: &RedisCluster) -> ObjectRef<RedisCluster> {
-    let r = ObjectRef::new(&rc.name_any());
-    match rc.namespace() {
-        Some(ns) => r.within(&ns),
-        None => r,
+    fn entry(&mut self, key: cache::Key) -> &mut ClusterMemory {
+        self.clusters.entry(key).or_default()
     }
 }
 
@@ -390,9 +383,15 @@ pub async fn run(
         .clone()
         .labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
+    let keys = cache::Keys::default();
     let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
-    let (mut priors, prior_lookup) = Priors::new(metrics.managed_clusters.clone());
+    let (mut priors, prior_lookup) = Priors::new(metrics.managed_clusters.clone(), &keys);
+    // Status writes (ours) do not bump the generation: only a new
+    // generation (or a new object) triggers a reconcile. A lookup rather
+    // than kube-runtime's predicate filter, whose cache keeps a copy of
+    // each name and forgets no deleted object.
+    let (_, mut generations) = cache::Lookup::<Option<i64>>::follow(&keys);
     let clusters = watcher(api::<RedisCluster>(&client, &namespace), listing)
         .default_backoff()
         // The status goes to `priors` before the store gets the object.
@@ -400,19 +399,25 @@ pub async fn run(
         .modify(cache::cluster)
         .reflect(rc_writer)
         .inspect_ok(marks.marker(Synced::CLUSTERS))
-        .applied_objects()
-        // Status writes (ours) do not bump the generation: no self-triggering.
-        .predicate_filter(predicates::generation, Default::default());
+        .try_filter_map(move |event| {
+            let fresh = generations.apply(&event, |rc| rc.meta().generation);
+            future::ready(Ok(match event {
+                watcher::Event::Apply(rc) | watcher::Event::InitApply(rc) if fresh => Some(rc),
+                _ => None,
+            }))
+        });
 
     // Each child watch fills a lookup with the value it keeps of an object
     // and passes the object on to the Controller, which maps it to its
     // cluster and drops it.
     macro_rules! child_stream {
         ($k:ty, $bit:expr, $value:expr) => {{
-            let (lookup, mut follow) = cache::Lookup::follow();
+            let (lookup, mut follow) = cache::Lookup::follow(&keys);
             let stream = watcher(api::<$k>(&client, &namespace), ours.clone())
                 .default_backoff()
-                .inspect_ok(move |event| follow.apply(event, $value))
+                .inspect_ok(move |event| {
+                    follow.apply(event, $value);
+                })
                 .inspect_ok(marks.marker($bit))
                 .touched_objects();
             (lookup, stream)
@@ -449,9 +454,9 @@ pub async fn run(
         client,
         settings: settings.clone(),
         metrics: metrics.clone(),
+        keys,
         stores,
         synced,
-        clusters: rc_store.clone(),
         priors: prior_lookup,
         memory: Mutex::new(Memory::default()),
     });
@@ -496,7 +501,7 @@ fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action
     tracing::warn!(cluster = %ObjectRef::from_obj(&*rc), error = %err, "reconcile failed");
     let failures = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let m = mem.entry(&memory_key(&rc));
+        let m = mem.entry(ctx.keys.of_object(&*rc));
         m.failures = m.failures.saturating_add(1);
         m.failures
     };
@@ -572,7 +577,7 @@ async fn reconcile(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action, E
         .observe(timer.elapsed().as_secs_f64());
     if result.is_ok() {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mem.get_mut(&memory_key(&rc)) {
+        if let Some(m) = mem.get_mut(ctx.keys.of_object(&*rc)) {
             m.failures = 0;
         }
     }
@@ -591,7 +596,8 @@ where
 {
     let (obj, hash) = desired::with_hash(obj);
     let name = obj.name_any();
-    let wrote = ctx.stores.live_hash(kind, ns, &name) != Some(hash);
+    let key = ctx.keys.of(ns, &name);
+    let wrote = ctx.stores.live_hash(kind, key) != Some(hash);
     if wrote {
         Api::<K>::namespaced(ctx.client.clone(), ns)
             .patch(
@@ -604,7 +610,7 @@ where
     }
     Ok(Applied {
         kind,
-        name,
+        key,
         hash,
         wrote,
     })
@@ -615,18 +621,19 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let ns = rc
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let key = memory_key(rc);
+    let key = ctx.keys.of(&ns, &name);
     if rc.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
     {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        mem.forget_deleted(&key, &ctx.clusters);
-        let m = mem.entry(&key);
-        if m.uid != rc.uid() {
+        mem.forget_deleted(key, &ctx.priors);
+        let uid = rc.meta().uid.as_deref().map(|uid| ctx.keys.of("", uid));
+        let m = mem.entry(key);
+        if m.uid != uid {
             *m = ClusterMemory {
-                uid: rc.uid(),
+                uid,
                 ..Default::default()
             };
         }
@@ -669,7 +676,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                     .observe(r.migration_time.as_secs_f64());
             }
             for action in &r.actions_taken {
-                tracing::info!(cluster = %key, %action, "topology");
+                tracing::info!(cluster = %format_args!("{ns}/{name}"), %action, "topology");
             }
             if !r.actions_taken.is_empty() {
                 const SHOWN: usize = 5;
@@ -708,14 +715,14 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let mut writes = 0usize;
     let up_to_date = {
         let mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        mem.get(&key)
+        mem.get(key)
             .and_then(|m| m.rendered.as_ref())
             .is_some_and(|r| {
                 r.generation == rc.meta().generation
                     && r.plan == plan.replicas
                     && r.children
                         .iter()
-                        .all(|c| ctx.stores.live_hash(c.kind, &ns, &c.name) == Some(c.hash))
+                        .all(|c| ctx.stores.live_hash(c.kind, c.key) == Some(c.hash))
             })
     };
     if !up_to_date {
@@ -733,7 +740,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         }
         writes = applied.iter().filter(|a| a.wrote).count();
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        mem.entry(&key).rendered = Some(Rendered {
+        mem.entry(key).rendered = Some(Rendered {
             generation: rc.meta().generation,
             plan: plan.replicas.clone(),
             children: applied,
@@ -796,14 +803,14 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let interval = ctx.settings.metrics_interval.as_secs_f64();
     let cached = {
         let mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        mem.get(&key).and_then(|m| m.last_read.clone())
+        mem.get(key).and_then(|m| m.last_read.clone())
     };
     let utilization = match cached {
         Some((at, u)) if now - at < interval => u,
         _ => {
             let u = read_utilization(ctx, &ns, &name, &pods, now).await;
             let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-            mem.entry(&key).last_read = Some((now, u.clone()));
+            mem.entry(key).last_read = Some((now, u.clone()));
             u
         }
     };
@@ -831,7 +838,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         .map(|t| metrics_source::unix_seconds(t.0));
     let decision = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let m = mem.entry(&key);
+        let m = mem.entry(key);
         m.redis = redis_state.clone();
         autoscale::decide(
             &autoscale::Inputs {
@@ -912,7 +919,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     // A step that could not be written must not hold the next decisions.
     let forget_step = || {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mem.get_mut(&key) {
+        if let Some(m) = mem.get_mut(key) {
             m.autoscale.pending_generation = None;
         }
     };
@@ -960,7 +967,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             ),
         )
         .await;
-        tracing::info!(cluster = %key, from, to, "scaled");
+        tracing::info!(cluster = %format_args!("{ns}/{name}"), from, to, "scaled");
     }
 
     let busy = !matches!(redis_state, RedisState::Converged | RedisState::Unmanaged)
