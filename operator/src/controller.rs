@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("RedisCluster {0} has no namespace")]
     NoNamespace(String),
+    #[error("reading the spec of RedisCluster {name}: {source}")]
+    Spec {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the caches of the child objects are not synced yet")]
     CachesNotSynced,
 }
@@ -54,6 +60,7 @@ impl Error {
         match self {
             Error::Kube { action, .. } => action,
             Error::NoNamespace(_) => "no_namespace",
+            Error::Spec { .. } => "reading_spec",
             Error::CachesNotSynced => "caches_not_synced",
         }
     }
@@ -268,10 +275,9 @@ impl Priors {
         (Priors { gauge, follow }, lookup)
     }
 
-    fn apply(&mut self, event: &watcher::Event<RedisCluster>) {
+    fn apply(&mut self, event: &watcher::Event<cache::Cluster>) {
         let before = self.follow.len();
-        self.follow
-            .apply(event, |rc| rc.status.as_ref().map(status::Prior::of));
+        self.follow.apply(event, |rc| rc.prior.as_deref().cloned());
         let delta = i64::try_from(self.follow.len()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(i64::MAX);
         self.gauge.inc_by(delta);
@@ -352,7 +358,7 @@ fn now_secs() -> f64 {
 }
 
 /// The RedisCluster a child belongs to, from its cluster label.
-fn cluster_of<K: Resource + Child>(child: K) -> Option<ObjectRef<RedisCluster>> {
+fn cluster_of<K: Resource + Child>(child: K) -> Option<ObjectRef<cache::Cluster>> {
     let ns = child.meta().namespace.as_deref()?;
     let cluster = child.ownership().cluster.as_deref()?;
     Some(ObjectRef::new(cluster).within(ns))
@@ -385,18 +391,18 @@ pub async fn run(
 
     let keys = cache::Keys::default();
     let (marks, synced) = Synced::new();
-    let (rc_store, rc_writer) = reflector::store::<RedisCluster>();
+    let (rc_store, rc_writer) = reflector::store::<cache::Cluster>();
     let (mut priors, prior_lookup) = Priors::new(metrics.managed_clusters.clone(), &keys);
     // Status writes (ours) do not bump the generation: only a new
     // generation (or a new object) triggers a reconcile. A lookup rather
     // than kube-runtime's predicate filter, whose cache keeps a copy of
     // each name and forgets no deleted object.
     let (_, mut generations) = cache::Lookup::<Option<i64>>::follow(&keys);
-    let clusters = watcher(api::<RedisCluster>(&client, &namespace), listing)
+    let clusters = watcher(api::<cache::Cluster>(&client, &namespace), listing)
         .default_backoff()
         // The status goes to `priors` before the store gets the object.
         .inspect_ok(move |event| priors.apply(event))
-        .modify(cache::cluster)
+        .modify(cache::Cluster::strip)
         .reflect(rc_writer)
         .inspect_ok(marks.marker(Synced::CLUSTERS))
         .try_filter_map(move |event| {
@@ -491,7 +497,7 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(rc: Arc<cache::Cluster>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels {
@@ -508,7 +514,7 @@ fn error_policy(rc: Arc<RedisCluster>, err: &Error, ctx: Arc<Context>) -> Action
     let ctx2 = ctx.clone();
     let message = err.to_string();
     tokio::spawn(async move {
-        publish(&ctx2, &rc, EventType::Warning, "ReconcileError", message).await;
+        publish(&ctx2, &*rc, EventType::Warning, "ReconcileError", message).await;
     });
     // 2 s, 4 s, ... up to 5 min.
     Action::requeue(Duration::from_secs(
@@ -525,7 +531,13 @@ fn reporter() -> Reporter {
 
 /// Publishes an event; repeats (same reason, within minutes) become one
 /// Event with a growing `series.count`, keeping the first note.
-async fn publish(ctx: &Context, rc: &RedisCluster, type_: EventType, reason: &str, note: String) {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    rc: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     publish_with(&ctx.recorder, rc, type_, reason, note).await;
 }
 
@@ -543,9 +555,9 @@ async fn publish_distinct(
     publish_with(&recorder, rc, type_, reason, note).await;
 }
 
-async fn publish_with(
+async fn publish_with<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
-    rc: &RedisCluster,
+    rc: &K,
     type_: EventType,
     reason: &str,
     note: String,
@@ -567,17 +579,23 @@ async fn publish_with(
 /// scheduler. The benchmark probe times this one.
 pub const RECONCILE_SPAN: &str = "reconcile";
 
-async fn reconcile(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(cluster: Arc<cache::Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = std::time::Instant::now();
-    let result = reconcile_inner(&rc, &ctx)
-        .instrument(tracing::debug_span!(RECONCILE_SPAN))
-        .await;
+    let result = async {
+        let rc = cluster.to_api().map_err(|source| Error::Spec {
+            name: ObjectRef::from_obj(&*cluster).to_string(),
+            source,
+        })?;
+        reconcile_inner(&rc, &ctx).await
+    }
+    .instrument(tracing::debug_span!(RECONCILE_SPAN))
+    .await;
     ctx.metrics
         .reconcile_duration
         .observe(timer.elapsed().as_secs_f64());
     if result.is_ok() {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mem.get_mut(ctx.keys.of_object(&*rc)) {
+        if let Some(m) = mem.get_mut(ctx.keys.of_object(&*cluster)) {
             m.failures = 0;
         }
     }
@@ -1118,7 +1136,7 @@ mod tests {
         // The readiness probe also needs the RedisCluster cache.
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!all.is_finished());
-        init_done::<RedisCluster>(&marks, Synced::CLUSTERS);
+        init_done::<cache::Cluster>(&marks, Synced::CLUSTERS);
         let woke = tokio::time::timeout(Duration::from_secs(1), all).await;
         assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
         // Later waiters return at once; a relist does not unmark.
