@@ -263,21 +263,21 @@ struct Rendered {
 /// its own count, so the gauge is their sum.
 struct Priors {
     gauge: prometheus_client::metrics::gauge::Gauge,
-    follow: cache::Follow<Option<status::Prior>>,
+    follow: cache::Follow<Option<Box<status::Prior>>>,
 }
 
 impl Priors {
     fn new(
         gauge: prometheus_client::metrics::gauge::Gauge,
         keys: &cache::Keys,
-    ) -> (Self, cache::Lookup<Option<status::Prior>>) {
+    ) -> (Self, cache::Lookup<Option<Box<status::Prior>>>) {
         let (lookup, follow) = cache::Lookup::follow(keys);
         (Priors { gauge, follow }, lookup)
     }
 
     fn apply(&mut self, event: &watcher::Event<cache::Cluster>) {
         let before = self.follow.len();
-        self.follow.apply(event, |rc| rc.prior.as_deref().cloned());
+        self.follow.apply(event, |rc| rc.prior.clone());
         let delta = i64::try_from(self.follow.len()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(i64::MAX);
         self.gauge.inc_by(delta);
@@ -314,14 +314,16 @@ pub struct Context {
     stores: Stores,
     synced: Synced,
     /// What the reconciles need of each watched cluster's status.
-    priors: cache::Lookup<Option<status::Prior>>,
+    priors: cache::Lookup<Option<Box<status::Prior>>>,
     memory: Mutex<Memory>,
 }
 
 /// What the operator remembers per cluster between reconciles.
 #[derive(Default)]
 struct Memory {
-    clusters: HashMap<cache::Key, ClusterMemory>,
+    /// Boxed: the table keeps a quarter of its slots empty or more, and a
+    /// slot is then a pointer rather than 200 bytes.
+    clusters: HashMap<cache::Key, Box<ClusterMemory>>,
     /// Size at which entries of deleted clusters are next looked for.
     prune_at: usize,
 }
@@ -340,11 +342,11 @@ impl Memory {
     }
 
     fn get(&self, key: cache::Key) -> Option<&ClusterMemory> {
-        self.clusters.get(&key)
+        self.clusters.get(&key).map(|m| &**m)
     }
 
     fn get_mut(&mut self, key: cache::Key) -> Option<&mut ClusterMemory> {
-        self.clusters.get_mut(&key)
+        self.clusters.get_mut(&key).map(|m| &mut **m)
     }
 
     /// The cluster's memory, empty if it has none yet.
@@ -929,7 +931,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         },
     };
     let new_status = status::build(
-        prior.as_ref(),
+        prior.as_deref(),
         &observed,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
