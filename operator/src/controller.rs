@@ -585,7 +585,11 @@ async fn reconcile(cluster: Arc<cache::Cluster>, ctx: Arc<Context>) -> Result<Ac
     let timer = std::time::Instant::now();
     let result = async {
         let rc = cluster.to_api().map_err(|source| Error::Spec {
-            name: ObjectRef::from_obj(&*cluster).to_string(),
+            name: format!(
+                "{}/{}",
+                cluster.namespace().unwrap_or_default(),
+                cluster.name_any()
+            ),
             source,
         })?;
         reconcile_inner(&rc, &ctx).await
