@@ -1,7 +1,7 @@
 //! Redis Cluster topology: the Redis-side half of the operator.
 //!
 //! [`step`] is called once per reconcile. It observes every member over RESP
-//! ([`observe`]), asks the pure planner ([`plan`]) for the next safe batch of
+//! ([`observe()`]), asks the pure planner ([`plan`]) for the next safe batch of
 //! actions, executes it (`exec`), and repeats until the topology converges,
 //! something outside its control blocks it, or its time budget runs out. It
 //! returns a [`Report`]; the operator requeues until `converged`, and deletes
