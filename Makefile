@@ -8,7 +8,7 @@ CARGO ?= cargo
 export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
-.PHONY: help build release test unit lint fmt fmt-check clippy crds crds-check certs bench-slots \
+.PHONY: help build release test unit lint fmt fmt-check clippy docs-check crds crds-check certs bench-slots \
         run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
 
 help: ## list the targets
@@ -40,7 +40,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy chart-lint crds-check ## formatting, clippy, chart lint, CRD drift
+lint: fmt-check clippy docs-check chart-lint crds-check ## formatting, clippy, rustdoc links, chart lint, CRD drift
+
+docs-check: ## rustdoc of every crate, private items too, without warnings (broken links)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items -q
 
 crds: ## regenerate the CRD in the chart from the Rust types
 	$(CARGO) run -q -p redis-operator-api --bin crdgen charts/redis-operator/files/redisclusters.crd.yaml
