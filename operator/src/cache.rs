@@ -21,7 +21,7 @@
 //! hands what reconciles need of it to a lookup as a [`Prior`].
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
@@ -393,11 +393,18 @@ impl<V: PartialEq> Follow<V> {
                 false
             }
             watcher::Event::Apply(o) => {
-                let (key, v) = (index.keys.of_object(o), value(o));
-                let mut map = write();
-                let changed = map.get(&key) != Some(&v);
-                map.insert(key, v);
-                changed
+                let v = value(o);
+                match write().entry(index.keys.of_object(o)) {
+                    Entry::Occupied(mut held) if *held.get() != v => {
+                        held.insert(v);
+                        true
+                    }
+                    Entry::Occupied(_) => false,
+                    Entry::Vacant(slot) => {
+                        slot.insert(v);
+                        true
+                    }
+                }
             }
             watcher::Event::Delete(o) => {
                 write().remove(&index.keys.of_object(o));
@@ -479,6 +486,8 @@ pub struct Cluster {
 
 impl<'de> Deserialize<'de> for Cluster {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Not `MetaWire`: a cluster's labels and annotations (kubectl's
+        // last-applied copy among them) are never read, its uid is.
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Meta {
