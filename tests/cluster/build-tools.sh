@@ -8,11 +8,16 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 cache="${TOOLS_CACHE:-$HOME/.cache/redis-operator-tools}"
+mkdir -p "$cache"
+cache="$(cd "$cache" && pwd)" # GOCACHE must be absolute
 key="$(grep -v "^#" "$here/versions.env" | sha256sum | cut -c1-12)"
 bin="$cache/bin-$key"
 mkdir -p "$bin"
 export GOFLAGS="-buildvcs=false -trimpath"
 export CGO_ENABLED=0
+# A build cache of our own: it grows to several GB and is dropped once every
+# binary exists, so that a CI machine has that disk for the Rust build.
+export GOCACHE="$cache/go-build"
 
 log() { echo "[build-tools] $*" >&2; }
 
@@ -107,4 +112,5 @@ go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
 have_all
+rm -rf "$GOCACHE"
 echo "$bin"
