@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::autoscale::{self, Decision};
 use crate::cache::{self, Child};
 use crate::desired::{self, MANAGER};
-use crate::metrics_source::{self, Reading, ReadyPod};
+use crate::metrics_source::{self, Reading, ReadyPod, Unavailable};
 use crate::status::{self, RedisState, ShardObservation};
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
 use crate::topology;
@@ -831,12 +831,14 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     };
     let utilization = match cached {
         Some((at, u)) if now - at < interval => u,
-        _ => {
-            let u = read_utilization(ctx, &ns, &name, &pods, now).await;
-            let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
-            mem.entry(key).last_read = Some((now, u.clone()));
-            u
-        }
+        _ => match read_utilization(ctx, &ns, &name, &pods, now).await {
+            Some(u) => {
+                let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
+                mem.entry(key).last_read = Some((now, u.clone()));
+                u
+            }
+            None => Err(Unavailable::NoReadyPods.to_string()),
+        },
     };
     // The status as last written, from the watch (the cached copy has none).
     let prior = ctx.priors.get(&ns, &name).flatten();
@@ -1029,13 +1031,16 @@ async fn write_status(
     Ok(())
 }
 
+/// `None` while no pod is ready: PodMetrics cannot change that answer, so
+/// nothing is read (one aggregated-API call fewer per new cluster) or
+/// remembered, and the first pod to become ready is read at once.
 async fn read_utilization(
     ctx: &Context,
     ns: &str,
     name: &str,
     pods: &[(String, cache::PodState)],
     now: f64,
-) -> Result<Reading, String> {
+) -> Option<Result<Reading, String>> {
     let ready: Vec<ReadyPod> = pods
         .iter()
         .filter(|(_, p)| !p.deleting)
@@ -1047,12 +1052,17 @@ async fn read_utilization(
             })
         })
         .collect();
-    let usage = metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name))
-        .await
-        .map_err(|e| format!("reading PodMetrics: {e}"))?;
+    if ready.is_empty() {
+        return None;
+    }
+    let usage = match metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name)).await
+    {
+        Ok(usage) => usage,
+        Err(e) => return Some(Err(format!("reading PodMetrics: {e}"))),
+    };
     // A sample older than a few scrape rounds is stale.
     let max_age = (3.0 * ctx.settings.metrics_interval.as_secs_f64()).max(90.0);
-    metrics_source::utilization(&ready, &usage, now, max_age).map_err(|e| e.to_string())
+    Some(metrics_source::utilization(&ready, &usage, now, max_age).map_err(|e| e.to_string()))
 }
 
 /// Runs one bounded topology step when every expected pod has an IP.

@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -26,8 +27,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -230,10 +231,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		} else {
 			util = &u
 		}
-		r.mu.Lock()
-		m = r.memFor(req.NamespacedName)
-		m.hasRead, m.readAt, m.util, m.utilErr = true, now, util, utilErr
-		r.mu.Unlock()
+		// Nothing was read without a ready pod: read the first one at once.
+		if !errors.Is(err, errNoReadyPods) {
+			r.mu.Lock()
+			m = r.memFor(req.NamespacedName)
+			m.hasRead, m.readAt, m.util, m.utilErr = true, now, util, utilErr
+			r.mu.Unlock()
+		}
 	}
 	if util == nil && rc.Status != nil {
 		for _, c := range rc.Status.Conditions {
@@ -347,6 +351,8 @@ func readySince(p *corev1.Pod) (float64, bool) {
 	return 0, false
 }
 
+var errNoReadyPods = errors.New("no ready Redis pods")
+
 var podMetricsGVK = schema.GroupVersionKind{Group: "metrics.k8s.io", Version: "v1beta1", Kind: "PodMetricsList"}
 
 func (r *Reconciler) readUtilization(ctx context.Context, ns, name string, pods []corev1.Pod, now float64) (float64, error) {
@@ -369,6 +375,10 @@ func (r *Reconciler) readUtilization(ctx context.Context, ns, name string, pods 
 			}
 		}
 		ready = append(ready, logic.ReadyPod{Name: p.Name, RequestCores: req, ReadySince: since})
+	}
+	// PodMetrics cannot change this answer: no call (as ours).
+	if len(ready) == 0 {
+		return 0, errNoReadyPods
 	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(podMetricsGVK)

@@ -30,10 +30,12 @@ const (
 	redisUID     = 999
 )
 
-func StatefulSetName(cluster string, shard int) string { return fmt.Sprintf("%s-shard-%d", cluster, shard) }
-func HeadlessName(cluster string) string              { return cluster + "-headless" }
-func ConfigName(cluster string) string                { return cluster + "-config" }
-func SelectorString(cluster string) string            { return ClusterLabel + "=" + cluster }
+func StatefulSetName(cluster string, shard int) string {
+	return fmt.Sprintf("%s-shard-%d", cluster, shard)
+}
+func HeadlessName(cluster string) string   { return cluster + "-headless" }
+func ConfigName(cluster string) string     { return cluster + "-config" }
+func SelectorString(cluster string) string { return ClusterLabel + "=" + cluster }
 
 func ClusterLabels(cluster string) map[string]string {
 	return map[string]string{
