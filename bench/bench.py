@@ -103,8 +103,8 @@ READYZ_HANGS = {"ours": 0, "twin": 0}
 
 def start_ready(impl, kubeconfig, reconcile_log=None, timeout=60, attempts=4):
     """Starts an operator and waits for /readyz. A start whose /readyz never
-    turns ok (see bench/README.md, "Findings": ours sometimes loses the
-    wake-up of its readiness task) is counted, stopped and started again.
+    turns ok is counted (`readyz_restarts` in the results), stopped and
+    started again, so that one hang does not end the run.
     Returns (process, seconds from exec to ready)."""
     for _ in range(attempts):
         if reconcile_log and os.path.exists(reconcile_log):
