@@ -64,6 +64,11 @@ struct Webhook {
 }
 
 async fn start(cert_dir: &Path, policy: Option<&str>) -> Result<Webhook> {
+    start_with(cert_dir, policy, &[]).await
+}
+
+/// [`start`] with more command-line arguments.
+async fn start_with(cert_dir: &Path, policy: Option<&str>, extra: &[&str]) -> Result<Webhook> {
     let dir = tmp("run");
     let (https, http) = (free_port(), free_port());
     let mut args = vec![
@@ -75,6 +80,7 @@ async fn start(cert_dir: &Path, policy: Option<&str>) -> Result<Webhook> {
         "--metrics-bind".into(),
         format!("127.0.0.1:{http}"),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     if let Some(p) = policy {
         let f = dir.join("policy.yaml");
         std::fs::write(&f, p)?;
@@ -554,5 +560,152 @@ async fn policy_file_tightens_and_looser_policy_is_refused() -> Result<()> {
     if !err.contains("replicas.max 11 is outside the CRD bounds 1 to 10") {
         bail!("unclear error for a looser policy: {err}");
     }
+    Ok(())
+}
+
+/// A raw TLS client (no HTTP) offering `alpn`, trusting the test CA.
+fn tls_connector(cert_dir: &Path, alpn: &[&[u8]]) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert_dir.join("ca.crt"))? {
+        roots.add(c?)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+        .map_err(std::io::Error::other)?
+        .to_owned();
+    connector.connect(name, tcp).await
+}
+
+/// Reads until the server closes the connection (EOF or reset).
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(mut s: S) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_http11_is_negotiated() -> Result<()> {
+    init_crypto();
+    let certs = tmp("alpn");
+    generate(&certs, &["127.0.0.1"]);
+    let w = start(&certs, None).await?;
+    // A client that speaks only HTTP/2 gets no connection at all (RFC 7301
+    // no_application_protocol), so no HTTP/2 stream reaches the server.
+    let h2_only = tls_connector(&certs, &[b"h2"])?;
+    let err = tls_connect(&h2_only, w.https)
+        .await
+        .err()
+        .context("an h2-only client completed the handshake")?;
+    assert!(
+        err.to_string().contains("NoApplicationProtocol"),
+        "unexpected handshake error: {err}"
+    );
+    // One that offers both falls back to HTTP/1.1, as the API server does.
+    let both = tls_connector(&certs, &[b"h2", b"http/1.1"])?;
+    let s = tls_connect(&both, w.https).await?;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // And reviews keep working over it.
+    let c = client_for(&certs);
+    let (code, body) = post(&c, &w, "/validate", &review("h1", "CREATE", json!({}))).await;
+    assert_eq!((code, &body["response"]["uid"]), (200, &json!("h1")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_connections_neither_stop_service_nor_stay_open() -> Result<()> {
+    init_crypto();
+    let certs = tmp("idle");
+    generate(&certs, &["127.0.0.1"]);
+    let w = start(&certs, None).await?;
+    // 300 that never start TLS, 100 that finish it and never send a
+    // request, and 300 silent ones on the plain HTTP port.
+    let mut raw = Vec::new();
+    for _ in 0..300 {
+        raw.push(tokio::net::TcpStream::connect(("127.0.0.1", w.https)).await?);
+    }
+    let connector = tls_connector(&certs, &[b"http/1.1"])?;
+    let mut idle_tls = Vec::new();
+    for _ in 0..100 {
+        idle_tls.push(tls_connect(&connector, w.https).await?);
+    }
+    let mut plain = Vec::new();
+    for _ in 0..300 {
+        plain.push(tokio::net::TcpStream::connect(("127.0.0.1", w.http)).await?);
+    }
+
+    let c = client_for(&certs);
+    for i in 0..50 {
+        let uid = format!("idle-{i}");
+        let (code, body) = post(&c, &w, "/validate", &review(&uid, "CREATE", json!({}))).await;
+        assert_eq!((code, &body["response"]["uid"]), (200, &json!(uid)));
+    }
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", w.http)).await?;
+    assert_eq!(health.status().as_u16(), 200);
+
+    // The server closes them all itself: unfinished handshakes after 10 s,
+    // silent HTTP connections once the header-read timeout (30 s) passes.
+    let all = futures::future::join3(
+        futures::future::join_all(raw.into_iter().map(closed_by_server)),
+        futures::future::join_all(idle_tls.into_iter().map(closed_by_server)),
+        futures::future::join_all(plain.into_iter().map(closed_by_server)),
+    );
+    tokio::time::timeout(Duration::from_secs(90), all)
+        .await
+        .context("idle connections still open after 90 s")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() -> Result<()> {
+    init_crypto();
+    let certs = tmp("cap");
+    generate(&certs, &["127.0.0.1"]);
+    let w = start_with(&certs, None, &["--max-connections", "20"]).await?;
+    // Every slot held by a client that never starts TLS.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", w.https)).await?);
+    }
+    // A review now waits in the backlog until the server drops one of them
+    // (the handshake timeout): it must not be answered before that.
+    let first_drop = async {
+        futures::future::select_all(held.into_iter().map(|s| Box::pin(closed_by_server(s)))).await;
+        std::time::Instant::now()
+    };
+    let answered = async {
+        let c = client_for(&certs);
+        let (code, body) = post(&c, &w, "/validate", &review("late", "CREATE", json!({}))).await;
+        assert_eq!((code, &body["response"]["uid"]), (200, &json!("late")));
+        std::time::Instant::now()
+    };
+    let (dropped_at, answered_at) = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::join(first_drop, answered),
+    )
+    .await
+    .context("no answer within 60 s")?;
+    assert!(
+        answered_at >= dropped_at,
+        "answered beyond the cap of 20 while all 20 slots were held"
+    );
     Ok(())
 }

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     pub policy: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Open connections per listener; further clients wait in the backlog.
+    #[arg(long, default_value_t = crate::server::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 
     /// Self-managed certificates: keep the CA and serving certificate in
     /// this Secret and inject the CA into the webhook configurations.

@@ -122,17 +122,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls = server::tls_config(resolver).context("building the TLS configuration")?;
     tasks.spawn(server::serve_tls(
         tls_listener,
+        args.max_connections as usize,
         server::admission_router(state.clone()),
         tls,
         shutdown.clone(),
     ));
-    let stop = shutdown.clone();
-    let ops = server::ops_router(state);
-    tasks.spawn(async move {
-        if let Err(e) = server::serve_plain(ops_listener, ops, stop).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    tasks.spawn(server::serve_plain(
+        ops_listener,
+        args.max_connections as usize,
+        server::ops_router(state),
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down");

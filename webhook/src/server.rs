@@ -13,11 +13,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use certs::ReloadingResolver;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,16 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this time; a keep-alive
+/// connection idle for as long is closed (hyper uses one timer for both).
+/// controller-runtime allows 32 s for headers; the API server reuses idle
+/// connections, and retries a request whose connection closed before it
+/// was written.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on open connections per server; further clients wait in the
+/// listen backlog. Far above what the API servers and Prometheus open, and a
+/// bound on the memory a flood of idle connections can take.
+pub const MAX_CONNECTIONS: u32 = 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -111,36 +123,55 @@ pub fn ops_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The rustls configuration: ring provider, TLS 1.2 and 1.3, h2 and http/1.1.
+/// The rustls configuration: ring provider, TLS 1.2 and 1.3, HTTP/1.1 only
+/// (as controller-runtime since the HTTP/2 rapid-reset CVE-2023-44487; the
+/// API server falls back to HTTP/1.1).
 pub fn tls_config(resolver: Arc<ReloadingResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
 
 /// Largest HTTP/1 read buffer per connection (hyper's minimum).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// Serves `router` over TLS until `shutdown`, then drains connections.
-pub async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    tls: rustls::ServerConfig,
-    shutdown: CancellationToken,
-) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// HTTP/1.1 with a header-read (and idle) timeout and a bounded read buffer.
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
     // hyper's read buffer starts at 8 KiB and doubles when a read leaves
     // bytes in it; held per keep-alive connection, that was 1 MiB of our
     // heap under 64 connections. Review requests have small headers, and
-    // bodies stream through in chunks of this size.
-    builder.http1().max_buf_size(READ_BUFFER);
+    // bodies stream through in chunks of this size. It also caps headers.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(READ_BUFFER);
+    builder
+}
+
+/// Accepts connections until `shutdown`, at most `max_connections` at a
+/// time, and hands each to `serve` with the permit it must hold.
+async fn accept_loop<F>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: &CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit),
+{
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -158,11 +189,42 @@ pub async fn serve_tls(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
+        serve(tcp, peer, permit);
+    }
+}
+
+/// Serves one connection until it ends or the server drains.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let conn = http1_builder().serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `router` over TLS until `shutdown`, then drains connections.
+pub async fn serve_tls(
+    listener: TcpListener,
+    max_connections: usize,
+    router: Router,
+    tls: rustls::ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let graceful = GracefulShutdown::new();
+    accept_loop(listener, max_connections, &shutdown, |tcp, peer, permit| {
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
+        let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -174,12 +236,10 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(tls, router, watcher, peer).await;
         });
-    }
+    })
+    .await;
     drain(graceful).await;
 }
 
@@ -192,13 +252,23 @@ async fn drain(graceful: GracefulShutdown) {
     }
 }
 
-/// Serves `router` over plain HTTP until `shutdown`.
+/// Serves `router` over plain HTTP/1.1 until `shutdown`, with the same
+/// limits as [`serve_tls`], then drains connections.
 pub async fn serve_plain(
     listener: TcpListener,
+    max_connections: usize,
     router: Router,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+) {
+    let graceful = GracefulShutdown::new();
+    accept_loop(listener, max_connections, &shutdown, |tcp, peer, permit| {
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(tcp, router, watcher, peer).await;
+        });
+    })
+    .await;
+    drain(graceful).await;
 }
