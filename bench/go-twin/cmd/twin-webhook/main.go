@@ -140,8 +140,8 @@ func main() {
 		CertDir: *certDir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			c.MinVersion = tls.VersionTLS12
-			// Offer HTTP/1.1 as well as h2, like redis-webhook.
-			c.NextProtos = []string{"h2", "http/1.1"}
+			// HTTP/1.1 only, like redis-webhook.
+			c.NextProtos = []string{"http/1.1"}
 		}},
 	})
 	srv.Register("/validate", &admission.Webhook{Handler: validate(policy)})
