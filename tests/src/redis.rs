@@ -136,6 +136,15 @@ impl RedisNode {
         }
     }
 
+    /// SIGTERM, then SIGKILL after `grace`, as a kubelet stops a container:
+    /// Redis flushes its AOF on the way out.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            c.terminate();
+            c.wait_or_kill(grace);
+        }
+    }
+
     /// Starts the same node again (same IP, same directory).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
