@@ -22,6 +22,24 @@ pub const SCALING_THRESHOLD: Bounds<f64> = Bounds {
 /// Scale-down stabilisation window and scale-up cooldown, in seconds.
 pub const WINDOW_SECONDS: Bounds<i32> = Bounds { min: 0, max: 3600 };
 
+/// Longest RedisCluster name whose children are all valid. The tightest is
+/// the pod label `controller-revision-hash`: `<cluster>-shard-<N>-<10-char
+/// hash>` must fit a 63-character label value, and N has as many digits as
+/// the largest shard index.
+pub const MAX_NAME_LEN: usize =
+    63 - "-0123456789".len() - "-shard-".len() - digits(SHARD_COUNT.max - 1);
+/// RedisCluster names must be DNS-1035 labels: they name Services.
+pub const NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+const fn digits(mut n: i32) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
 pub const DEFAULT_REPLICAS: i32 = 1;
 pub const DEFAULT_SHARD_COUNT: i32 = 1;
 pub const DEFAULT_SCALING_THRESHOLD: f64 = 70.0;
@@ -36,3 +54,18 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
 
 /// Hash slots in a Redis Cluster.
 pub const HASH_SLOTS: u16 = 16384;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_name_fits_every_child() {
+        assert_eq!(MAX_NAME_LEN, 44);
+        let name = "a".repeat(MAX_NAME_LEN);
+        let sts = format!("{name}-shard-{}", SHARD_COUNT.max - 1);
+        // controller-revision-hash = <statefulset>-<10-char hash>
+        assert_eq!(format!("{sts}-0123456789").len(), 63);
+        assert!(format!("{name}-headless").len() <= 63);
+    }
+}

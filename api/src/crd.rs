@@ -51,6 +51,31 @@ mod tests {
     }
 
     #[test]
+    fn name_rules_come_from_bounds_rs() {
+        let crd = serde_json::to_value(crd()).expect("CRD serialises");
+        let rules: Vec<String> =
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+                .as_array()
+                .expect("root rules")
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap_or_default().to_owned())
+                .collect();
+        assert_eq!(
+            rules,
+            [
+                format!(
+                    "self.metadata.name.size() <= {}",
+                    crate::bounds::MAX_NAME_LEN
+                ),
+                format!(
+                    "self.metadata.name.matches('{}')",
+                    crate::bounds::NAME_PATTERN
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn names_and_subresources() {
         let crd = serde_json::to_value(crd()).unwrap();
         assert_eq!(crd["metadata"]["name"], "redisclusters.redis.example.com");

@@ -369,6 +369,41 @@ pub fn validate_scale(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.violations
 }
 
+/// Checks a RedisCluster's name against what its children need (the same
+/// rules as the CRD's CEL, [`bounds::MAX_NAME_LEN`] and
+/// [`bounds::NAME_PATTERN`]). An empty name (a `generateName` create not yet
+/// named) is left to the CEL rules, which see the generated one.
+pub fn validate_name(name: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if name.is_empty() {
+        return out;
+    }
+    let len = name.chars().count();
+    if len > bounds::MAX_NAME_LEN {
+        out.push(Violation {
+            field: "metadata.name".into(),
+            message: format!(
+                "{name:?} is {len} characters, allowed at most {}: the StatefulSets' pods carry it in a 63-character label",
+                bounds::MAX_NAME_LEN
+            ),
+        });
+    }
+    let b = name.as_bytes();
+    let dns1035 = b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-';
+    if !dns1035 {
+        out.push(Violation {
+            field: "metadata.name".into(),
+            message: format!(
+                "{name:?} must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and ending with a letter or digit): it names Services"
+            ),
+        });
+    }
+    out
+}
+
 /// Advice that does not block admission.
 pub fn warnings(spec: Option<&Value>) -> Vec<String> {
     let replicas = spec
@@ -379,6 +414,15 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
     if replicas == 1 {
         out.push(
             "spec.replicas is 1: shards have no replica, so losing a node loses its shard's data"
+                .to_string(),
+        );
+    }
+    if spec
+        .and_then(|s| s.get("storage"))
+        .is_none_or(Value::is_null)
+    {
+        out.push(
+            "spec.storage is not set: data lives in emptyDir volumes, so a deleted or rescheduled pod comes back empty and only replicas keep its data"
                 .to_string(),
         );
     }
@@ -396,6 +440,30 @@ mod tests {
 
     fn check(spec: Value) -> Vec<Violation> {
         validate_spec(Some(&spec), &Policy::default())
+    }
+
+    #[test]
+    fn names_too_long_or_not_dns1035_are_refused_with_the_limit() {
+        assert!(validate_name(&"a".repeat(bounds::MAX_NAME_LEN)).is_empty());
+        assert!(validate_name("cache-1").is_empty());
+        assert!(validate_name("").is_empty(), "generateName: left to CEL");
+        let long = validate_name(&"a".repeat(50));
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert_eq!(long[0].field, "metadata.name");
+        assert!(
+            long[0]
+                .message
+                .contains("is 50 characters, allowed at most 44"),
+            "{}",
+            long[0]
+        );
+        for bad in ["1cache", "Cache", "cache.a", "cache-", "-cache", "ca_che"] {
+            let v = validate_name(bad);
+            assert_eq!(v.len(), 1, "{bad}: {v:?}");
+            assert!(v[0].message.contains("DNS-1035"), "{bad}: {}", v[0]);
+        }
+        // Both at once are both reported.
+        assert_eq!(validate_name(&format!("{}.x", "a".repeat(50))).len(), 2);
     }
 
     #[test]
@@ -639,8 +707,15 @@ mod tests {
     }
 
     #[test]
-    fn single_replica_warns() {
-        assert_eq!(warnings(Some(&json!({"replicas": 1}))).len(), 1);
-        assert!(warnings(Some(&json!({"replicas": 2}))).is_empty());
+    fn single_replica_and_ephemeral_storage_warn() {
+        let storage = json!({"size": "1Gi"});
+        let w = warnings(Some(&json!({"replicas": 1, "storage": storage})));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("spec.replicas is 1"), "{w:?}");
+        let w = warnings(Some(&json!({"replicas": 2})));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("spec.storage is not set"), "{w:?}");
+        assert_eq!(warnings(Some(&json!({"replicas": 1}))).len(), 2);
+        assert!(warnings(Some(&json!({"replicas": 2, "storage": storage}))).is_empty());
     }
 }

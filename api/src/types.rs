@@ -40,7 +40,14 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
     printcolumn = r#"{"name": "CPU", "type": "number", "jsonPath": ".status.current_cpu"}"#,
     printcolumn = r#"{"name": "Threshold", "type": "number", "jsonPath": ".spec.scaling_threshold"}"#,
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    // Kept in step with bounds::MAX_NAME_LEN and NAME_PATTERN (a test checks).
+    validation = Rule::new("self.metadata.name.size() <= 44")
+        .message("metadata.name must be at most 44 characters: the StatefulSets' pods carry it in a 63-character label")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter): it names Services")
+        .reason(Reason::FieldValueInvalid)
 )]
 #[x_kube(
     validation = Rule::new("!has(self.min_replicas) || !has(self.max_replicas) || self.min_replicas <= self.max_replicas")

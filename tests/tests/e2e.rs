@@ -72,6 +72,22 @@ fn invalid_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["spec.min_replicas: 5 is greater than spec.max_replicas 3"],
         ),
         (
+            // 50 characters: a StatefulSet's pods could not carry it.
+            "cache-for-the-checkout-service-of-team-payments-eu",
+            manifest(
+                "cache-for-the-checkout-service-of-team-payments-eu",
+                "  replicas: 1\n",
+            ),
+            vec![
+                "metadata.name: \"cache-for-the-checkout-service-of-team-payments-eu\" is 50 characters, allowed at most 44",
+            ],
+        ),
+        (
+            "cache.v2",
+            manifest("cache.v2", "  replicas: 1\n"),
+            vec!["metadata.name: \"cache.v2\" must be a DNS-1035 label"],
+        ),
+        (
             "many",
             manifest(
                 "many",
@@ -366,6 +382,11 @@ async fn admission_through_the_apiserver() -> Result<()> {
             "spec.min_replicas must be less than or equal to spec.max_replicas",
         ),
         ("many", "spec.shard_count: Invalid value: 6"),
+        (
+            "cache-for-the-checkout-service-of-team-payments-eu",
+            "metadata.name must be at most 44 characters",
+        ),
+        ("cache.v2", "metadata.name must be a DNS-1035 label"),
     ];
     for (name, yaml, _) in invalid_cases() {
         let msg = refused(&c, &yaml)

@@ -6,7 +6,7 @@
 //! when one could be read.
 
 use api::Policy;
-use api::policy::{describe, validate_scale, validate_spec, warnings};
+use api::policy::{Violation, describe, validate_name, validate_scale, validate_spec, warnings};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
@@ -148,6 +148,19 @@ fn spec_of(req: &AdmissionRequest<DynamicObject>) -> Option<&Value> {
     req.object.as_ref().and_then(|o| o.data.get("spec"))
 }
 
+/// Everything wrong with a RedisCluster: its name (what its children need),
+/// then its spec.
+fn object_violations(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Vec<Violation> {
+    let name = req
+        .object
+        .as_ref()
+        .and_then(|o| o.metadata.name.as_deref())
+        .unwrap_or(&req.name);
+    let mut v = validate_name(name);
+    v.extend(validate_spec(spec_of(req), policy));
+    v
+}
+
 fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if matches!(req.operation, Operation::Delete | Operation::Connect) {
@@ -166,7 +179,7 @@ fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Admission
             validate_scale(spec_of(req), policy),
         )
     } else {
-        ("RedisCluster", validate_spec(spec_of(req), policy))
+        ("RedisCluster", object_violations(req, policy))
     };
     if violations.is_empty() {
         let w = if is_scale(req) {
@@ -202,7 +215,7 @@ fn mutate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionRe
     let Some(object) = req.object.as_ref() else {
         return response;
     };
-    let violations = validate_spec(spec_of(req), policy);
+    let violations = object_violations(req, policy);
     if !violations.is_empty() {
         return deny(
             response,
@@ -353,6 +366,27 @@ mod tests {
             assert!(msg.contains(part), "{msg}");
         }
         assert_eq!(a.outcome, Outcome::Denied);
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_children_is_denied_with_the_limit() {
+        let name = "a".repeat(50);
+        let mut obj = rc(json!({"replicas": 11}));
+        obj["metadata"]["name"] = json!(name);
+        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+            let a = run(endpoint, &review_body("CREATE", obj.clone(), None, false));
+            let r = response(&a);
+            assert_eq!(
+                (r["allowed"].clone(), r["status"]["code"].clone()),
+                (json!(false), json!(422))
+            );
+            let msg = r["status"]["message"].as_str().unwrap();
+            // The name first, then the spec: every violation, in one message.
+            let want = format!(
+                "metadata.name: \"{name}\" is 50 characters, allowed at most 44: the StatefulSets' pods carry it in a 63-character label; spec.replicas: 11"
+            );
+            assert!(msg.contains(&want), "{msg}");
+        }
     }
 
     #[test]
