@@ -1,11 +1,11 @@
 //! The product on a local cluster, the way `make demo` and the e2e suite
 //! run it: the chart installed with helm in out-of-cluster mode
 //! (`webhook.url`, `operator.enabled=false`), and the webhook and operator
-//! running as local processes against the cluster.
+//! running as local processes against the cluster, each under its chart
+//! ServiceAccount's token (never the admin kubeconfig).
 
-use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +22,9 @@ pub const WEBHOOK_CONFIG: &str = "redis-operator";
 pub const TLS_SECRET: &str = "redis-operator-webhook-tls";
 pub const POLICY_CONFIGMAP: &str = "redis-operator-policy";
 pub const LEASE: &str = "redis-operator-operator";
+/// The chart's ServiceAccounts, which the local processes run as.
+pub const OPERATOR_SA: &str = "redis-operator-operator";
+pub const WEBHOOK_SA: &str = "redis-operator-webhook";
 pub const CRD: &str = "redisclusters.redis.example.com";
 
 fn free_port() -> Result<u16> {
@@ -60,7 +63,11 @@ pub struct Operator {
 
 pub struct Stack {
     dir: PathBuf,
-    kubeconfig: PathBuf,
+    /// The operator's and the webhook's kubeconfigs: their chart
+    /// ServiceAccounts' tokens, so that a missing or extra right in the
+    /// chart's RBAC shows up in every suite.
+    operator_kubeconfig: PathBuf,
+    webhook_kubeconfig: PathBuf,
     pub webhook_port: u16,
     pub webhook_metrics_port: u16,
     webhook: Option<ManagedChild>,
@@ -76,8 +83,9 @@ impl Stack {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let webhook_port = free_port()?;
         let mut stack = Stack {
+            operator_kubeconfig: dir.join("operator.kubeconfig"),
+            webhook_kubeconfig: dir.join("webhook.kubeconfig"),
             dir,
-            kubeconfig: cluster.kubeconfig_path().to_path_buf(),
             webhook_port,
             webhook_metrics_port: free_port()?,
             webhook: None,
@@ -99,6 +107,8 @@ impl Stack {
             args.push(s.clone());
         }
         cluster.helm_ok(&args).await.context("helm install")?;
+        service_account_kubeconfig(cluster, OPERATOR_SA, &stack.operator_kubeconfig).await?;
+        service_account_kubeconfig(cluster, WEBHOOK_SA, &stack.webhook_kubeconfig).await?;
         cluster
             .kubectl_ok([
                 "wait",
@@ -144,12 +154,8 @@ impl Stack {
         Ok(path)
     }
 
-    fn env(&self) -> Vec<(&'static str, &OsStr)> {
-        vec![("KUBECONFIG", self.kubeconfig.as_os_str())]
-    }
-
-    /// Spawns one of our binaries with the cluster's kubeconfig and waits
-    /// until `url` answers 2xx (failing at once if the process exits).
+    /// Spawns one of our binaries with its ServiceAccount's kubeconfig and
+    /// waits until `url` answers 2xx (failing at once if the process exits).
     async fn spawn_and_wait(
         &self,
         bin: &str,
@@ -157,7 +163,13 @@ impl Stack {
         log: &std::path::Path,
         url: &str,
     ) -> Result<ManagedChild> {
-        let mut child = ManagedChild::spawn_with_env(bin, &binary(bin)?, args, &self.env(), log)?;
+        let kubeconfig = if bin == "redis-operator" {
+            &self.operator_kubeconfig
+        } else {
+            &self.webhook_kubeconfig
+        };
+        let env = [("KUBECONFIG", kubeconfig.as_os_str())];
+        let mut child = ManagedChild::spawn_with_env(bin, &binary(bin)?, args, &env, log)?;
         wait_for(&format!("{bin} at {url}"), Duration::from_secs(60), || {
             let alive = child.check_running();
             async move {
@@ -341,6 +353,28 @@ impl Stack {
     pub fn dir(&self) -> &PathBuf {
         &self.dir
     }
+}
+
+/// Writes a kubeconfig at `path` that authenticates as ServiceAccount
+/// `sa` of the release namespace (a token from the TokenRequest API).
+pub async fn service_account_kubeconfig(cluster: &Cluster, sa: &str, path: &Path) -> Result<()> {
+    let token = cluster
+        .kubectl_ok(["create", "token", sa, "-n", NAMESPACE, "--duration=24h"])
+        .await
+        .with_context(|| format!("a token for ServiceAccount {NAMESPACE}/{sa}"))?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cluster.server_url(),
+            "certificate-authority": cluster.ca_cert_path(),
+        }}],
+        "users": [{"name": sa, "user": {"token": token.trim()}}],
+        "contexts": [{"name": sa, "context": {"cluster": "local", "user": sa}}],
+        "current-context": sa,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The original tutorial's manifest, which must keep applying unchanged.
