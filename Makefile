@@ -8,7 +8,7 @@ CARGO ?= cargo
 export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
-.PHONY: help build release test unit lint fmt fmt-check clippy docs-check crds crds-check certs bench-slots \
+.PHONY: help build release test unit lint fmt fmt-check clippy deny docs-check crds crds-check certs bench-slots \
         run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
 
 help: ## list the targets
@@ -40,7 +40,16 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy docs-check chart-lint crds-check ## formatting, clippy, rustdoc links, chart lint, CRD drift
+lint: fmt-check clippy docs-check chart-lint crds-check deny ## formatting, clippy, rustdoc links, chart lint, CRD drift, dependencies
+
+CARGO_DENY_VERSION ?= 0.20.2
+
+deny: ## dependency licenses, bans (duplicate versions) and sources (deny.toml); installs cargo-deny once
+	@$(CARGO) deny --version 2>/dev/null | grep -q " $(CARGO_DENY_VERSION)$$" \
+	  || $(CARGO) install --locked --quiet cargo-deny --version $(CARGO_DENY_VERSION)
+	# Advisories need the RustSec database (a git repository) that this
+	# environment cannot reach; see deny.toml.
+	$(CARGO) deny check licenses bans sources
 
 docs-check: ## rustdoc of every crate, private items too, without warnings (broken links)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items -q
