@@ -300,7 +300,6 @@ struct ClusterMemory {
     /// Last utilisation read and when (Unix seconds).
     last_read: Option<(f64, Result<Reading, String>)>,
     failures: u32,
-    redis: RedisState,
     rendered: Option<Rendered>,
 }
 
@@ -691,9 +690,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         Some(Ok(r)) => {
             ctx.metrics.slots_migrated.inc_by(u64::from(r.slots_moved));
             ctx.metrics.keys_migrated.inc_by(r.keys_moved);
-            ctx.metrics
-                .topology_actions
-                .inc_by(r.actions_taken.len() as u64);
+            ctx.metrics.topology_actions.inc_by(r.actions);
             if r.slots_moved > 0 {
                 ctx.metrics
                     .migration_duration
@@ -865,7 +862,6 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     let decision = {
         let mut mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
         let m = mem.entry(key);
-        m.redis = redis_state.clone();
         autoscale::decide(
             &autoscale::Inputs {
                 replicas: rc.spec.replicas,
