@@ -29,6 +29,8 @@ use crate::autoscale::{self, Decision};
 use crate::cache::{self, Child};
 use crate::desired::{self, MANAGER};
 use crate::metrics_source::{self, Reading, ReadyPod, Unavailable};
+use crate::shape::{ClusterShape, ShapeError};
+use crate::status::Phase;
 use crate::status::{self, RedisState, ShardObservation};
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
 use crate::topology;
@@ -53,6 +55,12 @@ pub enum Error {
     },
     #[error("the caches of the child objects are not synced yet")]
     CachesNotSynced,
+    #[error("RedisCluster {name}: {source}")]
+    Shape {
+        name: String,
+        #[source]
+        source: ShapeError,
+    },
 }
 
 impl Error {
@@ -62,6 +70,7 @@ impl Error {
             Error::NoNamespace(_) => "no_namespace",
             Error::Spec { .. } => "reading_spec",
             Error::CachesNotSynced => "caches_not_synced",
+            Error::Shape { .. } => "invalid_shape",
         }
     }
 }
@@ -671,6 +680,10 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         Ok(false) => return Ok(Action::await_change()),
         Err(_) => return Err(Error::CachesNotSynced),
     }
+    let shape = ClusterShape::of(&rc.spec).map_err(|source| Error::Shape {
+        name: format!("{ns}/{name}"),
+        source,
+    })?;
 
     // Observe.
     let (statefulsets, pods) = ctx.stores.children_of(&ns, &name);
@@ -682,7 +695,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
 
     // The Redis side: form and reshape the cluster over RESP.
     let report = if ctx.settings.manage_topology {
-        redis_step(rc, &pods, &current).await
+        redis_step(shape, &pods, &current).await
     } else {
         None
     };
@@ -727,12 +740,12 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
         current
             .keys()
             .copied()
-            .filter(|&s| i64::from(s) >= i64::from(rc.spec.shard_count))
+            .filter(|&s| !shape.has_shard(s))
             .collect()
     };
 
     // Apply the children.
-    let plan = desired::shard_plan(&rc.spec, &current, surplus_ok, &removable);
+    let plan = desired::shard_plan(shape, &current, surplus_ok, &removable);
     let mut writes = 0usize;
     let up_to_date = {
         let mem = ctx.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -890,7 +903,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     }
 
     // Status.
-    let shards: Vec<ShardObservation> = (0..u32::try_from(rc.spec.shard_count.max(0)).unwrap_or(0))
+    let shards: Vec<ShardObservation> = (0..shape.shards.get())
         .map(|shard| {
             statefulsets
                 .iter()
@@ -903,18 +916,14 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
                 .unwrap_or_default()
         })
         .collect();
-    let draining = current
-        .keys()
-        .filter(|&&s| i64::from(s) >= i64::from(rc.spec.shard_count))
-        .count();
+    let draining = current.keys().filter(|&&s| !shape.has_shard(s)).count();
     let mut last_scale_time = prior.as_ref().and_then(|p| p.last_scale_time.clone());
     if let Decision::Scale { .. } = decision {
         last_scale_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     }
     let observed = status::Observed {
         generation: rc.meta().generation,
-        spec_replicas: rc.spec.replicas,
-        spec_shards: rc.spec.shard_count,
+        shape,
         shards: &shards,
         draining_shards: draining,
         utilization: utilization.clone(),
@@ -932,7 +941,10 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
             _ => prior.as_ref().and_then(|p| p.migration.clone()),
         },
     };
-    let new_status = status::build(
+    let status::Built {
+        status: new_status,
+        phase,
+    } = status::build(
         prior.as_deref(),
         &observed,
         Time(k8s_openapi::jiff::Timestamp::now()),
@@ -993,7 +1005,7 @@ async fn reconcile_inner(rc: &RedisCluster, ctx: &Context) -> Result<Action, Err
     }
 
     let busy = !matches!(redis_state, RedisState::Converged | RedisState::Unmanaged)
-        || new_status.phase.as_deref() != Some("Ready");
+        || phase != Phase::Ready;
     Ok(if busy {
         Action::requeue(Duration::from_secs(3).min(ctx.settings.metrics_interval))
     } else {
@@ -1063,7 +1075,7 @@ async fn read_utilization(
 
 /// Runs one bounded topology step when every expected pod has an IP.
 async fn redis_step(
-    rc: &RedisCluster,
+    shape: ClusterShape,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
 ) -> Option<Result<topology::Report, String>> {
@@ -1083,25 +1095,20 @@ async fn redis_step(
         .collect();
     // Wait until every pod of every desired shard runs: the plan needs the
     // whole picture.
-    let desired_shards = u32::try_from(rc.spec.shard_count.max(1)).unwrap_or(1);
-    let complete = (0..desired_shards).all(|shard| {
+    let complete = (0..shape.shards.get()).all(|shard| {
         let want = current
             .get(&shard)
             .copied()
             .unwrap_or(0)
-            .max(rc.spec.replicas);
+            .max(shape.replicas());
         let have = members.iter().filter(|m| m.shard == shard).count();
         i32::try_from(have).unwrap_or(0) >= want
     });
     if !complete {
         return None;
     }
-    let desired = topology::Desired {
-        shards: desired_shards,
-        nodes_per_shard: u32::try_from(rc.spec.replicas.max(1)).unwrap_or(1),
-    };
     Some(
-        topology::step(&members, &desired, &topology::StepOptions::default())
+        topology::step(&members, &shape.into(), &topology::StepOptions::default())
             .await
             .map_err(|e| e.to_string()),
     )

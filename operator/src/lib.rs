@@ -14,6 +14,7 @@ pub mod desired;
 pub mod leader;
 pub mod metrics_source;
 pub mod run;
+pub mod shape;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
