@@ -7,7 +7,6 @@
 //! shard allowing one pod down.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
 use api::RedisCluster;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
@@ -437,9 +436,7 @@ fn spread(cluster: &str, shard: u32) -> Affinity {
 /// apiserver defaults.
 pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, u64) {
     let text = serde_json::to_string(&obj).unwrap_or_default();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    let hash = h.finish();
+    let hash = crate::stable_hash::of_str(&text);
     obj.meta_mut()
         .annotations
         .get_or_insert_with(Default::default)

@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics_source;
 pub mod run;
 pub mod shape;
+pub mod stable_hash;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
