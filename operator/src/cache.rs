@@ -819,7 +819,11 @@ mod tests {
         // A spec our types cannot read fails that cluster, not the watch.
         live["spec"] = json!({"replicas": "three"});
         let c: Cluster = serde_json::from_value(live.clone()).unwrap();
-        assert!(c.to_api().is_err());
+        let err = c.to_api().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"invalid type: string "three", expected i32 at line 1 column 19"#
+        );
         // So does a status, which is then rewritten whole.
         live["status"] = json!({"replicas": "two"});
         let c: Cluster = serde_json::from_value(live).unwrap();
