@@ -38,14 +38,16 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     let timer = std::time::Instant::now();
     let result = async {
-        let rc = cluster.to_api().map_err(|source| Error::Spec {
-            name: format!(
-                "{}/{}",
-                cluster.namespace().unwrap_or_default(),
-                cluster.name_any()
-            ),
-            source,
-        })?;
+        let rc = cluster
+            .to_api(&ctx.settings.policy)
+            .map_err(|source| Error::Spec {
+                name: format!(
+                    "{}/{}",
+                    cluster.namespace().unwrap_or_default(),
+                    cluster.name_any()
+                ),
+                source,
+            })?;
         with_memory(&rc, &ctx).await
     }
     .instrument(tracing::debug_span!(RECONCILE_SPAN))
