@@ -52,14 +52,8 @@ pub use self::reconcile::RECONCILE_SPAN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{action} {kind} {name}: {source}")]
-    Kube {
-        action: &'static str,
-        kind: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Kube(#[from] edge::KubeError),
     #[error("RedisCluster {0} has no namespace")]
     NoNamespace(String),
     #[error("reading the spec of RedisCluster {name}: {source}")]
@@ -81,7 +75,7 @@ pub enum Error {
 impl Error {
     fn reason(&self) -> &'static str {
         match self {
-            Error::Kube { action, .. } => action,
+            Error::Kube(e) => e.action,
             Error::NoNamespace(_) => "no_namespace",
             Error::Spec { .. } => "reading_spec",
             Error::CachesNotSynced => "caches_not_synced",
@@ -95,13 +89,8 @@ pub(super) fn kube_err(
     kind: &'static str,
     name: &str,
 ) -> impl FnOnce(kube::Error) -> Error {
-    let name = name.to_string();
-    move |source| Error::Kube {
-        action,
-        kind,
-        name,
-        source,
-    }
+    let wrap = edge::KubeError::on(action, kind, name);
+    move |source| Error::Kube(wrap(source))
 }
 
 /// Tunables of the controller.
