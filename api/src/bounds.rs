@@ -52,9 +52,6 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
 pub const DEFAULT_CPU_REQUEST: &str = "100m";
 pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
 
-/// Hash slots in a Redis Cluster.
-pub const HASH_SLOTS: u16 = 16384;
-
 #[cfg(test)]
 mod tests {
     use super::*;

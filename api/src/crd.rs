@@ -6,13 +6,33 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::defaults;
 use crate::types::RedisCluster;
 
 /// Where the chart keeps the CRD, relative to the repository root.
 pub const CHART_CRD_PATH: &str = "charts/redis-operator/files/redisclusters.crd.yaml";
 
+/// The CRD, without schema defaults for the fields whose default the
+/// policy owns (see [`crate::defaults`]).
 pub fn crd() -> CustomResourceDefinition {
-    RedisCluster::crd()
+    let mut crd = RedisCluster::crd();
+    for version in &mut crd.spec.versions {
+        let spec = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|s| s.properties.as_mut());
+        if let Some(props) = spec {
+            for field in defaults::policy_owned() {
+                if let Some(prop) = props.get_mut(field) {
+                    prop.default = None;
+                }
+            }
+        }
+    }
+    crd
 }
 
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
@@ -126,10 +146,13 @@ mod tests {
         let num = |field: &str, key: &str| p[field][key].as_f64();
         assert_eq!(num("replicas", "minimum"), Some(REPLICAS.min.into()));
         assert_eq!(num("replicas", "maximum"), Some(REPLICAS.max.into()));
-        assert_eq!(p["replicas"]["default"], 1);
+        // The policy's fields have no schema default: the apiserver would
+        // fill it in before the webhook could move it into the policy.
+        for field in ["replicas", "shard_count", "scaling_threshold"] {
+            assert_eq!(p[field].get("default"), None, "{field}");
+        }
         assert_eq!(num("shard_count", "minimum"), Some(SHARD_COUNT.min.into()));
         assert_eq!(num("shard_count", "maximum"), Some(SHARD_COUNT.max.into()));
-        assert_eq!(p["shard_count"]["default"], 1);
         assert_eq!(
             num("scaling_threshold", "minimum"),
             Some(SCALING_THRESHOLD.min)
@@ -138,7 +161,7 @@ mod tests {
             num("scaling_threshold", "maximum"),
             Some(SCALING_THRESHOLD.max)
         );
-        assert_eq!(p["scaling_threshold"]["default"], 70.0);
+        assert_eq!(p["image"]["default"], crate::bounds::DEFAULT_IMAGE);
         assert_eq!(num("min_replicas", "minimum"), Some(REPLICAS.min.into()));
         assert_eq!(num("max_replicas", "maximum"), Some(REPLICAS.max.into()));
         // No schema default: the apiserver would fill it in before the

@@ -54,17 +54,19 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
         .message("spec.min_replicas must be less than or equal to spec.max_replicas")
         .field_path(".min_replicas")
         .reason(Reason::FieldValueInvalid),
-    validation = Rule::new("!has(self.min_replicas) || self.replicas >= self.min_replicas")
+    validation = Rule::new("!has(self.min_replicas) || !has(self.replicas) || self.replicas >= self.min_replicas")
         .message("spec.replicas must be greater than or equal to spec.min_replicas")
         .field_path(".replicas")
         .reason(Reason::FieldValueInvalid),
-    validation = Rule::new("!has(self.max_replicas) || self.replicas <= self.max_replicas")
+    validation = Rule::new("!has(self.max_replicas) || !has(self.replicas) || self.replicas <= self.max_replicas")
         .message("spec.replicas must be less than or equal to spec.max_replicas")
         .field_path(".replicas")
         .reason(Reason::FieldValueInvalid)
 )]
 pub struct RedisClusterSpec {
     /// Redis nodes per shard: one primary plus `replicas - 1` replicas.
+    /// Left out, it is the admin policy's default: 1, or the policy's
+    /// minimum when that is higher.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = REPLICAS.min, max = REPLICAS.max))]
     pub replicas: i32,

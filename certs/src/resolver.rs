@@ -161,7 +161,16 @@ mod tests {
         assert!(!r.set_pem(&a.cert_pem, &a.key_pem).unwrap());
         assert!(r.is_loaded());
         // A certificate with someone else's key is refused and the old pair stays.
-        assert!(r.set_pem(&b.cert_pem, &a.key_pem).is_err());
+        let err = r.set_pem(&b.cert_pem, &a.key_pem).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::Rustls(rustls::Error::InconsistentKeys(
+                    rustls::InconsistentKeys::KeyMismatch
+                ))
+            ),
+            "{err}"
+        );
         assert_eq!(r.current_cert_pem().as_deref(), Some(a.cert_pem.as_str()));
         assert!(r.set_pem(&b.cert_pem, &b.key_pem).unwrap());
         assert_eq!(r.current_cert_pem().as_deref(), Some(b.cert_pem.as_str()));

@@ -37,14 +37,8 @@ const NEXT_KEY: &str = "ca-next.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {kind} {name}: {source}")]
-    Kube {
-        action: &'static str,
-        kind: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Kube(#[from] edge::KubeError),
     #[error("certificate material in Secret {0}: {1}")]
     Cert(String, #[source] crate::Error),
 }
@@ -104,13 +98,8 @@ impl SelfManaged {
         kind: &'static str,
         name: &str,
     ) -> impl FnOnce(kube::Error) -> StoreError {
-        let name = format!("{}/{}", self.cfg.namespace, name);
-        move |source| StoreError::Kube {
-            action,
-            kind,
-            name,
-            source,
-        }
+        let wrap = edge::KubeError::on(action, kind, &format!("{}/{}", self.cfg.namespace, name));
+        move |source| StoreError::Kube(wrap(source))
     }
 
     /// Runs passes forever, every `interval` (sooner after a conflict).

@@ -553,12 +553,13 @@ impl kube::Resource for Cluster {
 }
 
 impl Cluster {
-    /// The RedisCluster this stands for, without its status.
-    pub fn to_api(&self) -> Result<api::RedisCluster, serde_json::Error> {
+    /// The RedisCluster this stands for, without its status; a field the
+    /// policy owns and the spec leaves out reads as the policy's default.
+    pub fn to_api(&self, policy: &api::Policy) -> Result<api::RedisCluster, serde_json::Error> {
         let spec = self.spec.as_deref().map_or("{}", RawValue::get);
         Ok(api::RedisCluster {
             metadata: self.metadata.clone(),
-            spec: serde_json::from_str(spec)?,
+            spec: api::defaults::read_spec(spec, policy)?,
             status: None,
         })
     }
@@ -785,7 +786,7 @@ mod tests {
         c.strip();
         assert!(c.prior.is_none() && c.metadata.resource_version.is_none());
 
-        let rc = c.to_api().unwrap();
+        let rc = c.to_api(&api::Policy::default()).unwrap();
         assert_eq!(rc.spec, full.spec, "the spec reads as the full object's");
         assert_eq!(rc.status, None);
         let m = &rc.metadata;
@@ -815,11 +816,15 @@ mod tests {
         live.as_object_mut().unwrap().remove("spec");
         let c: Cluster = serde_json::from_value(live.clone()).unwrap();
         let defaults: api::RedisClusterSpec = serde_json::from_str("{}").unwrap();
-        assert_eq!(c.to_api().unwrap().spec, defaults);
+        assert_eq!(c.to_api(&api::Policy::default()).unwrap().spec, defaults);
         // A spec our types cannot read fails that cluster, not the watch.
         live["spec"] = json!({"replicas": "three"});
         let c: Cluster = serde_json::from_value(live.clone()).unwrap();
-        assert!(c.to_api().is_err());
+        let err = c.to_api(&api::Policy::default()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"invalid type: string "three", expected i32 at line 1 column 19"#
+        );
         // So does a status, which is then rewritten whole.
         live["status"] = json!({"replicas": "two"});
         let c: Cluster = serde_json::from_value(live).unwrap();

@@ -7,9 +7,8 @@
 //! shard allowing one pod down.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
-use api::{RedisCluster, RedisClusterSpec};
+use api::RedisCluster;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
@@ -23,6 +22,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+
+use crate::shape::ClusterShape;
 
 pub const REDIS_PORT: i32 = 6379;
 pub const BUS_PORT: i32 = 16379;
@@ -108,30 +109,30 @@ impl ShardPlan {
 }
 
 /// Pods per shard: scale up at once; scale down only when `surplus_removable`.
-/// Shards beyond `shard_count` stay (at their current size) until removed.
+/// Shards beyond the shape stay (at their current size) until removed.
 pub fn shard_plan(
-    spec: &RedisClusterSpec,
+    shape: ClusterShape,
     current: &BTreeMap<u32, i32>,
     surplus_removable: bool,
     removable_shards: &[u32],
 ) -> ShardPlan {
-    let desired_shards = u32::try_from(spec.shard_count.max(1)).unwrap_or(1);
+    let replicas = shape.replicas();
     let highest_current = current.keys().next_back().map(|s| s + 1).unwrap_or(0);
-    let count = desired_shards.max(highest_current);
+    let count = shape.shards.get().max(highest_current);
     let replicas = (0..count)
         .map(|shard| {
             let now = current.get(&shard).copied();
-            if shard >= desired_shards {
+            if !shape.has_shard(shard) {
                 // Draining shard: keep its pods until the topology empties it.
                 if removable_shards.contains(&shard) {
                     0
                 } else {
-                    now.unwrap_or(spec.replicas)
+                    now.unwrap_or(replicas)
                 }
             } else {
                 match now {
-                    Some(n) if n > spec.replicas && !surplus_removable => n,
-                    _ => spec.replicas,
+                    Some(n) if n > replicas && !surplus_removable => n,
+                    _ => replicas,
                 }
             }
         })
@@ -435,9 +436,7 @@ fn spread(cluster: &str, shard: u32) -> Affinity {
 /// apiserver defaults.
 pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, u64) {
     let text = serde_json::to_string(&obj).unwrap_or_default();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    let hash = h.finish();
+    let hash = crate::stable_hash::of_str(&text);
     obj.meta_mut()
         .annotations
         .get_or_insert_with(Default::default)
@@ -448,7 +447,7 @@ pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::StorageSpec;
+    use api::{RedisClusterSpec, StorageSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn rc(spec: RedisClusterSpec) -> RedisCluster {
@@ -456,6 +455,10 @@ mod tests {
         rc.metadata.namespace = Some("team-a".into());
         rc.metadata.uid = Some("uid-1".into());
         rc
+    }
+
+    fn shape(rc: &RedisCluster) -> ClusterShape {
+        ClusterShape::of(&rc.spec).unwrap()
     }
 
     fn spec(shards: i32, replicas: i32) -> RedisClusterSpec {
@@ -469,7 +472,7 @@ mod tests {
     #[test]
     fn original_tutorial_gives_one_statefulset_with_one_pod() {
         let r = rc(spec(1, 1));
-        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
         assert_eq!(c.statefulsets.len(), 1);
         let sts = &c.statefulsets[0];
         assert_eq!(sts.metadata.name.as_deref(), Some("cache-shard-0"));
@@ -483,7 +486,7 @@ mod tests {
     #[test]
     fn three_shards_of_two() {
         let r = rc(spec(3, 2));
-        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
         let names: Vec<_> = c
             .statefulsets
             .iter()
@@ -527,7 +530,7 @@ mod tests {
         let mut s = spec(1, 3);
         s.image = "redis:7.0".into();
         let r = rc(s);
-        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
         let pod = c.statefulsets[0]
             .spec
             .as_ref()
@@ -561,7 +564,7 @@ mod tests {
             storage_class_name: Some("fast".into()),
         });
         let r = rc(s);
-        let c = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
         let sts = c.statefulsets[0].spec.as_ref().unwrap();
         let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(
@@ -582,33 +585,51 @@ mod tests {
     fn scale_up_is_immediate_scale_down_waits_for_the_topology() {
         let s = spec(2, 3);
         let cur = BTreeMap::from([(0, 2), (1, 2)]);
-        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [3, 3]);
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, false, &[]).replicas,
+            [3, 3]
+        );
         let s = spec(2, 1);
-        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2]);
-        assert_eq!(shard_plan(&s, &cur, true, &[]).replicas, [1, 1]);
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, false, &[]).replicas,
+            [2, 2]
+        );
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, true, &[]).replicas,
+            [1, 1]
+        );
     }
 
     #[test]
     fn shard_scale_in_keeps_draining_shards_until_removable() {
         let s = spec(2, 2);
         let cur = BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)]);
-        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2, 2, 2]);
-        assert_eq!(shard_plan(&s, &cur, false, &[3]).replicas, [2, 2, 2, 0]);
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, false, &[]).replicas,
+            [2, 2, 2, 2]
+        );
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, false, &[3]).replicas,
+            [2, 2, 2, 0]
+        );
         let s = spec(4, 2);
         let cur = BTreeMap::from([(0, 2), (1, 2)]);
-        assert_eq!(shard_plan(&s, &cur, false, &[]).replicas, [2, 2, 2, 2]);
+        assert_eq!(
+            shard_plan(ClusterShape::of(&s).unwrap(), &cur, false, &[]).replicas,
+            [2, 2, 2, 2]
+        );
     }
 
     #[test]
     fn hash_changes_with_content_only() {
         let r = rc(spec(1, 1));
-        let c1 = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
-        let c2 = children(&r, &shard_plan(&r.spec, &BTreeMap::new(), false, &[]));
+        let c1 = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c2 = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
         let (_, h1) = with_hash(c1.statefulsets[0].clone());
         let (_, h2) = with_hash(c2.statefulsets[0].clone());
         assert_eq!(h1, h2);
         let r3 = rc(spec(1, 2));
-        let c3 = children(&r3, &shard_plan(&r3.spec, &BTreeMap::new(), false, &[]));
+        let c3 = children(&r3, &shard_plan(shape(&r3), &BTreeMap::new(), false, &[]));
         let (obj, h3) = with_hash(c3.statefulsets[0].clone());
         assert_ne!(h1, h3);
         assert_eq!(obj.annotations()[SPEC_HASH], format!("{h3:016x}"));

@@ -1,6 +1,11 @@
-//! Leader election on a `coordination.k8s.io` Lease: only the holder
-//! reconciles. A standby takes over once the holder stops renewing, within
-//! the lease duration.
+//! Leader election on a `coordination.k8s.io` Lease: only the holder runs
+//! the controllers. A standby takes over once the holder stops renewing,
+//! within the lease duration.
+//!
+//! On a lost lease, `run` cancels the controllers, waits for the reconciles
+//! in flight to finish, and exits. The lease library only logs a failed
+//! renewal, so nothing here yet stops a Redis action mid-way when the lease
+//! expires: gating each action on a still-valid lease is issue 13's work.
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
@@ -33,10 +38,6 @@ impl Leadership {
             .await?;
         let (rx, task) = manager.watch().await;
         Ok(Leadership { rx, task })
-    }
-
-    pub fn is_leader(&self) -> bool {
-        *self.rx.borrow()
     }
 
     /// Waits until this process leads. `false` if the election stopped.

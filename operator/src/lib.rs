@@ -1,9 +1,11 @@
 //! The redis-operator: reconciles `RedisCluster` objects into Redis
 //! workloads, forms and reshapes the Redis Cluster, and autoscales it.
 //!
-//! Pure decisions ([`desired`], [`autoscale`], [`status`], the topology
-//! plan) take data and return data; [`controller`], [`metrics_source`] and
-//! the topology executor are the thin I/O edges.
+//! Pure decisions take data and return data: [`shape`], [`desired`],
+//! [`autoscale`], [`status`], the topology plan and the reconcile's
+//! `controller::decide`. The thin I/O edges around them: the controller's
+//! watches, observation and `act`, [`metrics_source`], the topology
+//! executor and [`leader`].
 #![forbid(unsafe_code)]
 
 pub mod autoscale;
@@ -14,6 +16,8 @@ pub mod desired;
 pub mod leader;
 pub mod metrics_source;
 pub mod run;
+pub mod shape;
+pub mod stable_hash;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -4,34 +4,16 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use api::Policy;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Args, LogFormat};
+use crate::cli::Args;
 use crate::controller::{self, Settings};
 use crate::leader::{Leadership, LeaseConfig};
-use crate::telemetry::{self, Metrics};
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+use crate::telemetry::Metrics;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let policy = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading policy file {}", path.display()))?;
-            Policy::from_yaml(&text).with_context(|| format!("policy file {}", path.display()))?
-        }
-        None => Policy::default(),
-    };
+    let policy = edge::load_policy(args.policy.as_deref())?;
     tracing::info!(?policy, namespaces = ?args.namespaces, "starting");
     let client = Client::try_default()
         .await
@@ -44,13 +26,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP on {}", args.metrics_bind))?;
     let http_stop = shutdown.clone();
     let http = tokio::spawn(
-        axum::serve(listener, telemetry::router(metrics.clone()))
+        axum::serve(listener, edge::health_router(metrics.clone()))
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .into_future(),
     );
     let signal_stop = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        edge::shutdown_signal().await;
         tracing::info!("shutting down");
         signal_stop.cancel();
     });
@@ -139,20 +121,4 @@ async fn run_controllers(
         )
     });
     futures::future::join_all(runs).await;
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
-            let _ = ctrl_c.await;
-        }
-    }
 }

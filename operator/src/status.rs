@@ -5,6 +5,7 @@ use api::{MigrationStatus, RedisClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::metrics_source::Reading;
+use crate::shape::ClusterShape;
 
 pub const READY: &str = "Ready";
 pub const SCALING: &str = "Scaling";
@@ -96,11 +97,10 @@ pub enum RedisState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed<'a> {
     pub generation: Option<i64>,
-    pub spec_replicas: i32,
-    pub spec_shards: i32,
-    /// Shards 0..spec_shards in order; missing ones count as empty.
+    pub shape: ClusterShape,
+    /// The shape's shards in order; missing ones count as empty.
     pub shards: &'a [ShardObservation],
-    /// Shards beyond `spec_shards` still being drained.
+    /// Shards beyond the shape's still being drained.
     pub draining_shards: usize,
     pub utilization: Result<Reading, String>,
     pub redis: &'a RedisState,
@@ -127,11 +127,39 @@ pub fn migration_progress(
     }
 }
 
+/// The one-word state in `status.phase`, typed until it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Scaling,
+    Ready,
+    Degraded,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Scaling => "Scaling",
+            Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+        }
+    }
+}
+
+/// A status as built, with its phase still typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    pub status: RedisClusterStatus,
+    pub phase: Phase,
+}
+
 /// Builds the status; conditions keep their `lastTransitionTime` while their
 /// status does not change, so an unchanged cluster yields an equal status
 /// and the controller writes nothing.
-pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterStatus {
-    let desired_shards = usize::try_from(o.spec_shards.max(0)).unwrap_or(0);
+pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
+    let spec_replicas = o.shape.replicas();
+    let desired_shards = usize::try_from(o.shape.shards.get()).unwrap_or(usize::MAX);
     let shard = |i: usize| o.shards.get(i).copied().unwrap_or_default();
     let replicas = (0..desired_shards)
         .map(|i| shard(i).replicas)
@@ -141,15 +169,15 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterS
         .map(|i| shard(i).ready)
         .min()
         .unwrap_or(0);
-    let all_ready = ready >= o.spec_replicas && desired_shards > 0;
+    let all_ready = ready >= spec_replicas && desired_shards > 0;
     let resizing = (0..desired_shards).any(|i| {
         let s = shard(i);
-        s.target != o.spec_replicas || s.replicas != o.spec_replicas
+        s.target != spec_replicas || s.replicas != spec_replicas
     }) || o.draining_shards > 0;
     let migrating = matches!(o.redis, RedisState::Converging(_));
     let redis_ok = matches!(o.redis, RedisState::Converged | RedisState::Unmanaged);
     let some_down = (0..desired_shards)
-        .any(|i| shard(i).ready < shard(i).replicas.min(o.spec_replicas))
+        .any(|i| shard(i).ready < shard(i).replicas.min(spec_replicas))
         && (0..desired_shards).any(|i| shard(i).ready > 0);
 
     let cond = |type_: &str, status: bool, reason: &str, message: String| {
@@ -180,7 +208,7 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterS
             "NodesNotReady",
             format!(
                 "{ready} of {} nodes ready in the least ready shard",
-                o.spec_replicas
+                spec_replicas
             ),
         )
     } else {
@@ -197,7 +225,7 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterS
             "Resizing",
             format!(
                 "moving to {desired_shards} shards of {} nodes",
-                o.spec_replicas
+                spec_replicas
             ),
         )
     } else if migrating {
@@ -233,16 +261,16 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterS
     };
 
     let phase = if degraded_cond.status == "True" {
-        "Degraded"
+        Phase::Degraded
     } else if ready_cond.status == "True" && scaling_cond.status == "False" {
-        "Ready"
+        Phase::Ready
     } else if replicas == 0 && ready == 0 {
-        "Pending"
+        Phase::Pending
     } else {
-        "Scaling"
+        Phase::Scaling
     };
 
-    RedisClusterStatus {
+    let status = RedisClusterStatus {
         replicas,
         ready_replicas: ready,
         // Rounded so sub-0.1 % jitter does not cause status writes.
@@ -253,11 +281,12 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> RedisClusterS
             .map(|r| (r.percent * 10.0).round() / 10.0),
         observed_generation: o.generation,
         conditions: vec![ready_cond, scaling_cond, degraded_cond, metrics_cond],
-        phase: Some(phase.into()),
+        phase: Some(phase.as_str().into()),
         last_scale_time: o.last_scale_time.clone(),
         selector: Some(o.selector.clone()),
         migration: o.migration.clone(),
-    }
+    };
+    Built { status, phase }
 }
 
 #[cfg(test)]
@@ -268,11 +297,19 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
     }
 
+    fn shape(shards: i32, replicas: i32) -> ClusterShape {
+        ClusterShape::of(&api::RedisClusterSpec {
+            shard_count: shards,
+            replicas,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     fn obs<'a>(shards: &'a [ShardObservation], redis: &'a RedisState) -> Observed<'a> {
         Observed {
             generation: Some(3),
-            spec_replicas: 2,
-            spec_shards: 2,
+            shape: shape(2, 2),
             shards,
             draining_shards: 0,
             utilization: Ok(Reading {
@@ -299,7 +336,9 @@ mod tests {
 
     #[test]
     fn all_up_and_converged_is_ready() {
-        let s = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
+        let built = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
+        assert_eq!(built.phase, Phase::Ready);
+        let s = built.status;
         assert_eq!(s.phase.as_deref(), Some("Ready"));
         assert_eq!((s.replicas, s.ready_replicas), (2, 2));
         assert_eq!(s.current_cpu, Some(42.0));
@@ -322,7 +361,7 @@ mod tests {
             ready: 1,
             target: 2,
         };
-        let s = build(None, &obs(&[UP, half], &RedisState::Converged), t(1));
+        let s = build(None, &obs(&[UP, half], &RedisState::Converged), t(1)).status;
         assert_eq!(s.ready_replicas, 1);
         assert_eq!(get(&s, READY).status, "False");
         assert_eq!(get(&s, DEGRADED).status, "True");
@@ -331,7 +370,7 @@ mod tests {
 
     #[test]
     fn nothing_running_is_pending() {
-        let s = build(None, &obs(&[], &RedisState::Unknown), t(1));
+        let s = build(None, &obs(&[], &RedisState::Unknown), t(1)).status;
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         assert_eq!((s.replicas, s.ready_replicas), (0, 0));
     }
@@ -345,12 +384,12 @@ mod tests {
         };
         let shards = [growing, growing];
         let mut o = obs(&shards, &RedisState::Converged);
-        o.spec_replicas = 3;
-        let s = build(None, &o, t(1));
+        o.shape = shape(2, 3);
+        let s = build(None, &o, t(1)).status;
         assert_eq!(get(&s, SCALING).status, "True");
         assert_eq!(s.phase.as_deref(), Some("Scaling"));
         let migrating = RedisState::Converging("moving slots: 100 left".into());
-        let s = build(None, &obs(&[UP, UP], &migrating), t(1));
+        let s = build(None, &obs(&[UP, UP], &migrating), t(1)).status;
         assert_eq!(get(&s, SCALING).reason, "Resharding");
         assert_eq!(get(&s, READY).reason, "TopologyNotReady");
     }
@@ -359,7 +398,7 @@ mod tests {
     fn metrics_unavailable_is_reported() {
         let mut o = obs(&[UP, UP], &RedisState::Converged);
         o.utilization = Err("no metrics yet for pods p0".into());
-        let s = build(None, &o, t(1));
+        let s = build(None, &o, t(1)).status;
         assert_eq!(s.current_cpu, None);
         let c = get(&s, METRICS_AVAILABLE);
         assert_eq!(
@@ -385,18 +424,19 @@ mod tests {
 
     #[test]
     fn unchanged_state_gives_an_equal_status() {
-        let first = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1));
+        let first = build(None, &obs(&[UP, UP], &RedisState::Converged), t(1)).status;
         let again = build(
             Some(&Prior::of(&first)),
             &obs(&[UP, UP], &RedisState::Converged),
             t(500),
-        );
+        )
+        .status;
         assert_eq!(first, again);
         assert_eq!(fingerprint(&first), fingerprint(&again));
         // A flip moves only that condition's transition time.
         let mut o = obs(&[UP, UP], &RedisState::Converged);
         o.utilization = Err("gone".into());
-        let flipped = build(Some(&Prior::of(&first)), &o, t(900));
+        let flipped = build(Some(&Prior::of(&first)), &o, t(900)).status;
         assert_ne!(fingerprint(&first), fingerprint(&flipped));
         assert_eq!(
             get(&flipped, METRICS_AVAILABLE).last_transition_time,
@@ -410,7 +450,7 @@ mod tests {
         let mut o = obs(&[UP, UP], &RedisState::Converged);
         o.last_scale_time = Some(t(7));
         o.migration = Some(migration_progress(None, "moving slots", 5, 1, 2));
-        let s = build(None, &o, t(1));
+        let s = build(None, &o, t(1)).status;
         let p = Prior::of(&s);
         assert_eq!(p.last_scale_time, Some(t(7)));
         assert_eq!(p.migration, s.migration);

@@ -356,6 +356,25 @@ async fn admission_through_the_apiserver() -> Result<()> {
         ],
     )?;
 
+    // Tightening the minimum never rejects a manifest that leaves replicas
+    // out: the webhook, not the schema, fills it in, inside the policy.
+    let mut min2 = up.clone();
+    min2.extend(["--set".into(), "webhook.policy.replicas.min=2".into()]);
+    c.helm_ok(&min2).await?;
+    stack.start_webhook(&c).await?;
+    apply(&c, &manifest("omitted", "  shard_count: 1\n"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let spec = c
+        .kubectl_ok(["get", "rediscluster", "omitted", "-o", "jsonpath={.spec}"])
+        .await?;
+    let spec: serde_json::Value = serde_json::from_str(&spec)?;
+    assert_eq!(spec["replicas"], 2, "{spec}");
+    assert_eq!(spec["scaling_threshold"], 70.0, "{spec}");
+    // Given, a value below the new minimum is still refused.
+    let msg = refused(&c, &manifest("one", "  replicas: 1\n")).await?;
+    must_contain(&msg, &["spec.replicas: 1 is below the minimum 2"])?;
+
     // Defence in depth: without the webhook, the schema and CEL rules still refuse.
     let mut off = up.clone();
     off.extend(["--set".into(), "webhook.enabled=false".into()]);

@@ -549,7 +549,36 @@ async fn children_status_scale_and_garbage_collection() -> Result<()> {
         );
     }
     // The operator does not bring anything of the deleted cluster back.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Not a sleep: wait until its watch has dropped the cluster, then until
+    // it has reconciled a change to the other cluster made after that, so
+    // the check below runs after the operator has acted on the deletion.
+    wait_for(
+        "the operator to forget the deleted cluster",
+        Duration::from_secs(30),
+        || async { Ok((operator_sample(&stack, 0, MANAGED).await? == 1.0).then_some(())) },
+    )
+    .await?;
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        "redis-cluster",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"autoscaling_paused":true}}"#,
+    ])
+    .await?;
+    wait_for(
+        "the operator to reconcile the other cluster's new generation",
+        Duration::from_secs(30),
+        || async {
+            let v = rc(&c, "redis-cluster").await?;
+            let seen = v["status"]["observed_generation"] == v["metadata"]["generation"];
+            Ok(seen.then_some(()))
+        },
+    )
+    .await?;
     let left = c
         .kubectl_ok([
             "get",
@@ -932,7 +961,8 @@ fn table_rows_follow_the_header_columns() -> Result<()> {
         ]
     );
     assert_eq!(table_row(out, "x")?[2].1, "12");
-    assert!(table_row(out, "nope").is_err());
+    let err = table_row(out, "nope").unwrap_err().to_string();
+    assert_eq!(err, format!("no row nope in:\n{out}"));
     Ok(())
 }
 

@@ -685,6 +685,12 @@ async fn invalid_desired_is_rejected() -> Result<()> {
         }
     }
     let dup = vec![m[0].clone(), m[0].clone()];
-    ensure!(topology::step(&dup, &desired(1, 1), &opts()).await.is_err());
+    match topology::step(&dup, &desired(1, 1), &opts()).await {
+        Err(topology::TopologyError::InvalidDesired(why)) => ensure!(
+            why == format!("address {} is listed for two members", m[0].addr),
+            "{why}"
+        ),
+        other => bail!("two members at one address: {other:?}"),
+    }
     Ok(())
 }

@@ -475,14 +475,32 @@ async fn replaced_certificate_files_are_served_without_restart() -> Result<()> {
         .json(&review("o", "CREATE", json!({})))
         .send()
         .await;
-    assert!(
-        err.is_err(),
-        "the old CA still verifies the served certificate"
-    );
+    // Refused by certificate verification, not by anything else.
+    let err = match err {
+        Ok(r) => panic!("the old CA still verifies the served certificate: {r:?}"),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(err.contains("InvalidCertificate"), "{err}");
 
-    // Garbage in the files keeps the current certificate.
+    // Garbage in the files keeps the current certificate. Not a sleep: the
+    // webhook logs each refused reload, so wait for that line.
+    // (A reload between the two renames above may have been refused too.)
+    let log = w.dir.join("webhook.log");
+    let refusals = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.matches("certificate not (re)loaded").count()
+    };
+    let before = refusals();
     std::fs::write(certs.join("tls.key"), "garbage")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(
+        "the garbage key to be refused",
+        Duration::from_secs(15),
+        || {
+            let refused = refusals() > before;
+            async move { Ok(refused.then_some(())) }
+        },
+    )
+    .await?;
     let c = client_for(&fresh);
     let (code, _) = post(&c, &w, "/validate", &review("g", "CREATE", json!({}))).await;
     assert_eq!(code, 200);

@@ -227,17 +227,19 @@ fn mutate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionRe
             ),
         );
     }
-    let ops = api::defaults::default_patch(&object.data, policy);
-    if ops.is_empty() {
+    let patch = api::defaults::default_patch(&object.data, policy);
+    if patch.is_empty() {
         return response;
     }
-    let patch: json_patch::Patch = match serde_json::from_value(Value::Array(ops)) {
-        Ok(p) => p,
-        Err(e) => return deny(response, 500, format!("building the defaulting patch: {e}")),
-    };
+    // Encoding typed operations of JSON values cannot fail; were it to, the
+    // object is admitted as it is (the schema defaults hold) and says so.
     match response.clone().with_patch(patch) {
         Ok(r) => r,
-        Err(e) => deny(response, 500, format!("encoding the defaulting patch: {e}")),
+        Err(e) => {
+            let mut response = response;
+            response.warnings = Some(vec![format!("defaults not applied: {e}")]);
+            response
+        }
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::Policy;
 use certs::ReloadingResolver;
 use certs::rotation::RotationPolicy;
 use certs::store::{SelfManaged, SelfManagedConfig, service_sans};
@@ -13,19 +12,9 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{GenerateArgs, LogFormat, ServeArgs};
+use crate::cli::{GenerateArgs, ServeArgs};
 use crate::metrics::Metrics;
 use crate::server::{self, AppState};
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 pub fn generate_certs(args: &GenerateArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
@@ -58,14 +47,7 @@ fn write_atomically(path: &std::path::Path, content: &str) -> std::io::Result<()
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let policy = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading policy file {}", path.display()))?;
-            Policy::from_yaml(&text).with_context(|| format!("policy file {}", path.display()))?
-        }
-        None => Policy::default(),
-    };
+    let policy = edge::load_policy(args.policy.as_deref())?;
     tracing::info!(?policy, "admission policy");
 
     let resolver = ReloadingResolver::new();
@@ -130,11 +112,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.spawn(server::serve_plain(
         ops_listener,
         args.max_connections as usize,
-        server::ops_router(state),
+        edge::health_router(Arc::new(state)),
         shutdown.clone(),
     ));
 
-    wait_for_signal().await;
+    edge::shutdown_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
@@ -172,25 +154,4 @@ fn self_managed_config(args: &ServeArgs, secret: &str) -> anyhow::Result<SelfMan
             ..RotationPolicy::default()
         },
     })
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

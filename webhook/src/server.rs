@@ -9,9 +9,9 @@ use api::Policy;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use certs::ReloadingResolver;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -87,40 +87,18 @@ async fn handle(State(s): State<AppState>, endpoint: Endpoint, body: Bytes) -> R
     (status, axum::Json(answer.body)).into_response()
 }
 
-pub fn ops_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<AppState>| async move {
-                if s.resolver.is_loaded() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no serving certificate loaded",
-                    )
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<AppState>| async move {
-                match s.metrics.render() {
-                    Ok(text) => (
-                        StatusCode::OK,
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-                }
-            }),
-        )
-        .with_state(state)
+impl edge::Health for AppState {
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.render()
+    }
+
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.resolver.is_loaded() {
+            Ok(())
+        } else {
+            Err("no serving certificate loaded")
+        }
+    }
 }
 
 /// The rustls configuration: ring provider, TLS 1.2 and 1.3, HTTP/1.1 only

@@ -1,7 +1,7 @@
 //! Redis Cluster topology: the Redis-side half of the operator.
 //!
 //! [`step`] is called once per reconcile. It observes every member over RESP
-//! ([`observe()`]), asks the pure planner ([`plan`]) for the next safe batch of
+//! (`observe`), asks the pure planner ([`plan`]) for the next safe batch of
 //! actions, executes it (`exec`), and repeats until the topology converges,
 //! something outside its control blocks it, or its time budget runs out. It
 //! returns a [`Report`]; the operator requeues until `converged`, and deletes
@@ -33,7 +33,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use error::TopologyError;
-pub use observe::observe;
 pub use plan::{Action, Limits, NodeRef, Observation, Outcome, Plan};
 
 /// One Redis pod: its shard (StatefulSet index), ordinal within the
@@ -97,8 +96,11 @@ impl Default for StepOptions {
 pub struct Report {
     /// Desired topology reached, cluster_state ok everywhere, no open slot.
     pub converged: bool,
-    /// Human-readable, for events and logs.
+    /// Human-readable, for events and logs; capped, with a last line
+    /// saying how many more were taken.
     pub actions_taken: Vec<String>,
+    /// Actions taken in all, counted also past the cap of `actions_taken`.
+    pub actions: u64,
     pub slots_moved: u32,
     pub keys_moved: u64,
     pub slots_left_to_move: u32,
@@ -111,8 +113,6 @@ pub struct Report {
     /// desired.nodes_per_shard is a primary and such members were forgotten:
     /// the operator may now shrink the StatefulSets.
     pub replicas_removable: bool,
-    /// Wall-clock time of the call.
-    pub elapsed: Duration,
     /// Time spent moving slots (for keys/s and the migration-duration metric).
     pub migration_time: Duration,
 }
@@ -181,6 +181,7 @@ pub async fn step(
                 });
             }
             logged += 1;
+            report.actions += 1;
             if budget.exhausted() {
                 break;
             }
@@ -195,7 +196,6 @@ pub async fn step(
     }
     report.slots_moved = budget.slots_moved;
     report.keys_moved = budget.keys_moved;
-    report.elapsed = start.elapsed();
     Ok(report)
 }
 

@@ -339,16 +339,29 @@ ab69dcacf45e411d3affb5748b0f05d08df96e4d 127.9.0.1:6379@16379 master - 0 1795488
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse_cluster_nodes("").is_err());
-        assert!(parse_cluster_nodes("hello world").is_err());
+        let err = |text: &str| parse_cluster_nodes(text).unwrap_err();
+        assert_eq!(err(""), "empty reply");
+        assert_eq!(
+            err("hello world"),
+            r#"line 1: expected at least 8 fields, got 2: "hello world""#
+        );
         let bad_slot = "6ec2ae1dbab4d0b3b4a1ea21b4e9a3b8df6a4a5c 127.0.0.1:1@2 master - 0 0 0 connected 16384\n";
-        assert!(parse_cluster_nodes(bad_slot).is_err());
+        assert_eq!(
+            err(bad_slot),
+            format!("line 1: bad slot \"16384\": {:?}", bad_slot.trim_end())
+        );
         let reversed =
             "6ec2ae1dbab4d0b3b4a1ea21b4e9a3b8df6a4a5c 127.0.0.1:1@2 master - 0 0 0 connected 9-3\n";
-        assert!(parse_cluster_nodes(reversed).is_err());
+        assert_eq!(
+            err(reversed),
+            format!("line 1: bad slot range \"9-3\": {:?}", reversed.trim_end())
+        );
         let dup = "6ec2ae1dbab4d0b3b4a1ea21b4e9a3b8df6a4a5c 127.0.0.1:1@2 master - 0 0 0 connected\n\
                    6ec2ae1dbab4d0b3b4a1ea21b4e9a3b8df6a4a5c 127.0.0.1:1@2 master - 0 0 0 connected\n";
-        assert!(parse_cluster_nodes(dup).is_err());
+        assert_eq!(
+            err(dup),
+            "line 2: node id 6ec2ae1dbab4d0b3b4a1ea21b4e9a3b8df6a4a5c listed twice"
+        );
     }
 
     #[test]

@@ -14,13 +14,7 @@ use redis::aio::MultiplexedConnection;
 use super::exec::{self, Conns};
 use super::model::{parse_cluster_info, parse_cluster_nodes, parse_replication};
 use super::plan::{NodeObs, NodeState, Observation};
-use super::{Desired, Member, StepOptions};
-
-/// Observes `members` with fresh connections (for status and tests).
-pub async fn observe(members: &[Member], desired: &Desired, opts: &StepOptions) -> Observation {
-    let mut conns = Conns::new(opts);
-    observe_with(&mut conns, members, desired).await
-}
+use super::{Desired, Member};
 
 pub(crate) async fn observe_with(
     conns: &mut Conns,

@@ -1,0 +1,170 @@
+//! Carries out an [`Intent`]: the only place the reconcile writes to the
+//! API. Each write is the intent's; nothing here decides.
+
+use api::{RedisCluster, RedisClusterStatus};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde_json::json;
+
+use super::decide::{ChildObject, Intent, Note, ToApply};
+use super::events::Events;
+use super::memory::ClusterMemory;
+use super::{Error, kube_err};
+use crate::desired::{self, MANAGER};
+use crate::telemetry::{DirectionLabels, Metrics};
+
+/// What `act` writes with.
+#[derive(Clone)]
+pub(super) struct Writer {
+    pub(super) client: Client,
+    pub(super) events: Events,
+    pub(super) metrics: std::sync::Arc<Metrics>,
+}
+
+/// Performs `intent` for `rc` in `ns`, and records in `mem` what it did.
+pub(super) async fn act(
+    w: &Writer,
+    rc: &RedisCluster,
+    ns: &str,
+    intent: Intent,
+    mem: &mut ClusterMemory,
+) -> Result<Action, Error> {
+    let name = rc.meta().name.as_deref().unwrap_or_default();
+    for note in &intent.events {
+        w.events.note(rc, note).await;
+    }
+    let mut writes = intent.apply.len();
+    for child in &intent.apply {
+        apply(&w.client, ns, child).await?;
+    }
+    if let Some(rendered) = intent.rendered {
+        mem.rendered = Some(rendered);
+    }
+    for &shard in &intent.drop_shards {
+        writes += drop_shard(&w.client, ns, &desired::statefulset_name(name, shard)).await?;
+        w.events.note(rc, &Note::ShardRemoved(shard)).await;
+    }
+    if let Some(created) = &intent.created
+        && writes > 0
+    {
+        w.events.note(rc, created).await;
+    }
+    mem.autoscale = intent.autoscale;
+    let api: Api<RedisCluster> = Api::namespaced(w.client.clone(), ns);
+    if let Some(status) = &intent.status
+        && let Err(e) = write_status(&api, name, ns, status).await
+    {
+        // A step that could not be written must not hold the next decisions.
+        mem.autoscale.pending_generation = None;
+        return Err(e);
+    }
+    // The status write above recorded the scaling time first: if we die
+    // between the two writes, the cooldown prevents a second step.
+    if let Some(step) = intent.scale {
+        let params = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        let patch = Patch::Merge(json!({ "spec": { "replicas": step.to } }));
+        if let Err(e) = api.patch_scale(name, &params, &patch).await {
+            mem.autoscale.pending_generation = None;
+            return Err(kube_err("scaling", "RedisCluster", &format!("{ns}/{name}"))(e));
+        }
+        let direction = if step.to > step.from { "up" } else { "down" };
+        w.metrics
+            .scaling_events
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+        w.events.note(rc, &Note::Scaled(step)).await;
+        tracing::info!(cluster = %format_args!("{ns}/{name}"), from = step.from, to = step.to, "scaled");
+    }
+    Ok(Action::requeue(intent.requeue))
+}
+
+/// Applies one child with Server-Side Apply, taking over its fields.
+async fn apply(client: &Client, ns: &str, child: &ToApply) -> Result<(), Error> {
+    match &child.object {
+        ChildObject::ConfigMap(o) => patch(client, ns, &child.name, o).await,
+        ChildObject::Service(o) => patch(client, ns, &child.name, o).await,
+        ChildObject::StatefulSet(o) => patch(client, ns, &child.name, o).await,
+        ChildObject::Pdb(o) => patch(client, ns, &child.name, o).await,
+    }
+    .map_err(kube_err(
+        "applying",
+        child.kind().as_str(),
+        &format!("{ns}/{}", child.name),
+    ))
+}
+
+async fn patch<K>(client: &Client, ns: &str, name: &str, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+}
+
+/// Deletes a drained shard's StatefulSet and PDB; returns how many were
+/// there to delete.
+async fn drop_shard(client: &Client, ns: &str, name: &str) -> Result<usize, Error> {
+    let dp = DeleteParams::default();
+    let mut deleted = 0;
+    for result in [
+        Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+        Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err("deleting", "shard", &format!("{ns}/{name}"))(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+async fn write_status(
+    api: &Api<RedisCluster>,
+    name: &str,
+    ns: &str,
+    status: &RedisClusterStatus,
+) -> Result<(), Error> {
+    // Server-Side Apply, so fields we stop setting are removed.
+    let body = json!({
+        "apiVersion": "redis.example.com/v1alpha1",
+        "kind": "RedisCluster",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(
+        "writing status of",
+        "RedisCluster",
+        &format!("{ns}/{name}"),
+    ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,445 @@
+//! The reconcile's decision: what was observed in, an [`Intent`] out. No
+//! client and no clock here, so every rule is a table test away.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use api::{Range, RedisCluster, RedisClusterStatus};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use crate::autoscale::{self, Decision};
+use crate::cache::{self, Key};
+use crate::desired::{self, ShardPlan};
+use crate::metrics_source::{self, Reading};
+use crate::shape::ClusterShape;
+use crate::status::{self, Phase, Prior, RedisState, ShardObservation};
+use crate::topology::Report;
+
+/// The kinds of child a cluster has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChildKind {
+    ConfigMap,
+    Service,
+    StatefulSet,
+    Pdb,
+}
+
+impl ChildKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::ConfigMap => "ConfigMap",
+            ChildKind::Service => "Service",
+            ChildKind::StatefulSet => "StatefulSet",
+            ChildKind::Pdb => "PodDisruptionBudget",
+        }
+    }
+}
+
+/// A rendered child, stamped with its hash.
+// Unboxed: each is built once, moved into the intent's list and applied.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChildObject {
+    ConfigMap(ConfigMap),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    Pdb(PodDisruptionBudget),
+}
+
+/// A child whose live copy does not carry its hash: it is to be applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToApply {
+    pub name: String,
+    pub object: ChildObject,
+}
+
+impl ToApply {
+    pub fn kind(&self) -> ChildKind {
+        match self.object {
+            ChildObject::ConfigMap(_) => ChildKind::ConfigMap,
+            ChildObject::Service(_) => ChildKind::Service,
+            ChildObject::StatefulSet(_) => ChildKind::StatefulSet,
+            ChildObject::Pdb(_) => ChildKind::Pdb,
+        }
+    }
+}
+
+/// One child as last rendered, by its key in the child lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderedChild {
+    pub kind: ChildKind,
+    pub key: Key,
+    pub hash: u64,
+}
+
+/// What the children were last rendered from. While the spec (generation)
+/// and the shard plan stay the same and every child still carries its
+/// hash, a reconcile need not render and hash them again: a no-op
+/// reconcile is then a few map lookups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub generation: Option<i64>,
+    pub plan: Vec<i32>,
+    pub children: Vec<RenderedChild>,
+}
+
+/// The live children as the caches hold them.
+pub trait Live {
+    /// The key of the child `name` in the cluster's namespace.
+    fn key(&self, name: &str) -> Key;
+    /// The spec hash on the cached copy of a child, if cached and hashed.
+    fn hash(&self, kind: ChildKind, key: Key) -> Option<u64>;
+}
+
+/// Where the Redis side stands, from this reconcile's topology step.
+#[derive(Debug, Clone, Copy)]
+pub enum Topology<'a> {
+    /// `--manage-topology=false`: the objects simply follow the spec.
+    Unmanaged,
+    /// Not every expected pod runs yet: no step was taken.
+    Waiting,
+    Stepped(&'a Report),
+    Failed(&'a str),
+}
+
+/// Everything a decision is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub rc: &'a RedisCluster,
+    pub name: &'a str,
+    pub shape: ClusterShape,
+    /// The cluster's StatefulSets, as cached.
+    pub sets: &'a [cache::SetState],
+    /// Pods per existing StatefulSet, by shard.
+    pub current: &'a BTreeMap<u32, i32>,
+    pub topology: Topology<'a>,
+    pub utilization: &'a Result<Reading, String>,
+    /// The status as last written, from the watch.
+    pub prior: Option<&'a Prior>,
+    /// The replicas the policy lets the autoscaler choose from.
+    pub range: Range<i32>,
+    pub metrics_interval: Duration,
+    pub now: Timestamp,
+}
+
+/// What the last reconciles left that this one decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct Remembered<'a> {
+    pub rendered: Option<&'a Rendered>,
+    pub autoscale: autoscale::State,
+}
+
+/// A scaling step to write through the scale subresource.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub from: i32,
+    pub to: i32,
+    /// The utilisation it was decided on, for the event.
+    pub cpu: Option<f64>,
+    pub threshold: f64,
+}
+
+/// An event, typed until it is published.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// The topology step acted: its first actions, and how many it took.
+    TopologyChanged {
+        shown: Vec<String>,
+        taken: u64,
+    },
+    MetricsUnavailable(String),
+    Created {
+        statefulsets: usize,
+        nodes: i32,
+    },
+    ShardRemoved(u32),
+    Scaled(Step),
+}
+
+/// What a reconcile is to do, in the order `act` does it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// Events published before anything is written.
+    pub events: Vec<Note>,
+    /// Children whose live copies lack their hash, in apply order.
+    pub apply: Vec<ToApply>,
+    /// What to remember once every child is applied; `None` keeps the
+    /// memory as it is (nothing was rendered).
+    pub rendered: Option<Rendered>,
+    /// Drained shards whose StatefulSet and PDB are to be deleted.
+    pub drop_shards: Vec<u32>,
+    /// Announced when this reconcile made the first writes of a cluster.
+    pub created: Option<Note>,
+    /// The status to write; `None` when it would not change.
+    pub status: Option<RedisClusterStatus>,
+    pub scale: Option<Step>,
+    /// The autoscaler's memory after this decision.
+    pub autoscale: autoscale::State,
+    pub requeue: Duration,
+}
+
+/// Topology actions named in an event; the rest are counted.
+const SHOWN_ACTIONS: usize = 5;
+/// How long a reconcile waits for its own scaling write to show.
+const SETTLING_REQUEUE: Duration = Duration::from_secs(1);
+/// The requeue while something is still moving.
+const BUSY_REQUEUE: Duration = Duration::from_secs(3);
+
+/// Decides a reconcile.
+pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
+    let redis = RedisView::of(i);
+    let plan = desired::shard_plan(i.shape, i.current, redis.surplus_ok, &redis.removable);
+    let (apply, rendered) = children(i, &plan, mem.rendered, live);
+    let drop_shards = plan
+        .replicas
+        .iter()
+        .zip(0u32..)
+        .filter(|&(&replicas, shard)| replicas == 0 && i.current.contains_key(&shard))
+        .map(|(_, shard)| shard)
+        .collect();
+    let created = i.sets.is_empty().then(|| Note::Created {
+        statefulsets: plan.kept().count(),
+        nodes: i.rc.spec.replicas,
+    });
+    let mut events = Vec::new();
+    if let Some(note) = redis.note {
+        events.push(note);
+    }
+    let was_available = i.prior.and_then(|p| p.is_true(status::METRICS_AVAILABLE));
+    if let (Err(why), Some(true)) = (i.utilization, was_available) {
+        events.push(Note::MetricsUnavailable(why.clone()));
+    }
+    let mut autoscale = mem.autoscale;
+    let decision = autoscale::decide(&autoscale_inputs(i), &mut autoscale);
+    let mut intent = Intent {
+        events,
+        apply,
+        rendered,
+        drop_shards,
+        created,
+        status: None,
+        scale: None,
+        autoscale,
+        requeue: SETTLING_REQUEUE,
+    };
+    if decision == Decision::Hold(autoscale::HoldReason::Settling) {
+        // This copy predates our own scaling write (its status lacks the new
+        // last_scale_time): write nothing from it. The write's watch event
+        // brings the fresh copy and another reconcile.
+        return intent;
+    }
+    intent.scale = match decision {
+        Decision::Scale { from, to } => Some(Step {
+            from,
+            to,
+            cpu: i.utilization.as_ref().ok().map(|r| r.percent),
+            threshold: i.rc.spec.scaling_threshold,
+        }),
+        Decision::Hold(_) => None,
+    };
+    let built = build_status(i, &redis.state, intent.scale.is_some());
+    let busy = !matches!(redis.state, RedisState::Converged | RedisState::Unmanaged)
+        || built.phase != Phase::Ready;
+    intent.requeue = if busy {
+        BUSY_REQUEUE.min(i.metrics_interval)
+    } else {
+        i.metrics_interval
+    };
+    if i.prior.map(|p| p.fingerprint) != Some(status::fingerprint(&built.status)) {
+        intent.status = Some(built.status);
+    }
+    intent
+}
+
+/// The topology step's report, as the rest of the decision needs it.
+struct RedisView {
+    state: RedisState,
+    /// Pods beyond the shape may go (their nodes were emptied and forgotten).
+    surplus_ok: bool,
+    /// Shards beyond the shape whose objects may go.
+    removable: Vec<u32>,
+    note: Option<Note>,
+}
+
+impl RedisView {
+    fn of(i: &Inputs<'_>) -> RedisView {
+        let nothing = |state| RedisView {
+            state,
+            surplus_ok: false,
+            removable: Vec::new(),
+            note: None,
+        };
+        match i.topology {
+            // Without topology management nothing can be drained safely, so
+            // the objects follow the spec; the admin chose that with the flag.
+            Topology::Unmanaged => RedisView {
+                state: RedisState::Unmanaged,
+                surplus_ok: true,
+                removable: i
+                    .current
+                    .keys()
+                    .copied()
+                    .filter(|&s| !i.shape.has_shard(s))
+                    .collect(),
+                note: None,
+            },
+            Topology::Waiting => nothing(RedisState::Unknown),
+            Topology::Failed(why) => nothing(RedisState::Error(why.to_string())),
+            Topology::Stepped(r) => RedisView {
+                state: if r.converged {
+                    RedisState::Converged
+                } else {
+                    RedisState::Converging(r.message.clone())
+                },
+                surplus_ok: r.replicas_removable,
+                removable: r.removable_shards.clone(),
+                note: (r.actions > 0).then(|| Note::TopologyChanged {
+                    shown: r
+                        .actions_taken
+                        .iter()
+                        .take(SHOWN_ACTIONS)
+                        .cloned()
+                        .collect(),
+                    taken: r.actions,
+                }),
+            },
+        }
+    }
+}
+
+/// The children to apply for `plan`, and what to remember of them; nothing
+/// is rendered while the last rendering still holds.
+fn children(
+    i: &Inputs<'_>,
+    plan: &ShardPlan,
+    last: Option<&Rendered>,
+    live: &impl Live,
+) -> (Vec<ToApply>, Option<Rendered>) {
+    let generation = i.rc.meta().generation;
+    let up_to_date = last.is_some_and(|r| {
+        r.generation == generation
+            && r.plan == plan.replicas
+            && r.children
+                .iter()
+                .all(|c| live.hash(c.kind, c.key) == Some(c.hash))
+    });
+    if up_to_date {
+        return (Vec::new(), None);
+    }
+    let rendered = desired::children(i.rc, plan);
+    let stamped = [
+        stamp(rendered.config, ChildObject::ConfigMap),
+        stamp(rendered.headless, ChildObject::Service),
+        stamp(rendered.client, ChildObject::Service),
+    ]
+    .into_iter()
+    .chain((rendered.statefulsets.into_iter()).map(|o| stamp(o, ChildObject::StatefulSet)))
+    .chain(
+        rendered
+            .pdbs
+            .into_iter()
+            .map(|o| stamp(o, ChildObject::Pdb)),
+    );
+    let mut apply = Vec::new();
+    let mut children = Vec::new();
+    for (child, hash) in stamped {
+        let key = live.key(&child.name);
+        let kind = child.kind();
+        children.push(RenderedChild { kind, key, hash });
+        if live.hash(kind, key) != Some(hash) {
+            apply.push(child);
+        }
+    }
+    let rendered = Rendered {
+        generation,
+        plan: plan.replicas.clone(),
+        children,
+    };
+    (apply, Some(rendered))
+}
+
+/// `obj` with its hash annotation, to apply, and the hash.
+fn stamp<K: Resource + serde::Serialize>(obj: K, wrap: fn(K) -> ChildObject) -> (ToApply, u64) {
+    let (obj, hash) = desired::with_hash(obj);
+    let name = obj.name_any();
+    (
+        ToApply {
+            name,
+            object: wrap(obj),
+        },
+        hash,
+    )
+}
+
+fn autoscale_inputs(i: &Inputs<'_>) -> autoscale::Inputs {
+    let spec = &i.rc.spec;
+    let seconds = |s: i32| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+    autoscale::Inputs {
+        replicas: spec.replicas,
+        range: i.range,
+        threshold: spec.scaling_threshold,
+        paused: spec.autoscaling_paused,
+        utilization: i.utilization.as_ref().ok().map(|r| r.percent),
+        cooldown: seconds(spec.scale_up_cooldown_seconds),
+        window: seconds(spec.scale_down_stabilization_seconds),
+        last_scale: i
+            .prior
+            .and_then(|p| p.last_scale_time.as_ref())
+            .map(|t| metrics_source::unix_seconds(t.0)),
+        now: metrics_source::unix_seconds(i.now),
+        generation: i.rc.meta().generation,
+    }
+}
+
+fn build_status(i: &Inputs<'_>, redis: &RedisState, scaled: bool) -> status::Built {
+    let shards: Vec<ShardObservation> = (0..i.shape.shards.get())
+        .map(|shard| {
+            i.sets
+                .iter()
+                .find(|s| s.ownership.shard == Some(shard))
+                .map(|s| ShardObservation {
+                    replicas: s.current,
+                    ready: s.ready,
+                    target: s.replicas.unwrap_or(0),
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let draining_shards = i.current.keys().filter(|&&s| !i.shape.has_shard(s)).count();
+    let prior = i.prior;
+    let last_scale_time = if scaled {
+        Some(Time(i.now))
+    } else {
+        prior.and_then(|p| p.last_scale_time.clone())
+    };
+    let migration = match i.topology {
+        Topology::Stepped(r) => Some(status::migration_progress(
+            prior.and_then(|p| p.migration.as_ref()),
+            &r.message,
+            r.slots_left_to_move,
+            r.slots_moved,
+            r.keys_moved,
+        )),
+        _ => prior.and_then(|p| p.migration.clone()),
+    };
+    let observed = status::Observed {
+        generation: i.rc.meta().generation,
+        shape: i.shape,
+        shards: &shards,
+        draining_shards,
+        utilization: i.utilization.clone(),
+        redis,
+        selector: desired::selector_string(i.name),
+        last_scale_time,
+        migration,
+    };
+    status::build(prior, &observed, Time(i.now))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! Decision tables: each case is the observed world of one reconcile and
+//! the exact intent expected of it.
+
+use super::*;
+use crate::controller::fixtures::*;
+
+/// The parts of an intent a case states, all of them exactly.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    events: Vec<Note>,
+    apply: Vec<(ChildKind, String)>,
+    remembers: bool,
+    drop_shards: Vec<u32>,
+    created: Option<Note>,
+    /// The phase of the status to write, if one is written.
+    status: Option<String>,
+    scale: Option<Step>,
+    requeue: Duration,
+}
+
+fn summary(intent: &Intent) -> Summary {
+    Summary {
+        events: intent.events.clone(),
+        apply: intent
+            .apply
+            .iter()
+            .map(|c| (c.kind(), c.name.clone()))
+            .collect(),
+        remembers: intent.rendered.is_some(),
+        drop_shards: intent.drop_shards.clone(),
+        created: intent.created.clone(),
+        status: intent.status.as_ref().and_then(|s| s.phase.clone()),
+        scale: intent.scale,
+        requeue: intent.requeue,
+    }
+}
+
+fn names(kinds_names: &[(ChildKind, &str)]) -> Vec<(ChildKind, String)> {
+    kinds_names
+        .iter()
+        .map(|(k, n)| (*k, n.to_string()))
+        .collect()
+}
+
+use ChildKind::{ConfigMap as Cm, Pdb, Service as Svc, StatefulSet as Sts};
+
+/// The children of a 2-shard cluster, in apply order.
+fn two_shards() -> Vec<(ChildKind, String)> {
+    names(&[
+        (Cm, "cache-config"),
+        (Svc, "cache-headless"),
+        (Svc, "cache"),
+        (Sts, "cache-shard-0"),
+        (Sts, "cache-shard-1"),
+        (Pdb, "cache-shard-0"),
+        (Pdb, "cache-shard-1"),
+    ])
+}
+
+fn quiet(requeue: Duration) -> Summary {
+    Summary {
+        events: vec![],
+        apply: vec![],
+        remembers: false,
+        drop_shards: vec![],
+        created: None,
+        status: None,
+        scale: None,
+        requeue,
+    }
+}
+
+#[test]
+fn a_new_cluster_creates_every_child_and_announces_it() {
+    let mut world = World::new(rc(2, 2), vec![]);
+    world.report = None;
+    world.utilization = Err("no ready Redis pods".into());
+    let intent = world.decide();
+    assert_eq!(
+        summary(&intent),
+        Summary {
+            apply: two_shards(),
+            remembers: true,
+            created: Some(Note::Created {
+                statefulsets: 2,
+                nodes: 2
+            }),
+            status: Some("Pending".into()),
+            ..quiet(BUSY_REQUEUE)
+        }
+    );
+    let sts = intent.apply.iter().find_map(|c| match &c.object {
+        ChildObject::StatefulSet(s) => Some(s),
+        _ => None,
+    });
+    let replicas = sts.and_then(|s| s.spec.as_ref()?.replicas);
+    assert_eq!(replicas, Some(2));
+}
+
+#[test]
+fn a_settled_cluster_is_a_no_op() {
+    let world = settled();
+    assert_eq!(summary(&world.decide()), quiet(INTERVAL));
+}
+
+#[test]
+fn a_child_changed_behind_our_back_alone_is_applied_again() {
+    let mut world = settled();
+    let key = world.live.key("cache-shard-1");
+    world.live.hashes.insert((Sts, key), 7);
+    assert_eq!(
+        summary(&world.decide()),
+        Summary {
+            apply: names(&[(Sts, "cache-shard-1")]),
+            remembers: true,
+            ..quiet(INTERVAL)
+        }
+    );
+}
+
+#[test]
+fn a_spec_change_renders_again_and_applies_what_changed() {
+    let mut world = settled();
+    world.rc.metadata.generation = Some(GENERATION + 1);
+    world.rc.spec.image = "redis:7.4".into();
+    let intent = world.decide();
+    assert_eq!(
+        summary(&intent).apply,
+        names(&[(Sts, "cache-shard-0"), (Sts, "cache-shard-1")])
+    );
+    // A new generation with the same children writes nothing.
+    let mut world = settled();
+    world.rc.metadata.generation = Some(GENERATION + 1);
+    let s = summary(&world.decide());
+    assert_eq!((s.apply, s.remembers), (vec![], true));
+}
+
+#[test]
+fn load_above_the_threshold_scales_up_one_step_and_records_it() {
+    let mut world = settled();
+    world.utilization = cpu(90.0);
+    let intent = world.decide();
+    let step = Step {
+        from: 2,
+        to: 3,
+        cpu: Some(90.0),
+        threshold: 70.0,
+    };
+    assert_eq!(
+        summary(&intent),
+        Summary {
+            status: Some("Ready".into()),
+            scale: Some(step),
+            ..quiet(INTERVAL)
+        }
+    );
+    let status = intent.status.as_ref().unwrap();
+    assert_eq!(status.last_scale_time, Some(Time(t(10_000))));
+    assert_eq!(intent.autoscale.pending_generation, Some(GENERATION));
+    // The next reconcile on the same (stale) copy takes no second step.
+    let again = world.after(&intent).decide();
+    assert_eq!(summary(&again), quiet(SETTLING_REQUEUE));
+}
+
+#[test]
+fn drained_shards_are_dropped_once_the_topology_says_so() {
+    let sets = vec![set(0, 2, 2), set(1, 2, 2), set(2, 2, 2)];
+    let mut world = World::new(rc(2, 2), sets);
+    world.report = Some(Report {
+        converged: false,
+        message: "moving slots".into(),
+        ..Default::default()
+    });
+    let keep = summary(&world.decide());
+    assert_eq!(keep.drop_shards, vec![] as Vec<u32>);
+    assert_eq!(keep.status.as_deref(), Some("Scaling"));
+    assert!(keep.apply.contains(&(Sts, "cache-shard-2".into())));
+
+    world.report = Some(Report {
+        removable_shards: vec![2],
+        ..converged()
+    });
+    let drop = summary(&world.decide());
+    assert_eq!(drop.drop_shards, [2]);
+    assert_eq!(drop.apply, two_shards());
+}
+
+#[test]
+fn without_topology_management_extra_shards_go_at_once() {
+    let sets = vec![set(0, 3, 3), set(1, 3, 3), set(2, 3, 3)];
+    let mut world = World::new(rc(2, 2), sets);
+    world.unmanaged = true;
+    let intent = world.decide();
+    assert_eq!(intent.drop_shards, [2]);
+    let replicas: Vec<_> = intent
+        .apply
+        .iter()
+        .filter_map(|c| match &c.object {
+            ChildObject::StatefulSet(s) => s.spec.as_ref()?.replicas,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replicas, [2, 2]);
+}
+
+#[test]
+fn surplus_replicas_stay_until_the_topology_releases_them() {
+    let mut world = World::new(rc(1, 2), vec![set(0, 3, 3)]);
+    world.report = Some(Report {
+        replicas_removable: false,
+        ..converged()
+    });
+    let replicas_of = |intent: &Intent| {
+        intent.apply.iter().find_map(|c| match &c.object {
+            ChildObject::StatefulSet(s) => s.spec.as_ref()?.replicas,
+            _ => None,
+        })
+    };
+    assert_eq!(replicas_of(&world.decide()), Some(3));
+    world.report = Some(converged());
+    assert_eq!(replicas_of(&world.decide()), Some(2));
+}
+
+#[test]
+fn lost_metrics_are_announced_once_and_hold_the_size() {
+    let mut world = settled();
+    world.utilization = Err("metrics of pod cache-shard-0-0 are stale".into());
+    let intent = world.decide();
+    assert_eq!(
+        summary(&intent),
+        Summary {
+            events: vec![Note::MetricsUnavailable(
+                "metrics of pod cache-shard-0-0 are stale".into()
+            )],
+            status: Some("Ready".into()),
+            ..quiet(INTERVAL)
+        }
+    );
+    let again = world.after(&intent).decide();
+    assert_eq!(summary(&again), quiet(INTERVAL));
+}
+
+#[test]
+fn a_topology_error_degrades_the_cluster_and_retries_soon() {
+    let mut world = settled();
+    world.topology_error = Some("10.0.0.1:6379: cannot connect: refused".into());
+    let intent = world.decide();
+    assert_eq!(
+        summary(&intent),
+        Summary {
+            status: Some("Degraded".into()),
+            ..quiet(BUSY_REQUEUE)
+        }
+    );
+    let degraded = intent.status.as_ref().unwrap().conditions.iter();
+    let reasons: Vec<_> = degraded.map(|c| c.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["TopologyNotReady", "Stable", "RedisError", "MetricsRead"]
+    );
+}
+
+#[test]
+fn topology_actions_are_counted_past_the_log_cap() {
+    let mut world = settled();
+    let logged: Vec<String> = (0..7).map(|i| format!("action {i}")).collect();
+    world.report = Some(Report {
+        actions_taken: logged.clone(),
+        actions: 250,
+        ..converged()
+    });
+    let intent = world.decide();
+    assert_eq!(
+        intent.events,
+        [Note::TopologyChanged {
+            shown: logged[..5].to_vec(),
+            taken: 250
+        }]
+    );
+}

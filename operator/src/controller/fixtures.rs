@@ -1,0 +1,177 @@
+//! A reconcile's world in memory, for the tests of `decide` and `act`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use api::{RedisCluster, RedisClusterSpec};
+use k8s_openapi::jiff::Timestamp;
+
+use super::decide::{ChildKind, Inputs, Intent, Live, Remembered, Rendered, Topology, decide};
+use crate::autoscale;
+use crate::cache::{Key, Keys, Ownership, SetState};
+use crate::metrics_source::Reading;
+use crate::shape::ClusterShape;
+use crate::status::Prior;
+use crate::topology::Report;
+
+pub const INTERVAL: Duration = Duration::from_secs(30);
+pub const GENERATION: i64 = 4;
+
+/// The caches' live children: what was applied, by key.
+#[derive(Default)]
+pub struct FakeLive {
+    pub keys: Keys,
+    pub hashes: HashMap<(ChildKind, Key), u64>,
+}
+
+impl Live for FakeLive {
+    fn key(&self, name: &str) -> Key {
+        self.keys.of("team-a", name)
+    }
+    fn hash(&self, kind: ChildKind, key: Key) -> Option<u64> {
+        self.hashes.get(&(kind, key)).copied()
+    }
+}
+
+impl FakeLive {
+    /// The caches after `intent` was carried out.
+    pub fn apply(&mut self, intent: &Intent) {
+        for c in intent.rendered.iter().flat_map(|r| &r.children) {
+            self.hashes.insert((c.kind, c.key), c.hash);
+        }
+    }
+}
+
+pub fn rc(shards: i32, replicas: i32) -> RedisCluster {
+    let mut rc = RedisCluster::new(
+        "cache",
+        RedisClusterSpec {
+            shard_count: shards,
+            replicas,
+            ..Default::default()
+        },
+    );
+    rc.metadata.namespace = Some("team-a".into());
+    rc.metadata.uid = Some("uid-1".into());
+    rc.metadata.generation = Some(GENERATION);
+    rc
+}
+
+/// A StatefulSet of `shard` with `pods` pods, `ready` of them ready.
+pub fn set(shard: u32, pods: i32, ready: i32) -> SetState {
+    SetState {
+        ownership: Ownership {
+            cluster: Some("cache".into()),
+            shard: Some(shard),
+            spec_hash: None,
+        },
+        replicas: Some(pods),
+        current: pods,
+        ready,
+    }
+}
+
+pub fn converged() -> Report {
+    Report {
+        converged: true,
+        message: "converged".into(),
+        replicas_removable: true,
+        ..Default::default()
+    }
+}
+
+pub fn cpu(percent: f64) -> Result<Reading, String> {
+    Ok(Reading {
+        percent,
+        measured: 2,
+        ready: 2,
+    })
+}
+
+pub fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(secs).unwrap()
+}
+
+/// One reconcile's world.
+pub struct World {
+    pub rc: RedisCluster,
+    pub sets: Vec<SetState>,
+    pub report: Option<Report>,
+    pub topology_error: Option<String>,
+    pub unmanaged: bool,
+    pub utilization: Result<Reading, String>,
+    pub prior: Option<Prior>,
+    pub rendered: Option<Rendered>,
+    pub autoscale: autoscale::State,
+    pub live: FakeLive,
+}
+
+impl World {
+    pub fn new(rc: RedisCluster, sets: Vec<SetState>) -> Self {
+        World {
+            rc,
+            sets,
+            report: Some(converged()),
+            topology_error: None,
+            unmanaged: false,
+            utilization: cpu(70.0),
+            prior: None,
+            rendered: None,
+            autoscale: autoscale::State::default(),
+            live: FakeLive::default(),
+        }
+    }
+
+    pub fn decide(&self) -> Intent {
+        let current: BTreeMap<u32, i32> = self
+            .sets
+            .iter()
+            .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
+            .collect();
+        let topology = match (&self.report, &self.topology_error) {
+            _ if self.unmanaged => Topology::Unmanaged,
+            (_, Some(e)) => Topology::Failed(e),
+            (Some(r), None) => Topology::Stepped(r),
+            (None, None) => Topology::Waiting,
+        };
+        let inputs = Inputs {
+            rc: &self.rc,
+            name: "cache",
+            shape: ClusterShape::of(&self.rc.spec).unwrap(),
+            sets: &self.sets,
+            current: &current,
+            topology,
+            utilization: &self.utilization,
+            prior: self.prior.as_ref(),
+            range: api::Policy::default().autoscaling_range(&self.rc.spec),
+            metrics_interval: INTERVAL,
+            now: t(10_000),
+        };
+        let mem = Remembered {
+            rendered: self.rendered.as_ref(),
+            autoscale: self.autoscale,
+        };
+        decide(&inputs, mem, &self.live)
+    }
+
+    /// The world after `intent` was carried out, the cluster unchanged.
+    pub fn after(mut self, intent: &Intent) -> Self {
+        self.live.apply(intent);
+        if let Some(r) = &intent.rendered {
+            self.rendered = Some(r.clone());
+        }
+        if let Some(s) = &intent.status {
+            self.prior = Some(Prior::of(s));
+        }
+        self.autoscale = intent.autoscale;
+        self
+    }
+}
+
+/// A running 2x2 cluster, converged and at its target load, with the
+/// children and status that its last reconcile wrote.
+pub fn settled() -> World {
+    let world = World::new(rc(2, 2), vec![set(0, 2, 2), set(1, 2, 2)]);
+    let first = world.decide();
+    world.after(&first)
+}

@@ -1,0 +1,268 @@
+//! One reconcile: observe (the caches, the topology step, utilisation),
+//! [`decide`](super::decide::decide), [`act`](super::act::act).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::RedisCluster;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::decide::{self, Inputs, Remembered, Topology};
+use super::memory::ClusterMemory;
+use super::stores::LiveChildren;
+use super::sync::Synced;
+use super::{Context, Error, act};
+use crate::cache;
+use crate::desired;
+use crate::metrics_source::{self, Reading, ReadyPod, Unavailable};
+use crate::shape::ClusterShape;
+use crate::telemetry::Metrics;
+use crate::topology;
+
+/// Name of the debug span around our reconcile code alone: kube-runtime's
+/// `reconciling object` span also covers handing the requeue back to its
+/// scheduler. The benchmark probe times this one.
+pub const RECONCILE_SPAN: &str = "reconcile";
+
+/// How long one reconcile waits for the child caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) async fn reconcile(
+    cluster: Arc<cache::Cluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let timer = std::time::Instant::now();
+    let result = async {
+        let rc = cluster
+            .to_api(&ctx.settings.policy)
+            .map_err(|source| Error::Spec {
+                name: format!(
+                    "{}/{}",
+                    cluster.namespace().unwrap_or_default(),
+                    cluster.name_any()
+                ),
+                source,
+            })?;
+        with_memory(&rc, &ctx).await
+    }
+    .instrument(tracing::debug_span!(RECONCILE_SPAN))
+    .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(timer.elapsed().as_secs_f64());
+    result
+}
+
+/// Checks the cluster's memory out for the reconcile, and back in.
+async fn with_memory(rc: &RedisCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = rc.name_any();
+    let ns = rc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    if rc.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let key = ctx.keys.of(&ns, &name);
+    let uid = rc.meta().uid.as_deref().map(|uid| ctx.keys.of("", uid));
+    let mut mem = ctx.memory.checkout(key, uid, &ctx.priors);
+    let result = reconcile_cluster(rc, ctx, &ns, &name, &mut mem).await;
+    ctx.memory.checkin(key, mem, result.is_ok());
+    result
+}
+
+async fn reconcile_cluster(
+    rc: &RedisCluster,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    mem: &mut ClusterMemory,
+) -> Result<Action, Error> {
+    // The Controller holds reconciles only until the RedisCluster cache is
+    // synced. Before the child caches are, existing children look missing:
+    // a fresh leader would re-announce them as created, and status,
+    // autoscaling and the shard plan would be computed from nothing.
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.synced.wait(Synced::CHILDREN)).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Action::await_change()),
+        Err(_) => return Err(Error::CachesNotSynced),
+    }
+    let shape = ClusterShape::of(&rc.spec).map_err(|source| Error::Shape {
+        name: format!("{ns}/{name}"),
+        source,
+    })?;
+
+    // Observe.
+    let (sets, pods) = ctx.stores.children_of(ns, name);
+    let current: BTreeMap<u32, i32> = sets
+        .iter()
+        .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
+        .collect();
+    // The Redis side: form and reshape the cluster over RESP. The step acts
+    // on Redis itself; its report is what the decision needs of it.
+    let report = if ctx.settings.manage_topology {
+        redis_step(shape, &pods, &current).await
+    } else {
+        None
+    };
+    if let Some(Ok(r)) = &report {
+        record_topology(&ctx.metrics, ns, name, r);
+    }
+    let now = Timestamp::now();
+    let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
+    let prior = ctx.priors.get(ns, name).flatten();
+
+    // Decide.
+    let topology = match &report {
+        None if !ctx.settings.manage_topology => Topology::Unmanaged,
+        None => Topology::Waiting,
+        Some(Ok(r)) => Topology::Stepped(r),
+        Some(Err(e)) => Topology::Failed(e),
+    };
+    let inputs = Inputs {
+        rc,
+        name,
+        shape,
+        sets: &sets,
+        current: &current,
+        topology,
+        utilization: &utilization,
+        prior: prior.as_deref(),
+        range: ctx.settings.policy.autoscaling_range(&rc.spec),
+        metrics_interval: ctx.settings.metrics_interval,
+        now,
+    };
+    let remembered = Remembered {
+        rendered: mem.rendered.as_ref(),
+        autoscale: mem.autoscale,
+    };
+    let live = LiveChildren {
+        stores: &ctx.stores,
+        keys: &ctx.keys,
+        ns,
+    };
+    let intent = decide::decide(&inputs, remembered, &live);
+
+    // Act.
+    act::act(&ctx.writer, rc, ns, intent, mem).await
+}
+
+/// Counts what the topology step did, and logs each action.
+fn record_topology(metrics: &Metrics, ns: &str, name: &str, r: &topology::Report) {
+    metrics.slots_migrated.inc_by(u64::from(r.slots_moved));
+    metrics.keys_migrated.inc_by(r.keys_moved);
+    metrics.topology_actions.inc_by(r.actions);
+    if r.slots_moved > 0 {
+        metrics
+            .migration_duration
+            .observe(r.migration_time.as_secs_f64());
+    }
+    for action in &r.actions_taken {
+        tracing::info!(cluster = %format_args!("{ns}/{name}"), %action, "topology");
+    }
+}
+
+/// Utilisation, read at most once per interval.
+async fn utilization(
+    ctx: &Context,
+    mem: &mut ClusterMemory,
+    ns: &str,
+    name: &str,
+    pods: &[(String, cache::PodState)],
+    now: Timestamp,
+) -> Result<Reading, String> {
+    let now = metrics_source::unix_seconds(now);
+    let interval = ctx.settings.metrics_interval.as_secs_f64();
+    if let Some((at, u)) = &mem.last_read
+        && now - at < interval
+    {
+        return u.clone();
+    }
+    match read_utilization(ctx, ns, name, pods, now).await {
+        Some(u) => {
+            mem.last_read = Some((now, u.clone()));
+            u
+        }
+        None => Err(Unavailable::NoReadyPods.to_string()),
+    }
+}
+
+/// `None` while no pod is ready: PodMetrics cannot change that answer, so
+/// nothing is read (one aggregated-API call fewer per new cluster) or
+/// remembered, and the first pod to become ready is read at once.
+async fn read_utilization(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    pods: &[(String, cache::PodState)],
+    now: f64,
+) -> Option<Result<Reading, String>> {
+    let ready: Vec<ReadyPod> = pods
+        .iter()
+        .filter(|(_, p)| !p.deleting)
+        .filter_map(|(name, p)| {
+            Some(ReadyPod {
+                name: name.clone(),
+                ready_since: p.ready_since?,
+                request_cores: p.cpu_request.unwrap_or(0.0),
+            })
+        })
+        .collect();
+    if ready.is_empty() {
+        return None;
+    }
+    let usage = match metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name)).await
+    {
+        Ok(usage) => usage,
+        Err(e) => return Some(Err(format!("reading PodMetrics: {e}"))),
+    };
+    // A sample older than a few scrape rounds is stale.
+    let max_age = (3.0 * ctx.settings.metrics_interval.as_secs_f64()).max(90.0);
+    Some(metrics_source::utilization(&ready, &usage, now, max_age).map_err(|e| e.to_string()))
+}
+
+/// Runs one bounded topology step when every expected pod has an IP.
+async fn redis_step(
+    shape: ClusterShape,
+    pods: &[(String, cache::PodState)],
+    current: &BTreeMap<u32, i32>,
+) -> Option<Result<topology::Report, String>> {
+    let members: Vec<topology::Member> = pods
+        .iter()
+        .filter(|(_, p)| !p.deleting && p.running)
+        .filter_map(|(name, p)| {
+            let shard = p.ownership.shard?;
+            let ordinal = name.rsplit('-').next()?.parse().ok()?;
+            let ip = p.ip?;
+            Some(topology::Member {
+                shard,
+                ordinal,
+                addr: SocketAddr::new(ip, u16::try_from(desired::REDIS_PORT).unwrap_or(6379)),
+            })
+        })
+        .collect();
+    // Wait until every pod of every desired shard runs: the plan needs the
+    // whole picture.
+    let complete = (0..shape.shards.get()).all(|shard| {
+        let want = current
+            .get(&shard)
+            .copied()
+            .unwrap_or(0)
+            .max(shape.replicas());
+        let have = members.iter().filter(|m| m.shard == shard).count();
+        i32::try_from(have).unwrap_or(0) >= want
+    });
+    if !complete {
+        return None;
+    }
+    Some(
+        topology::step(&members, &shape.into(), &topology::StepOptions::default())
+            .await
+            .map_err(|e| e.to_string()),
+    )
+}
