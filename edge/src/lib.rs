@@ -1,8 +1,11 @@
 //! The edges both binaries share, so each `main.rs` only wires: the
 //! runtime and crypto start-up, logging and its format, shutdown signals,
-//! loading the admin policy, the `/metrics` and health router, and the
+//! loading the admin policy, the `/metrics` and health router, serving
+//! HTTP with limits ([`http`]), and the
 //! error that names the Kubernetes call and object that failed.
 #![forbid(unsafe_code)]
+
+pub mod http;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -24,12 +24,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_bind)
         .await
         .with_context(|| format!("binding HTTP on {}", args.metrics_bind))?;
-    let http_stop = shutdown.clone();
-    let http = tokio::spawn(
-        axum::serve(listener, edge::health_router(metrics.clone()))
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .into_future(),
-    );
+    let http = tokio::spawn(edge::http::serve_plain(
+        listener,
+        edge::http::MAX_CONNECTIONS as usize,
+        edge::health_router(metrics.clone()),
+        shutdown.clone(),
+    ));
     let signal_stop = shutdown.clone();
     tokio::spawn(async move {
         edge::shutdown_signal().await;

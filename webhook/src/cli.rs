@@ -68,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Open connections per listener; further clients wait in the backlog.
-    #[arg(long, default_value_t = crate::server::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    #[arg(long, default_value_t = edge::http::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
 
     /// Self-managed certificates: keep the CA and serving certificate in

@@ -109,7 +109,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         shutdown.clone(),
     ));
-    tasks.spawn(server::serve_plain(
+    tasks.spawn(edge::http::serve_plain(
         ops_listener,
         args.max_connections as usize,
         edge::health_router(Arc::new(state)),
