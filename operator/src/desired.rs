@@ -108,6 +108,15 @@ impl ShardPlan {
     }
 }
 
+/// Voluntary evictions (drains) a shard allows at once: one while another
+/// copy of its data exists, none while its only pod holds the only copy
+/// (an evicted emptyDir pod comes back empty, and its slots with it).
+/// Such a drain waits until the shard gets a replica or the pod is deleted
+/// by hand.
+pub fn max_unavailable(nodes_in_shard: i32) -> i32 {
+    if nodes_in_shard <= 1 { 0 } else { 1 }
+}
+
 /// Pods per shard: scale up at once; scale down only when `surplus_removable`.
 /// Shards beyond the shape stay (at their current size) until removed.
 pub fn shard_plan(
@@ -235,7 +244,7 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
                 shard_labels(&name, shard),
             ),
             spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(max_unavailable(replicas))),
                 selector: Some(shard_selector(&name, shard)),
                 ..Default::default()
             }),
@@ -481,6 +490,26 @@ mod tests {
         let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.kind, "RedisCluster");
         assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn a_shard_without_a_replica_allows_no_voluntary_eviction() {
+        let r = rc(spec(2, 1));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        for pdb in &c.pdbs {
+            assert_eq!(
+                pdb.spec.as_ref().unwrap().max_unavailable,
+                Some(IntOrString::Int(0))
+            );
+        }
+        let r = rc(spec(2, 2));
+        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        for pdb in &c.pdbs {
+            assert_eq!(
+                pdb.spec.as_ref().unwrap().max_unavailable,
+                Some(IntOrString::Int(1))
+            );
+        }
     }
 
     #[test]
