@@ -14,8 +14,16 @@ DEV_CERTS ?= .cache/dev-certs
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-deps: ## install the Debian packages the tests need
-	@missing=""; for p in redis-server redis-tools; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# redis-server/redis-tools: the kwok tier's Redis processes. The rest is a real
+# node: containerd and runc, CNI plugins, iptables/nftables for kube-proxy,
+# iproute2/util-linux for the node's network namespace, umoci and skopeo to
+# build images without Docker, busybox-static (a shell for the test images),
+# gcc (the static pause binary) and curl (the helm test image).
+DEPS_PACKAGES := redis-server redis-tools containerd runc containernetworking-plugins iptables nftables \
+                 conntrack iproute2 util-linux umoci skopeo busybox-static gcc libc6-dev curl
+
+deps: ## install the Debian packages the tests and the real node need
+	@missing=""; for p in $(DEPS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
@@ -61,7 +69,7 @@ run-webhook: certs ## run the webhook locally on :8443 (HTTPS) and :8080 (HTTP)
 run-operator: build ## run the operator against the current kubeconfig
 	target/debug/redis-operator --metrics-bind 127.0.0.1:8081
 
-cluster-tools: ## compile kube-apiserver, etcd, kwok, metrics-server, helm... (cached by version)
+cluster-tools: ## compile kube-apiserver, etcd, kwok, metrics-server, helm, kubelet, kube-proxy... (cached by version)
 	@bash tests/cluster/build-tools.sh >/dev/null
 
 # The directory build-tools.sh prints is where the binaries are.
@@ -85,7 +93,7 @@ test: deps cluster-tools lint build ## every test: unit, integration and e2e aga
 e2e: deps cluster-tools build ## the end-to-end suite only
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
 
-demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
+demo: deps cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
 
 bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
