@@ -9,7 +9,7 @@ export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
 .PHONY: help build release test unit lint fmt fmt-check clippy docs-check crds crds-check certs bench-slots \
-        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
+        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -38,6 +38,11 @@ release: ## optimised, stripped binaries in target/release
 	# other (or the tests) need; both run a single-threaded tokio runtime.
 	$(CARGO) build --release -p redis-operator
 	$(CARGO) build --release -p redis-webhook
+
+IMAGES_DIR ?= target/images
+
+image: deps cluster-tools release ## OCI image tarballs without Docker: the product, pause, and test-only Redis/curl images
+	@bash tests/cluster/build-images.sh target/release $(IMAGES_DIR) >/dev/null
 
 fmt: ## format the code
 	$(CARGO) fmt --all
