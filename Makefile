@@ -9,7 +9,7 @@ export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
 .PHONY: help build release test unit lint fmt fmt-check clippy docs-check crds crds-check certs bench-slots \
-        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench image
+        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench image e2e-real
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -97,6 +97,10 @@ test: deps cluster-tools lint build ## every test: unit, integration and e2e aga
 
 e2e: deps cluster-tools build ## the end-to-end suite only
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
+
+e2e-real: deps cluster-tools build image ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(IMAGES_DIR))" \
+	  $(CARGO) test -p redis-operator-tests --test e2e_real -- --test-threads=1 --nocapture
 
 demo: deps cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
