@@ -92,8 +92,8 @@ chart-lint: cluster-tools ## helm lint --strict and render every values file in 
 unit: ## unit tests only (no control plane)
 	$(CARGO) test --workspace --lib --bins
 
-test: deps cluster-tools lint build ## every test: unit, integration and e2e against a real control plane
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test --workspace --no-fail-fast
+test: deps cluster-tools lint build image ## every test: unit, integration, e2e on kwok nodes and on a real node (root)
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(IMAGES_DIR))" $(CARGO) test --workspace --no-fail-fast
 
 e2e: deps cluster-tools build ## the end-to-end suite only
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
