@@ -9,13 +9,21 @@ export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
 .PHONY: help build release test unit lint fmt fmt-check clippy deny docs-check crds crds-check certs bench-slots \
-        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench
+        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench image test-images e2e-real
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-deps: ## install the Debian packages the tests need
-	@missing=""; for p in redis-server redis-tools; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# redis-server/redis-tools: the kwok tier's Redis processes. The rest is a real
+# node: containerd and runc, CNI plugins, iptables/nftables for kube-proxy,
+# iproute2/util-linux for the node's network namespace, umoci and skopeo to
+# build images without Docker, busybox-static (a shell for the test images),
+# gcc (the static pause binary) and curl (the helm test image).
+DEPS_PACKAGES := redis-server redis-tools containerd runc containernetworking-plugins iptables nftables \
+                 conntrack iproute2 util-linux umoci skopeo busybox-static gcc libc6-dev curl
+
+deps: ## install the Debian packages the tests and the real node need
+	@missing=""; for p in $(DEPS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
@@ -30,6 +38,11 @@ release: ## optimised, stripped binaries in target/release
 	# other (or the tests) need; both run a single-threaded tokio runtime.
 	$(CARGO) build --release -p redis-operator
 	$(CARGO) build --release -p redis-webhook
+
+IMAGES_DIR ?= target/images
+
+image: deps cluster-tools release ## OCI image tarballs without Docker: the product, pause, and test-only Redis/curl images
+	@bash tests/cluster/build-images.sh target/release $(IMAGES_DIR) >/dev/null
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -69,7 +82,7 @@ run-webhook: certs ## run the webhook locally on :8443 (HTTPS) and :8080 (HTTP)
 run-operator: build ## run the operator against the current kubeconfig
 	target/debug/redis-operator --metrics-bind 127.0.0.1:8081
 
-cluster-tools: ## compile kube-apiserver, etcd, kwok, metrics-server, helm... (cached by version)
+cluster-tools: ## compile kube-apiserver, etcd, kwok, metrics-server, helm, kubelet, kube-proxy... (cached by version)
 	@bash tests/cluster/build-tools.sh >/dev/null
 
 # The directory build-tools.sh prints is where the binaries are.
@@ -87,13 +100,25 @@ chart-lint: cluster-tools ## helm lint --strict and render every values file in 
 unit: ## unit tests only (no control plane)
 	$(CARGO) test --workspace --lib --bins
 
-test: deps cluster-tools lint build ## every test: unit, integration and e2e against a real control plane
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test --workspace --no-fail-fast
+# The real-node tier runs images of the debug binaries: the same code and
+# layout as `make image`, without its fat-LTO release build (about 30 min
+# of a cold CI run on 2 cores).
+TEST_IMAGES_DIR ?= target/test-images
+
+test-images: deps cluster-tools build ## the images the real-node tier runs: `make image`'s, from the debug binaries
+	@bash tests/cluster/build-images.sh target/debug $(TEST_IMAGES_DIR) >/dev/null
+
+test: deps cluster-tools lint build test-images ## every test: unit, integration, e2e on kwok nodes and on a real node (root)
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" $(CARGO) test --workspace --no-fail-fast
 
 e2e: deps cluster-tools build ## the end-to-end suite only
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
 
-demo: cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
+e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
+	  $(CARGO) test -p redis-operator-tests --test e2e_real -- --test-threads=1 --nocapture
+
+demo: deps cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
 
 bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, metrics-server, helm) from Go modules.
+# kube-scheduler, kubectl, etcd, kwok, metrics-server, helm) and the real
+# node's kubelet and kube-proxy from Go modules.
 # Output: $TOOLS_CACHE/bin-<hash of versions.env>/, printed on the last line.
 # A warm cache rebuilds nothing.
 set -euo pipefail
@@ -21,8 +22,19 @@ export GOCACHE="$cache/go-build"
 
 log() { echo "[build-tools] $*" >&2; }
 
+# Runs "$@" and logs how long it took (cold builds take minutes each).
+timed() {
+  local what="$1" t0=$SECONDS
+  shift
+  log "$what ..."
+  "$@"
+  log "$what: done in $((SECONDS - t0)) s"
+}
+
+K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+
 have_all() {
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok metrics-server helm; do
+  for b in $K8S_COMPONENTS etcd kwok metrics-server helm; do
     [ -x "$bin/$b" ] || return 1
   done
 }
@@ -33,7 +45,9 @@ if have_all; then
 fi
 
 build_kubernetes() {
-  [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kube-scheduler" ] && [ -x "$bin/kubectl" ] && return 0
+  local c missing=0
+  for c in $K8S_COMPONENTS; do [ -x "$bin/$c" ] || missing=1; done
+  [ "$missing" = 0 ] && return 0
   local mod="$cache/src/kubernetes-$KUBERNETES_VERSION"
   mkdir -p "$mod"
   log "kubernetes $KUBERNETES_VERSION: preparing wrapper module in $mod"
@@ -60,6 +74,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
@@ -67,10 +83,9 @@ GO
     local minor="${KUBERNETES_VERSION#v1.}"
     minor="${minor%%.*}"
     local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in $K8S_COMPONENTS; do
       [ -x "$bin/$c" ] && continue
-      log "building $c"
-      go build -ldflags "$ld" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+      timed "building $c" go build -ldflags "$ld" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c"
       mv "$bin/$c.tmp" "$bin/$c"
     done
   )
@@ -92,7 +107,7 @@ package tools
 import _ "go.etcd.io/etcd/server/v3"
 GO
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    go build -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
+    timed "building etcd" go build -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
     mv "$bin/etcd.tmp" "$bin/etcd"
   )
 }
@@ -100,8 +115,7 @@ GO
 go_install() { # name package version ldflags
   local name="$1" pkg="$2" version="$3" ld="${4:-}"
   [ -x "$bin/$name" ] && return 0
-  log "$name $version"
-  GOBIN="$bin" go install -ldflags "-s -w $ld" "$pkg@$version"
+  timed "building $name $version" env GOBIN="$bin" go install -ldflags "-s -w $ld" "$pkg@$version"
 }
 
 build_kubernetes

@@ -1,6 +1,11 @@
 //! A real local Kubernetes control plane: etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler, kwok (simulated nodes and
 //! kubelets) and optionally metrics-server, all on 127.0.0.1.
+//!
+//! With [`ClusterOptions::real_node`], the nodes are not simulated: the same
+//! control plane runs with containerd, a kubelet and kube-proxy inside a
+//! network namespace of its own (see [`crate::real_node`]), and kubectl and
+//! helm run inside that namespace too.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -16,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pki::{FRONT_PROXY_CLIENT_CN, Pki};
 use crate::process::{ManagedChild, log_tail, stop_all};
+use crate::real_node::{self, NODE_IP, RealNode};
 use crate::tools::{Tools, go_module_dir, pinned_version};
 use crate::wait::{fatal, wait_for};
 
@@ -39,6 +45,10 @@ pub struct ClusterOptions {
     pub pod_cidr: String,
     /// Upper bound for the whole start-up, readiness waits included.
     pub start_timeout: Duration,
+    /// One real node (containerd, kubelet, kube-proxy) instead of kwok
+    /// nodes; `nodes` and `pod_cidr` are then ignored. Needs root and
+    /// `make deps image`.
+    pub real_node: bool,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +58,7 @@ impl Default for ClusterOptions {
             metrics_server: false,
             pod_cidr: "127.1.0.0/16".into(),
             start_timeout: Duration::from_secs(180),
+            real_node: false,
         }
     }
 }
@@ -64,6 +75,10 @@ pub struct Cluster {
     children: Mutex<Vec<ManagedChild>>,
     keep_tmp: bool,
     startup: Duration,
+    /// The real node, when there is one (torn down after the processes).
+    real: Mutex<Option<RealNode>>,
+    /// Its network namespace: every process and command runs inside it.
+    netns: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -117,23 +132,53 @@ impl Cluster {
         let tools = Tools::from_env()?;
         let started = Instant::now();
         let tmp = make_tmp_dir()?;
-        let pki = Pki::generate(&tmp.join("pki")).context("generating certificates")?;
-        let api_port = free_port()?;
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let (pki, api_port, host, nodes, real) = if opts.real_node {
+            for name in ["kubelet", "kube-proxy"] {
+                tools.path(name)?;
+            }
+            let pki = Pki::generate_for(
+                &tmp.join("pki"),
+                &[NODE_IP.into(), real_node::KUBERNETES_SERVICE_IP.into()],
+                &[real_node::NODE_NAME],
+            )
+            .context("generating certificates")?;
+            let real = RealNode::prepare(&tmp)
+                .with_context(|| format!("preparing the real node in {}", tmp.display()))?;
+            let nodes = vec![real_node::NODE_NAME.to_string()];
+            (
+                pki,
+                real_node::API_PORT,
+                NODE_IP.to_string(),
+                nodes,
+                Some(real),
+            )
+        } else {
+            let pki = Pki::generate(&tmp.join("pki")).context("generating certificates")?;
+            let nodes = (0..opts.nodes).map(|i| format!("kwok-node-{i}")).collect();
+            (pki, free_port()?, "127.0.0.1".to_string(), nodes, None)
+        };
+        let server_url = format!("https://{host}:{api_port}");
         let kubeconfig = tmp.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &server_url, &pki)?;
         std::fs::create_dir_all(tmp.join("logs")).context("creating logs dir")?;
+        let netns = real.as_ref().map(|r| r.netns().path().to_path_buf());
         let mut cluster = Cluster {
             tools,
             tmp,
             kubeconfig,
             server_url,
             pki,
-            nodes: (0..opts.nodes).map(|i| format!("kwok-node-{i}")).collect(),
-            pod_cidr: opts.pod_cidr.clone(),
+            nodes,
+            pod_cidr: if opts.real_node {
+                real_node::POD_SUBNET.into()
+            } else {
+                opts.pod_cidr.clone()
+            },
             children: Mutex::new(Vec::new()),
             keep_tmp: true,
             startup: Duration::ZERO,
+            real: Mutex::new(real),
+            netns,
         };
         let deadline = started + opts.start_timeout;
         match cluster.boot(&opts, api_port, deadline).await {
@@ -162,9 +207,18 @@ impl Cluster {
     async fn boot(&self, opts: &ClusterOptions, api_port: u16, deadline: Instant) -> Result<()> {
         let left = || deadline.saturating_duration_since(Instant::now());
 
+        let real = self.netns.is_some();
+        // Inside the node's own namespace every port is free: fixed ones.
+        let port = |fixed: u16| if real { Ok(fixed) } else { free_port() };
+        let host = if real {
+            NODE_IP.to_string()
+        } else {
+            "127.0.0.1".to_string()
+        };
+
         // etcd
-        let etcd_port = free_port()?;
-        let peer_port = free_port()?;
+        let etcd_port = port(real_node::ETCD_PORT)?;
+        let peer_port = port(real_node::ETCD_PEER_PORT)?;
         let etcd_data = self.tmp.join("etcd");
         self.spawn(
             "etcd",
@@ -180,9 +234,23 @@ impl Cluster {
                 "--log-level=warn".into(),
             ],
         )?;
+        // containerd needs nothing else: it starts while etcd does.
+        if real {
+            let (program, args) = self.with_real(|r| Ok(r.containerd_command()))?;
+            self.spawn_program("containerd", &program, args)?;
+        }
         wait_for("etcd /health", left(), || async {
             self.check_alive()?;
-            let body = http_get_loopback(etcd_port, "/health").await?;
+            let body = if real {
+                let netns = self.netns_handle()?;
+                tokio::task::spawn_blocking(move || {
+                    netns.http_get((std::net::Ipv4Addr::LOCALHOST, etcd_port), "/health")
+                })
+                .await
+                .context("joining the etcd check")??
+            } else {
+                http_get_loopback(etcd_port, "/health").await?
+            };
             Ok(body.contains(r#""health":"true""#).then_some(()))
         })
         .await
@@ -190,45 +258,67 @@ impl Cluster {
 
         // kube-apiserver
         let pki = self.pki.clone();
-        self.spawn(
-            "kube-apiserver",
+        let mut apiserver_mode = if real {
+            let (cert, key) = (&pki.admin_cert, &pki.admin_key);
             vec![
-                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--service-cluster-ip-range={}", real_node::SERVICE_CIDR),
+                "--authorization-mode=Node,RBAC".into(),
+                // `kubectl logs/exec` and metrics go to the kubelet, which
+                // authenticates the apiserver by this certificate.
+                format!("--kubelet-client-certificate={}", s(cert)),
+                format!("--kubelet-client-key={}", s(key)),
+                // There is no DNS for node names.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]
+        } else {
+            vec![
                 // The default reconciler would publish 127.0.0.1 as the
                 // `kubernetes` Service endpoint, which validation rejects.
                 "--endpoint-reconciler-type=none".into(),
-                format!("--cert-dir={}", s(&self.tmp.join("apiserver-certs"))),
-                format!("--client-ca-file={}", s(&pki.ca_cert)),
-                format!("--tls-cert-file={}", s(&pki.serving_cert)),
-                format!("--tls-private-key-file={}", s(&pki.serving_key)),
-                format!("--service-account-issuer=https://127.0.0.1:{api_port}"),
-                format!("--service-account-key-file={}", s(&pki.sa_pub)),
-                format!("--service-account-signing-key-file={}", s(&pki.sa_key)),
                 // Loopback ClusterIPs: the apiserver dials a ClusterIP for
                 // `service:` webhook/APIService refs, so an accidental one
                 // gets "connection refused" instead of leaving the host.
                 "--service-cluster-ip-range=127.2.0.0/16".into(),
                 "--authorization-mode=RBAC".into(),
-                "--allow-privileged=true".into(),
-                // Front proxy: lets the aggregator call metrics-server (and
-                // any other aggregated API) on behalf of the real user.
-                format!(
-                    "--requestheader-client-ca-file={}",
-                    s(&pki.front_proxy_ca_cert)
-                ),
-                format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}"),
-                "--requestheader-username-headers=X-Remote-User".into(),
-                "--requestheader-group-headers=X-Remote-Group".into(),
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-                format!(
-                    "--proxy-client-cert-file={}",
-                    s(&pki.front_proxy_client_cert)
-                ),
-                format!("--proxy-client-key-file={}", s(&pki.front_proxy_client_key)),
-            ],
+            ]
+        };
+        apiserver_mode.extend([
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            format!("--bind-address={host}"),
+            format!("--secure-port={api_port}"),
+            format!("--advertise-address={host}"),
+        ]);
+        self.spawn(
+            "kube-apiserver",
+            [
+                apiserver_mode,
+                vec![
+                    format!("--cert-dir={}", s(&self.tmp.join("apiserver-certs"))),
+                    format!("--client-ca-file={}", s(&pki.ca_cert)),
+                    format!("--tls-cert-file={}", s(&pki.serving_cert)),
+                    format!("--tls-private-key-file={}", s(&pki.serving_key)),
+                    format!("--service-account-issuer=https://{host}:{api_port}"),
+                    format!("--service-account-key-file={}", s(&pki.sa_pub)),
+                    format!("--service-account-signing-key-file={}", s(&pki.sa_key)),
+                    "--allow-privileged=true".into(),
+                    // Front proxy: lets the aggregator call metrics-server (and
+                    // any other aggregated API) on behalf of the real user.
+                    format!(
+                        "--requestheader-client-ca-file={}",
+                        s(&pki.front_proxy_ca_cert)
+                    ),
+                    format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}"),
+                    "--requestheader-username-headers=X-Remote-User".into(),
+                    "--requestheader-group-headers=X-Remote-Group".into(),
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+                    format!(
+                        "--proxy-client-cert-file={}",
+                        s(&pki.front_proxy_client_cert)
+                    ),
+                    format!("--proxy-client-key-file={}", s(&pki.front_proxy_client_key)),
+                ],
+            ]
+            .concat(),
         )?;
         wait_for("kube-apiserver /readyz", left(), || async {
             self.check_alive()?;
@@ -252,7 +342,7 @@ impl Cluster {
                 format!("--authorization-kubeconfig={kc}"),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", free_port()?),
+                format!("--secure-port={}", port(10257)?),
                 // Needed by the serviceaccount token controller.
                 format!("--service-account-private-key-file={}", s(&pki.sa_key)),
                 format!("--root-ca-file={}", s(&pki.ca_cert)),
@@ -272,11 +362,59 @@ impl Cluster {
                 format!("--authorization-kubeconfig={kc}"),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", free_port()?),
+                format!("--secure-port={}", port(10259)?),
                 "--kube-api-qps=100".into(),
                 "--kube-api-burst=200".into(),
             ],
         )?;
+        if real {
+            self.start_real_node(left()).await?;
+        } else {
+            self.start_kwok(opts).await?;
+        }
+        let metrics_port = port(real_node::METRICS_SERVER_PORT)?;
+        if opts.metrics_server {
+            self.spawn(
+                "metrics-server",
+                vec![
+                    format!("--kubeconfig={kc}"),
+                    format!("--authentication-kubeconfig={kc}"),
+                    format!("--authorization-kubeconfig={kc}"),
+                    format!("--bind-address={host}"),
+                    format!("--secure-port={metrics_port}"),
+                    format!("--tls-cert-file={}", s(&pki.serving_cert)),
+                    format!("--tls-private-key-file={}", s(&pki.serving_key)),
+                    // kwok, and a kubelet without a serving cert of ours,
+                    // serve the resource-metrics endpoint with a cert that
+                    // our CA does not sign.
+                    "--kubelet-insecure-tls".into(),
+                    "--kubelet-use-node-status-port".into(),
+                    "--kubelet-preferred-address-types=InternalIP".into(),
+                    // Must stay above --kubelet-request-timeout (default
+                    // 10s, so metric-resolution=10s alone is rejected).
+                    "--metric-resolution=10s".into(),
+                    "--kubelet-request-timeout=5s".into(),
+                ],
+            )?;
+        }
+
+        if !real {
+            self.kubectl_apply(&self.nodes_manifest())
+                .await
+                .context("creating nodes")?;
+        }
+        if opts.metrics_server {
+            self.kubectl_apply(&metrics_api_manifest(&host, metrics_port))
+                .await
+                .context("registering metrics.k8s.io")?;
+        }
+        self.wait_until_usable(opts, left).await
+    }
+
+    /// kwok, which simulates every node and its kubelet.
+    async fn start_kwok(&self, opts: &ClusterOptions) -> Result<()> {
+        let pki = self.pki.clone();
+        let kc = s(&self.kubeconfig);
         let kwok_port = free_port()?;
         let kwok_config = self.write_kwok_config()?;
         self.spawn(
@@ -297,40 +435,43 @@ impl Cluster {
                 "--node-lease-duration-seconds=40".into(),
             ],
         )?;
-        let metrics_port = free_port()?;
-        if opts.metrics_server {
-            self.spawn(
-                "metrics-server",
-                vec![
-                    format!("--kubeconfig={kc}"),
-                    format!("--authentication-kubeconfig={kc}"),
-                    format!("--authorization-kubeconfig={kc}"),
-                    "--bind-address=127.0.0.1".into(),
-                    format!("--secure-port={metrics_port}"),
-                    format!("--tls-cert-file={}", s(&pki.serving_cert)),
-                    format!("--tls-private-key-file={}", s(&pki.serving_key)),
-                    // kwok serves the kubelet resource-metrics endpoint on
-                    // the node's status port with a cert it does not sign.
-                    "--kubelet-insecure-tls".into(),
-                    "--kubelet-use-node-status-port".into(),
-                    "--kubelet-preferred-address-types=InternalIP".into(),
-                    // Must stay above --kubelet-request-timeout (default
-                    // 10s, so metric-resolution=10s alone is rejected).
-                    "--metric-resolution=10s".into(),
-                    "--kubelet-request-timeout=5s".into(),
-                ],
-            )?;
-        }
+        Ok(())
+    }
 
-        self.kubectl_apply(&self.nodes_manifest())
-            .await
-            .context("creating nodes")?;
-        if opts.metrics_server {
-            self.kubectl_apply(&metrics_api_manifest(metrics_port))
-                .await
-                .context("registering metrics.k8s.io")?;
-        }
+    /// The real node: images into containerd, the DNS responder, the
+    /// kubelet and kube-proxy (containerd was started with etcd).
+    async fn start_real_node(&self, timeout: Duration) -> Result<()> {
+        wait_for("containerd", timeout, || async {
+            self.check_alive()?;
+            self.with_real(|r| Ok(r.containerd_ready().then_some(())))
+        })
+        .await
+        .map_err(|e| self.with_log(e, "containerd"))?;
+        self.with_real(|r| r.import_images())?;
+        let kubectl = self.tools.path("kubectl")?;
+        let kubeconfig = self.kubeconfig.clone();
+        self.with_real(|r| r.start_dns(&kubectl, &kubeconfig))?;
+        let pki = self.pki.clone();
+        let (node_cert, node_key) = pki.nodes.first().context("no node certificate")?;
+        let kubelet = self.tools.path("kubelet")?;
+        let server = self.server_url.clone();
+        let (program, args) = self.with_real(|r| {
+            r.kubelet_command(&kubelet, &pki.ca_cert, node_cert, node_key, &server)
+        })?;
+        self.spawn_program("kubelet", &program, args)?;
+        let kube_proxy = self.tools.path("kube-proxy")?;
+        let (program, args) = self.with_real(|r| r.kube_proxy_command(&kube_proxy, &kubeconfig))?;
+        self.spawn_program("kube-proxy", &program, args)?;
+        Ok(())
+    }
 
+    /// Waits for the default ServiceAccount, Ready nodes with leases and,
+    /// when enabled, the metrics API.
+    async fn wait_until_usable(
+        &self,
+        opts: &ClusterOptions,
+        left: impl Fn() -> Duration,
+    ) -> Result<()> {
         wait_for("ServiceAccount default/default", left(), || async {
             self.check_alive()?;
             let out = self
@@ -371,7 +512,7 @@ impl Cluster {
             Ok((ready == self.nodes.len() && leases == self.nodes.len()).then_some(()))
         })
         .await
-        .map_err(|e| self.with_log(e, "kwok"))?;
+        .map_err(|e| self.with_log(e, if self.netns.is_some() { "kubelet" } else { "kwok" }))?;
 
         if opts.metrics_server {
             wait_for(
@@ -399,10 +540,48 @@ impl Cluster {
 
     fn spawn(&self, name: &str, args: Vec<String>) -> Result<()> {
         let bin = self.tools.path(name)?;
+        self.spawn_program(name, &bin, args)
+    }
+
+    /// Spawns `program` (inside the node's namespace when there is one).
+    fn spawn_program(&self, name: &str, program: &Path, args: Vec<String>) -> Result<()> {
+        let (program, args) = self.in_netns(program, args);
         let log = self.log_path(name);
-        let child = ManagedChild::spawn(name, &bin, &args, &log)?;
+        let child = ManagedChild::spawn(name, &program, &args, &log)?;
         self.lock_children().push(child);
         Ok(())
+    }
+
+    /// `program args` as is, or wrapped in `nsenter --net=<node netns>`.
+    fn in_netns(&self, program: &Path, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        match &self.netns {
+            Some(ns) => {
+                let mut all = vec![format!("--net={}", s(ns)), "--".into(), s(program)];
+                all.extend(args);
+                (PathBuf::from("/usr/bin/nsenter"), all)
+            }
+            None => (program.to_owned(), args),
+        }
+    }
+
+    fn lock_real(&self) -> std::sync::MutexGuard<'_, Option<RealNode>> {
+        self.real.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the real node; an error when this cluster has none.
+    pub fn with_real<T>(&self, f: impl FnOnce(&mut RealNode) -> Result<T>) -> Result<T> {
+        match self.lock_real().as_mut() {
+            Some(r) => f(r),
+            None => bail!("this cluster has no real node"),
+        }
+    }
+
+    /// A handle on the node's network namespace, usable from any thread.
+    pub fn netns_handle(&self) -> Result<real_node::NetnsHandle> {
+        match &self.netns {
+            Some(p) => Ok(real_node::NetnsHandle::new(p.clone())),
+            None => bail!("this cluster has no real node"),
+        }
     }
 
     fn lock_children(&self) -> std::sync::MutexGuard<'_, Vec<ManagedChild>> {
@@ -572,8 +751,10 @@ status:
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = tokio::process::Command::new(self.tools.path("kubectl")?);
-        cmd.arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
+        let (program, pre) = self.in_netns(&self.tools.path("kubectl")?, Vec::new());
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(pre)
+            .arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
             .args(args)
             // Keep kubectl's discovery cache out of $HOME.
             .env("KUBECACHEDIR", self.tmp.join("kube-cache"));
@@ -587,9 +768,11 @@ status:
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = tokio::process::Command::new(self.tools.path("helm")?);
+        let (program, pre) = self.in_netns(&self.tools.path("helm")?, Vec::new());
+        let mut cmd = tokio::process::Command::new(program);
         let home = self.tmp.join("helm");
-        cmd.arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
+        cmd.args(pre)
+            .arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HELM_CACHE_HOME", home.join("cache"))
@@ -610,6 +793,12 @@ status:
         ok_stdout("helm", &args, out)
     }
 
+    /// Keeps this cluster's temp dir (logs, certs) when it stops, e.g. after
+    /// a failed check.
+    pub fn keep_tmp(&mut self) {
+        self.keep_tmp = true;
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL after a grace period) and
     /// removes the temp dir unless it is to be kept. Same as dropping.
     pub fn stop(mut self) {
@@ -618,16 +807,96 @@ status:
 
     fn shutdown(&mut self) {
         let mut children = std::mem::take(&mut *self.lock_children());
-        if children.is_empty() {
+        let real = self.lock_real().take();
+        if children.is_empty() && real.is_none() {
             return;
         }
+        if let Some(r) = &real {
+            self.remove_pods(r);
+        }
         stop_all(&mut children);
+        if let Some(mut r) = real {
+            r.cleanup();
+        }
         let keep = self.keep_tmp || std::thread::panicking();
         if keep {
             eprintln!("harness: cluster files kept in {}", self.tmp.display());
         } else if let Err(e) = std::fs::remove_dir_all(&self.tmp) {
             eprintln!("harness: could not remove {}: {e}", self.tmp.display());
         }
+    }
+}
+
+impl Cluster {
+    /// A real node's pods, removed before its processes stop so that the
+    /// kubelet tears down their containers, mounts and network: first the
+    /// owners (so nothing recreates them), then the pods, then wait until
+    /// containerd runs no task. Best effort, bounded; what is left is killed
+    /// and removed by [`RealNode::cleanup`].
+    fn remove_pods(&self, real: &RealNode) {
+        let started = Instant::now();
+        let kubectl = |args: &[&str]| {
+            let Ok(bin) = self.tools.path("kubectl") else {
+                return false;
+            };
+            let (program, pre) = self.in_netns(&bin, Vec::new());
+            std::process::Command::new(program)
+                .args(pre)
+                .arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
+                .arg("--request-timeout=10s")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|st| st.success())
+        };
+        if !kubectl(&["get", "--raw", "/readyz"]) {
+            eprintln!("harness: the apiserver is down; the real node's pods will be killed");
+            return;
+        }
+        kubectl(&[
+            "delete",
+            "redisclusters.redis.example.com",
+            "--all",
+            "-A",
+            "--wait=false",
+        ]);
+        kubectl(&[
+            "delete",
+            "deployments,statefulsets,replicasets,daemonsets,jobs",
+            "--all",
+            "-A",
+            "--wait=false",
+        ]);
+        let deadline = started + Duration::from_secs(90);
+        loop {
+            kubectl(&[
+                "delete",
+                "pods",
+                "--all",
+                "-A",
+                "--grace-period=1",
+                "--wait=false",
+            ]);
+            match real.running_tasks() {
+                Ok(0) => break,
+                Ok(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Ok(n) => {
+                    eprintln!("harness: {n} containers still running after 90 s; killing them");
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("harness: {e:#}");
+                    break;
+                }
+            }
+        }
+        eprintln!(
+            "harness: real node's pods removed in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -724,9 +993,10 @@ current-context: local
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// metrics-server runs on the host, so the aggregator reaches it through an
-/// ExternalName Service pointing at 127.0.0.1 (no endpoints needed).
-fn metrics_api_manifest(port: u16) -> String {
+/// metrics-server runs on the host (or the real node), so the aggregator
+/// reaches it through an ExternalName Service pointing at its address (no
+/// endpoints needed).
+fn metrics_api_manifest(host: &str, port: u16) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -735,7 +1005,7 @@ metadata:
   namespace: kube-system
 spec:
   type: ExternalName
-  externalName: 127.0.0.1
+  externalName: {host}
   ports:
   - name: https
     port: {port}

@@ -25,6 +25,7 @@ pub mod pki;
 pub mod pod_redis;
 pub mod process;
 pub mod product;
+pub mod real_node;
 pub mod redis;
 pub mod stack;
 pub mod tools;

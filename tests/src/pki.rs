@@ -28,6 +28,9 @@ pub struct Pki {
     /// Service-account token signing key pair.
     pub sa_key: PathBuf,
     pub sa_pub: PathBuf,
+    /// Kubelet client certs (`system:node:<name>` in `system:nodes`, for the
+    /// Node authorizer), one per name given to [`Pki::generate_for`].
+    pub nodes: Vec<(PathBuf, PathBuf)>,
 }
 
 /// CN of the front-proxy client cert (`--requestheader-allowed-names`).
@@ -36,6 +39,17 @@ pub const FRONT_PROXY_CLIENT_CN: &str = "front-proxy-client";
 impl Pki {
     /// Generates all key pairs and certs into `dir`.
     pub fn generate(dir: &Path) -> Result<Self> {
+        Self::generate_for(dir, &[], &[])
+    }
+
+    /// [`Pki::generate`], with more IP SANs on the serving cert (a real
+    /// node's address, the `kubernetes` Service's ClusterIP) and a kubelet
+    /// client cert for each node name.
+    pub fn generate_for(
+        dir: &Path,
+        extra_ips: &[std::net::IpAddr],
+        nodes: &[&str],
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let write = |name: &str, pem: String| -> Result<PathBuf> {
             let p = dir.join(name);
@@ -58,6 +72,21 @@ impl Pki {
             rcgen::SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
             rcgen::SanType::DnsName("localhost".try_into().context("SAN localhost")?),
         ];
+        for ip in extra_ips {
+            serving
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
+        }
+        for dns in [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ] {
+            serving
+                .subject_alt_names
+                .push(rcgen::SanType::DnsName(dns.try_into().context("SAN")?));
+        }
         let serving_key = KeyPair::generate().context("serving key")?;
         let serving_cert = serving
             .signed_by(&serving_key, &ca)
@@ -86,7 +115,23 @@ impl Pki {
         // ECDSA P-256: kube-apiserver accepts ES256 service-account keys.
         let sa = KeyPair::generate().context("service-account key")?;
 
+        let mut node_files = Vec::new();
+        for node in nodes {
+            let p = leaf(
+                &format!("system:node:{node}"),
+                Some("system:nodes"),
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )?;
+            let key = KeyPair::generate().context("node key")?;
+            let cert = p.signed_by(&key, &ca).context("signing node cert")?;
+            node_files.push((
+                write(&format!("node-{node}.crt"), cert.pem())?,
+                write(&format!("node-{node}.key"), key.serialize_pem())?,
+            ));
+        }
+
         Ok(Self {
+            nodes: node_files,
             ca_cert: write("ca.crt", ca_cert.pem())?,
             serving_cert: write("serving.crt", serving_cert.pem())?,
             serving_key: write("serving.key", serving_key.serialize_pem())?,
