@@ -965,6 +965,17 @@ async fn http_get_loopback(port: u16, path: &str) -> Result<String> {
 }
 
 fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
+    write_cert_kubeconfig(path, server, &pki.ca_cert, &pki.admin_cert, &pki.admin_key)
+}
+
+/// Writes a kubeconfig that authenticates with a client certificate.
+pub fn write_cert_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<()> {
     let text = format!(
         r#"apiVersion: v1
 kind: Config
@@ -986,9 +997,9 @@ contexts:
     namespace: default
 current-context: local
 "#,
-        ca = s(&pki.ca_cert),
-        cert = s(&pki.admin_cert),
-        key = s(&pki.admin_key),
+        ca = s(ca),
+        cert = s(cert),
+        key = s(key),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -602,7 +602,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         server: &str,
     ) -> Result<(PathBuf, Vec<String>)> {
         let kubeconfig = self.path("kubelet/kubeconfig");
-        write_cert_kubeconfig(&kubeconfig, server, ca, node_cert, node_key)?;
+        crate::cluster::write_cert_kubeconfig(&kubeconfig, server, ca, node_cert, node_key)?;
         let config = self.path("kubelet/config.yaml");
         let text = format!(
             r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -793,42 +793,6 @@ conntrack:
             eprintln!("harness: real-node cleanup: {}", problems.join("; "));
         }
     }
-}
-
-/// Writes a kubeconfig that authenticates with a client certificate.
-pub fn write_cert_kubeconfig(
-    path: &Path,
-    server: &str,
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<()> {
-    let text = format!(
-        r#"apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: user
-  user:
-    client-certificate: {cert}
-    client-key: {key}
-contexts:
-- name: local
-  context:
-    cluster: local
-    user: user
-    namespace: default
-current-context: local
-"#,
-        ca = s(ca),
-        cert = s(cert),
-        key = s(key),
-    );
-    std::fs::write(path, text).with_context(|| format!("writing {}", s(path)))
 }
 
 /// Pids whose command line has `arg` as one argument.
