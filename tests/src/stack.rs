@@ -355,6 +355,25 @@ impl Stack {
     }
 }
 
+/// Kinds of the chart's cluster-scoped objects.
+pub const CLUSTER_SCOPED_KINDS: &str = "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations";
+
+/// Names of the objects of `kinds` (a kubectl list) that carry this
+/// release's instance label, in `namespace` or cluster-wide; one a line,
+/// empty when none is left.
+pub async fn release_objects(
+    cluster: &Cluster,
+    kinds: &str,
+    namespace: Option<&str>,
+) -> Result<String> {
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let mut args = vec!["get", kinds, "-l", &selector, "-o", "name"];
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    Ok(cluster.kubectl_ok(args).await?.trim().to_string())
+}
+
 /// Writes a kubeconfig at `path` that authenticates as ServiceAccount
 /// `sa` of the release namespace (a token from the TokenRequest API).
 pub async fn service_account_kubeconfig(cluster: &Cluster, sa: &str, path: &Path) -> Result<()> {

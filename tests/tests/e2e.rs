@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::stack::{
-    CRD, NAMESPACE, ORIGINAL_MANIFEST, RELEASE, Stack, StackOptions, TLS_SECRET, WEBHOOK_CONFIG,
-    chart_dir, manifest,
+    CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, ORIGINAL_MANIFEST, RELEASE, Stack, StackOptions,
+    TLS_SECRET, WEBHOOK_CONFIG, chart_dir, manifest, release_objects,
 };
 use harness::{Cluster, ClusterOptions, wait_for};
 
@@ -181,34 +181,15 @@ async fn chart_installs_with_defaults_upgrades_and_uninstalls() -> Result<()> {
         .await?;
     // Everything the chart made is gone, except the CRD it keeps on purpose
     // (deleting it would delete every RedisCluster and its data).
-    let left = c
-        .kubectl_ok([
-            "get",
-            "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
-            "-n",
-            NAMESPACE,
-            "-l",
-            &format!("app.kubernetes.io/instance={RELEASE}"),
-            "-o",
-            "name",
-        ])
-        .await?;
-    assert_eq!(left.trim(), "", "left after uninstall: {left}");
-    let cluster_left = c
-        .kubectl_ok([
-            "get",
-            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations",
-            "-l",
-            &format!("app.kubernetes.io/instance={RELEASE}"),
-            "-o",
-            "name",
-        ])
-        .await?;
-    assert_eq!(
-        cluster_left.trim(),
-        "",
-        "left after uninstall: {cluster_left}"
-    );
+    let left = release_objects(
+        &c,
+        "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
+        Some(NAMESPACE),
+    )
+    .await?;
+    assert_eq!(left, "", "left after uninstall: {left}");
+    let cluster_left = release_objects(&c, CLUSTER_SCOPED_KINDS, None).await?;
+    assert_eq!(cluster_left, "", "left after uninstall: {cluster_left}");
     c.kubectl_ok(["get", "crd", CRD])
         .await
         .context("the CRD is kept (helm.sh/resource-policy: keep)")?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::real_node::Images;
-use harness::stack::{CRD, NAMESPACE, RELEASE, chart_dir};
+use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::{Cluster, ClusterOptions, wait_for};
 
 const APPS: &str = "apps";
@@ -521,19 +521,13 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         &format!("nothing of the release left in {NAMESPACE}"),
         Duration::from_secs(120),
         || async {
-            let left = c
-                .kubectl_ok([
-                    "get",
-                    "all,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
-                    "-n",
-                    NAMESPACE,
-                    "-l",
-                    &format!("app.kubernetes.io/instance={RELEASE}"),
-                    "-o",
-                    "name",
-                ])
-                .await?;
-            if left.trim().is_empty() {
+            let left = release_objects(
+                c,
+                "all,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
+                Some(NAMESPACE),
+            )
+            .await?;
+            if left.is_empty() {
                 Ok(Some(()))
             } else {
                 Err(anyhow::anyhow!("left in {NAMESPACE}:\n{left}"))
@@ -546,18 +540,9 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .kubectl_ok(["get", "secrets,leases", "-n", NAMESPACE, "-o", "name"])
         .await?;
     eprintln!("e2e-real: left in {NAMESPACE} after uninstall (made at run time): {runtime:?}");
-    let cluster_wide = c
-        .kubectl_ok([
-            "get",
-            "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations",
-            "-l",
-            &format!("app.kubernetes.io/instance={RELEASE}"),
-            "-o",
-            "name",
-        ])
-        .await?;
+    let cluster_wide = release_objects(c, CLUSTER_SCOPED_KINDS, None).await?;
     ensure!(
-        cluster_wide.trim().is_empty(),
+        cluster_wide.is_empty(),
         "left cluster-wide:\n{cluster_wide}"
     );
     step("helm uninstall left the CRD and the RedisCluster only");
