@@ -390,6 +390,30 @@ pub struct RealNode {
     /// Whether /var/lib/cni existed before: libcni caches each attachment's
     /// result there whatever containerd's configuration says.
     had_cni_cache: bool,
+    /// Held while this node exists: a real node uses host-wide paths
+    /// (/run/containerd, /var/lib/cni, sysctls), so two runs on one machine
+    /// would tear down each other's state. Released when dropped.
+    _host_lock: std::fs::File,
+}
+
+/// The host-wide lock that serialises real-node runs on one machine.
+const HOST_LOCK: &str = "/run/lock/redis-operator-real-node.lock";
+
+fn take_host_lock() -> Result<std::fs::File> {
+    let dir = Path::new(HOST_LOCK).parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", s(dir)))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_LOCK)
+        .with_context(|| format!("opening {HOST_LOCK}"))?;
+    if file.try_lock().is_err() {
+        eprintln!("harness: another real-node run holds {HOST_LOCK}; waiting for it to end");
+        file.lock()
+            .with_context(|| format!("locking {HOST_LOCK}"))?;
+    }
+    Ok(file)
 }
 
 impl std::fmt::Debug for RealNode {
@@ -406,6 +430,7 @@ impl RealNode {
     /// kubelet will rewrite and writes every config file under `dir`.
     pub fn prepare(dir: &Path) -> Result<Self> {
         check_prerequisites()?;
+        let host_lock = take_host_lock()?;
         let images = Images::from_env()?;
         std::fs::create_dir_all(dir.join("logs")).context("creating logs dir")?;
         let netns = NodeNetns::create(&dir.join("logs/netns-holder.log"))?;
@@ -429,6 +454,7 @@ impl RealNode {
             had_run_containerd: Path::new("/run/containerd").exists(),
             had_container_logs: Path::new(CONTAINER_LOG_LINKS).exists(),
             had_cni_cache: Path::new(CNI_CACHE).exists(),
+            _host_lock: host_lock,
         };
         node.write_configs()?;
         create_cgroups(&node.cgroup_name)?;
