@@ -19,63 +19,19 @@ use k8s_openapi::api::core::v1::{
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::names::{
+    CLUSTER_LABEL, SPEC_HASH, cluster_labels, config_name, headless_service_name, shard_labels,
+    shard_selector, statefulset_name,
+};
 use crate::shape::ClusterShape;
 
 pub const REDIS_PORT: i32 = 6379;
 pub const BUS_PORT: i32 = 16379;
-pub const MANAGER: &str = "redis-operator";
-/// Annotation carrying a hash of what the operator last applied; equal
-/// hashes mean there is nothing to write.
-pub const SPEC_HASH: &str = "redis.example.com/spec-hash";
-pub const CLUSTER_LABEL: &str = "redis.example.com/cluster";
-pub const SHARD_LABEL: &str = "redis.example.com/shard";
 const REDIS_UID: i64 = 999;
-
-pub fn statefulset_name(cluster: &str, shard: u32) -> String {
-    format!("{cluster}-shard-{shard}")
-}
-pub fn headless_service_name(cluster: &str) -> String {
-    format!("{cluster}-headless")
-}
-pub fn config_name(cluster: &str) -> String {
-    format!("{cluster}-config")
-}
-
-/// Labels on every child and pod of a cluster.
-pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "redis".into()),
-        ("app.kubernetes.io/instance".into(), cluster.into()),
-        ("app.kubernetes.io/managed-by".into(), MANAGER.into()),
-        (CLUSTER_LABEL.into(), cluster.into()),
-    ])
-}
-
-/// The label selector of a cluster's pods, as `status.selector` shows it.
-pub fn selector_string(cluster: &str) -> String {
-    format!("{CLUSTER_LABEL}={cluster}")
-}
-
-fn shard_labels(cluster: &str, shard: u32) -> BTreeMap<String, String> {
-    let mut l = cluster_labels(cluster);
-    l.insert(SHARD_LABEL.into(), shard.to_string());
-    l.insert("app.kubernetes.io/component".into(), "shard".into());
-    l
-}
-
-fn shard_selector(cluster: &str, shard: u32) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([
-            (CLUSTER_LABEL.into(), cluster.into()),
-            (SHARD_LABEL.into(), shard.to_string()),
-        ])),
-        ..Default::default()
-    }
-}
 
 /// Everything the operator applies for one cluster.
 #[derive(Debug, Clone)]
@@ -456,6 +412,7 @@ pub fn with_hash<K: Resource + serde::Serialize>(mut obj: K) -> (K, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::SHARD_LABEL;
     use api::{RedisClusterSpec, StorageSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 

@@ -4,7 +4,7 @@
 //! Pure decisions take data and return data: [`shape`], [`desired`],
 //! [`autoscale`], [`status`], the topology plan and the reconcile's
 //! `controller::decide`. The thin I/O edges around them: the controller's
-//! watches, observation and `act`, [`metrics_source`], the topology
+//! watches, observation and `act`, [`utilization`], the topology
 //! executor and [`leader`].
 #![forbid(unsafe_code)]
 
@@ -14,10 +14,11 @@ pub mod cli;
 pub mod controller;
 pub mod desired;
 pub mod leader;
-pub mod metrics_source;
+pub mod names;
 pub mod run;
 pub mod shape;
 pub mod stable_hash;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
+pub mod utilization;

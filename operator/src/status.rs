@@ -4,8 +4,8 @@
 use api::{MigrationStatus, RedisClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::metrics_source::Reading;
 use crate::shape::ClusterShape;
+use crate::utilization::{Reading, Unavailable};
 
 pub const READY: &str = "Ready";
 pub const SCALING: &str = "Scaling";
@@ -102,7 +102,7 @@ pub struct Observed<'a> {
     pub shards: &'a [ShardObservation],
     /// Shards beyond the shape's still being drained.
     pub draining_shards: usize,
-    pub utilization: Result<Reading, String>,
+    pub utilization: Result<Reading, Unavailable>,
     pub redis: &'a RedisState,
     pub selector: String,
     pub last_scale_time: Option<Time>,
@@ -257,7 +257,12 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
                 r.percent, r.measured, r.ready
             ),
         ),
-        Err(why) => cond(METRICS_AVAILABLE, false, "MetricsUnavailable", why.clone()),
+        Err(why) => cond(
+            METRICS_AVAILABLE,
+            false,
+            "MetricsUnavailable",
+            why.to_string(),
+        ),
     };
 
     let phase = if degraded_cond.status == "True" {
@@ -397,7 +402,7 @@ mod tests {
     #[test]
     fn metrics_unavailable_is_reported() {
         let mut o = obs(&[UP, UP], &RedisState::Converged);
-        o.utilization = Err("no metrics yet for pods p0".into());
+        o.utilization = Err(Unavailable::Missing(vec!["p0".into()]));
         let s = build(None, &o, t(1)).status;
         assert_eq!(s.current_cpu, None);
         let c = get(&s, METRICS_AVAILABLE);
@@ -435,7 +440,7 @@ mod tests {
         assert_eq!(fingerprint(&first), fingerprint(&again));
         // A flip moves only that condition's transition time.
         let mut o = obs(&[UP, UP], &RedisState::Converged);
-        o.utilization = Err("gone".into());
+        o.utilization = Err(Unavailable::NoReadyPods);
         let flipped = build(Some(&Prior::of(&first)), &o, t(900)).status;
         assert_ne!(fingerprint(&first), fingerprint(&flipped));
         assert_eq!(

@@ -14,7 +14,7 @@ use super::decide::{ChildObject, Intent, Note, ToApply};
 use super::events::Events;
 use super::memory::ClusterMemory;
 use super::{Error, kube_err};
-use crate::desired::{self, MANAGER};
+use crate::names::{self, MANAGER};
 use crate::telemetry::{DirectionLabels, Metrics};
 
 /// What `act` writes with.
@@ -45,7 +45,7 @@ pub(super) async fn act(
         mem.rendered = Some(rendered);
     }
     for &shard in &intent.drop_shards {
-        writes += drop_shard(&w.client, ns, &desired::statefulset_name(name, shard)).await?;
+        writes += drop_shard(&w.client, ns, &names::statefulset_name(name, shard)).await?;
         w.events.note(rc, &Note::ShardRemoved(shard)).await;
     }
     if let Some(created) = &intent.created

@@ -15,10 +15,11 @@ use kube::{Resource, ResourceExt};
 use crate::autoscale::{self, Decision};
 use crate::cache::{self, Key};
 use crate::desired::{self, ShardPlan};
-use crate::metrics_source::{self, Reading};
+use crate::names;
 use crate::shape::ClusterShape;
 use crate::status::{self, Phase, Prior, RedisState, ShardObservation};
-use crate::topology::Report;
+use crate::topology::{Report, TopologyError};
+use crate::utilization::{self, Reading, Unavailable};
 
 /// The kinds of child a cluster has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,7 +105,7 @@ pub enum Topology<'a> {
     /// Not every expected pod runs yet: no step was taken.
     Waiting,
     Stepped(&'a Report),
-    Failed(&'a str),
+    Failed(&'a TopologyError),
 }
 
 /// Everything a decision is made from.
@@ -118,7 +119,7 @@ pub struct Inputs<'a> {
     /// Pods per existing StatefulSet, by shard.
     pub current: &'a BTreeMap<u32, i32>,
     pub topology: Topology<'a>,
-    pub utilization: &'a Result<Reading, String>,
+    pub utilization: &'a Result<Reading, Unavailable>,
     /// The status as last written, from the watch.
     pub prior: Option<&'a Prior>,
     /// The replicas the policy lets the autoscaler choose from.
@@ -152,7 +153,7 @@ pub enum Note {
         shown: Vec<String>,
         taken: u64,
     },
-    MetricsUnavailable(String),
+    MetricsUnavailable(Unavailable),
     Created {
         statefulsets: usize,
         nodes: i32,
@@ -390,8 +391,8 @@ fn autoscale_inputs(i: &Inputs<'_>) -> autoscale::Inputs {
         last_scale: i
             .prior
             .and_then(|p| p.last_scale_time.as_ref())
-            .map(|t| metrics_source::unix_seconds(t.0)),
-        now: metrics_source::unix_seconds(i.now),
+            .map(|t| utilization::unix_seconds(t.0)),
+        now: utilization::unix_seconds(i.now),
         generation: i.rc.meta().generation,
     }
 }
@@ -434,7 +435,7 @@ fn build_status(i: &Inputs<'_>, redis: &RedisState, scaled: bool) -> status::Bui
         draining_shards,
         utilization: i.utilization.clone(),
         redis,
-        selector: desired::selector_string(i.name),
+        selector: names::selector_string(i.name),
         last_scale_time,
         migration,
     };

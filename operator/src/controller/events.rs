@@ -6,7 +6,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::decide::Note;
-use crate::desired::MANAGER;
+use crate::names::MANAGER;
 
 pub(super) fn reporter() -> Reporter {
     Reporter {
@@ -87,7 +87,7 @@ pub(super) fn render(note: &Note) -> String {
             }
             text
         }
-        Note::MetricsUnavailable(why) => why.clone(),
+        Note::MetricsUnavailable(why) => why.to_string(),
         Note::Created {
             statefulsets,
             nodes,

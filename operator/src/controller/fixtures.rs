@@ -9,10 +9,10 @@ use k8s_openapi::jiff::Timestamp;
 use super::decide::{ChildKind, Inputs, Intent, Live, Remembered, Rendered, Topology, decide};
 use crate::autoscale;
 use crate::cache::{Key, Keys, Ownership, SetState};
-use crate::metrics_source::Reading;
 use crate::shape::ClusterShape;
 use crate::status::Prior;
-use crate::topology::Report;
+use crate::topology::{Report, TopologyError};
+use crate::utilization::{Reading, Unavailable};
 
 pub const INTERVAL: Duration = Duration::from_secs(30);
 pub const GENERATION: i64 = 4;
@@ -80,7 +80,7 @@ pub fn converged() -> Report {
     }
 }
 
-pub fn cpu(percent: f64) -> Result<Reading, String> {
+pub fn cpu(percent: f64) -> Result<Reading, Unavailable> {
     Ok(Reading {
         percent,
         measured: 2,
@@ -97,9 +97,9 @@ pub struct World {
     pub rc: RedisCluster,
     pub sets: Vec<SetState>,
     pub report: Option<Report>,
-    pub topology_error: Option<String>,
+    pub topology_error: Option<TopologyError>,
     pub unmanaged: bool,
-    pub utilization: Result<Reading, String>,
+    pub utilization: Result<Reading, Unavailable>,
     pub prior: Option<Prior>,
     pub rendered: Option<Rendered>,
     pub autoscale: autoscale::State,

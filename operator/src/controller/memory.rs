@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use super::decide::Rendered;
 use crate::autoscale;
 use crate::cache::{self, Key};
-use crate::metrics_source::Reading;
+use crate::utilization::{Reading, Unavailable};
 
 #[derive(Default)]
 pub(super) struct ClusterMemory {
@@ -22,7 +22,7 @@ pub(super) struct ClusterMemory {
     uid: Option<Key>,
     pub(super) autoscale: autoscale::State,
     /// Last utilisation read and when (Unix seconds).
-    pub(super) last_read: Option<(f64, Result<Reading, String>)>,
+    pub(super) last_read: Option<(f64, Result<Reading, Unavailable>)>,
     failures: u32,
     pub(super) rendered: Option<Rendered>,
 }

@@ -43,7 +43,7 @@ use self::memory::Memories;
 use self::stores::{Priors, Stores};
 use self::sync::Synced;
 use crate::cache::{self, Child};
-use crate::desired::MANAGER;
+use crate::names::MANAGER;
 use crate::shape::ShapeError;
 use crate::status;
 use crate::telemetry::{Metrics, ReasonLabels};

@@ -19,10 +19,11 @@ use super::sync::Synced;
 use super::{Context, Error, act};
 use crate::cache;
 use crate::desired;
-use crate::metrics_source::{self, Reading, ReadyPod, Unavailable};
+use crate::names;
 use crate::shape::ClusterShape;
 use crate::telemetry::Metrics;
 use crate::topology;
+use crate::utilization::{self, Reading, ReadyPod, Unavailable};
 
 /// Name of the debug span around our reconcile code alone: kube-runtime's
 /// `reconciling object` span also covers handing the requeue back to its
@@ -175,8 +176,8 @@ async fn utilization(
     name: &str,
     pods: &[(String, cache::PodState)],
     now: Timestamp,
-) -> Result<Reading, String> {
-    let now = metrics_source::unix_seconds(now);
+) -> Result<Reading, Unavailable> {
+    let now = utilization::unix_seconds(now);
     let interval = ctx.settings.metrics_interval.as_secs_f64();
     if let Some((at, u)) = &mem.last_read
         && now - at < interval
@@ -188,7 +189,7 @@ async fn utilization(
             mem.last_read = Some((now, u.clone()));
             u
         }
-        None => Err(Unavailable::NoReadyPods.to_string()),
+        None => Err(Unavailable::NoReadyPods),
     }
 }
 
@@ -201,7 +202,7 @@ async fn read_utilization(
     name: &str,
     pods: &[(String, cache::PodState)],
     now: f64,
-) -> Option<Result<Reading, String>> {
+) -> Option<Result<Reading, Unavailable>> {
     let ready: Vec<ReadyPod> = pods
         .iter()
         .filter(|(_, p)| !p.deleting)
@@ -216,14 +217,13 @@ async fn read_utilization(
     if ready.is_empty() {
         return None;
     }
-    let usage = match metrics_source::fetch(&ctx.client, ns, &desired::selector_string(name)).await
-    {
+    let usage = match utilization::fetch(&ctx.client, ns, &names::selector_string(name)).await {
         Ok(usage) => usage,
-        Err(e) => return Some(Err(format!("reading PodMetrics: {e}"))),
+        Err(e) => return Some(Err(Unavailable::Unreadable(e.to_string()))),
     };
     // A sample older than a few scrape rounds is stale.
     let max_age = (3.0 * ctx.settings.metrics_interval.as_secs_f64()).max(90.0);
-    Some(metrics_source::utilization(&ready, &usage, now, max_age).map_err(|e| e.to_string()))
+    Some(utilization::compute(&ready, &usage, now, max_age))
 }
 
 /// Runs one bounded topology step when every expected pod has an IP.
@@ -231,7 +231,7 @@ async fn redis_step(
     shape: ClusterShape,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
-) -> Option<Result<topology::Report, String>> {
+) -> Option<Result<topology::Report, topology::TopologyError>> {
     let members: Vec<topology::Member> = pods
         .iter()
         .filter(|(_, p)| !p.deleting && p.running)
@@ -260,9 +260,5 @@ async fn redis_step(
     if !complete {
         return None;
     }
-    Some(
-        topology::step(&members, &shape.into(), &topology::StepOptions::default())
-            .await
-            .map_err(|e| e.to_string()),
-    )
+    Some(topology::step(&members, &shape.into(), &topology::StepOptions::default()).await)
 }

@@ -5,7 +5,7 @@ use kube::runtime::watcher;
 
 use super::decide::{ChildKind, Live};
 use crate::cache::{self, Key};
-use crate::{desired, status};
+use crate::{names, status};
 
 /// What is kept of the children (only our objects), by namespace and name.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ impl Stores {
         let mut sets = Vec::new();
         let mut pods = Vec::new();
         for shard in 0..u32::try_from(api::bounds::SHARD_COUNT.max).unwrap_or(0) {
-            let sts_name = desired::statefulset_name(cluster, shard);
+            let sts_name = names::statefulset_name(cluster, shard);
             let Some(sts) = self
                 .statefulsets
                 .get(ns, &sts_name)

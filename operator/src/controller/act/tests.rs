@@ -12,6 +12,7 @@ use super::*;
 use crate::controller::decide::Intent;
 use crate::controller::fixtures::*;
 use crate::topology::Report;
+use crate::utilization::Unavailable;
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
@@ -80,7 +81,7 @@ fn apply_call(path: &str) -> String {
 async fn create_applies_every_child_then_announces_and_writes_status() {
     let mut world = World::new(rc(2, 2), vec![]);
     world.report = None;
-    world.utilization = Err("no ready Redis pods".into());
+    world.utilization = Err(Unavailable::NoReadyPods);
     let intent = world.decide();
     let (calls, outcome, mem) = run(&world, intent.clone()).await;
     let status = format!("/apis/redis.example.com/v1alpha1{NS}/redisclusters/cache/status");

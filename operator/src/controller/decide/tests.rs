@@ -74,7 +74,7 @@ fn quiet(requeue: Duration) -> Summary {
 fn a_new_cluster_creates_every_child_and_announces_it() {
     let mut world = World::new(rc(2, 2), vec![]);
     world.report = None;
-    world.utilization = Err("no ready Redis pods".into());
+    world.utilization = Err(Unavailable::NoReadyPods);
     let intent = world.decide();
     assert_eq!(
         summary(&intent),
@@ -224,14 +224,14 @@ fn surplus_replicas_stay_until_the_topology_releases_them() {
 #[test]
 fn lost_metrics_are_announced_once_and_hold_the_size() {
     let mut world = settled();
-    world.utilization = Err("metrics of pod cache-shard-0-0 are stale".into());
+    world.utilization = Err(Unavailable::Stale("cache-shard-0-0".into()));
     let intent = world.decide();
     assert_eq!(
         summary(&intent),
         Summary {
-            events: vec![Note::MetricsUnavailable(
-                "metrics of pod cache-shard-0-0 are stale".into()
-            )],
+            events: vec![Note::MetricsUnavailable(Unavailable::Stale(
+                "cache-shard-0-0".into()
+            ))],
             status: Some("Ready".into()),
             ..quiet(INTERVAL)
         }
@@ -243,7 +243,11 @@ fn lost_metrics_are_announced_once_and_hold_the_size() {
 #[test]
 fn a_topology_error_degrades_the_cluster_and_retries_soon() {
     let mut world = settled();
-    world.topology_error = Some("10.0.0.1:6379: cannot connect: refused".into());
+    world.topology_error = Some(TopologyError::Refused {
+        addr: "10.0.0.1:6379".parse().unwrap(),
+        command: "CLUSTER NODES".into(),
+        message: "NOAUTH".into(),
+    });
     let intent = world.decide();
     assert_eq!(
         summary(&intent),

@@ -64,6 +64,8 @@ pub enum Unavailable {
     NoRequest(String),
     Missing(Vec<String>),
     Stale(String),
+    /// The metrics API could not be read (the error, rendered).
+    Unreadable(String),
 }
 
 impl std::fmt::Display for Unavailable {
@@ -73,6 +75,7 @@ impl std::fmt::Display for Unavailable {
             Unavailable::NoRequest(p) => write!(f, "pod {p} requests no CPU"),
             Unavailable::Missing(p) => write!(f, "no metrics yet for pods {}", p.join(", ")),
             Unavailable::Stale(p) => write!(f, "metrics of pod {p} are stale"),
+            Unavailable::Unreadable(e) => write!(f, "reading PodMetrics: {e}"),
         }
     }
 }
@@ -81,7 +84,7 @@ impl std::fmt::Display for Unavailable {
 /// for less than `max_age_secs` may lack a sample (metrics-server needs two
 /// scrapes) and is left out, as HPA does; any older pod must have a fresh
 /// sample, since a partial view could hide a hot pod.
-pub fn utilization(
+pub fn compute(
     ready: &[ReadyPod],
     usage: &HashMap<String, Usage>,
     now: f64,
@@ -219,7 +222,7 @@ mod tests {
                 },
             ),
         ]);
-        let r = utilization(&pods(2), &usage, 110.0, 60.0).unwrap();
+        let r = compute(&pods(2), &usage, 110.0, 60.0).unwrap();
         assert!((r.percent - 100.0).abs() < 1e-9, "{r:?}");
         assert_eq!((r.measured, r.ready), (2, 2));
     }
@@ -235,12 +238,12 @@ mod tests {
         )]);
         let mut p = pods(2);
         p[1].ready_since = 90.0;
-        let r = utilization(&p, &usage, 110.0, 60.0).unwrap();
+        let r = compute(&p, &usage, 110.0, 60.0).unwrap();
         assert!((r.percent - 50.0).abs() < 1e-9, "{r:?}");
         assert_eq!((r.measured, r.ready), (1, 2));
         // Once it is established, its missing sample makes the figure unavailable.
         assert_eq!(
-            utilization(&p, &usage, 151.0, 60.0),
+            compute(&p, &usage, 151.0, 60.0),
             Err(Unavailable::Missing(vec!["p1".into()]))
         );
     }
@@ -255,21 +258,21 @@ mod tests {
             },
         )]);
         assert_eq!(
-            utilization(&pods(2), &usage, 110.0, 60.0),
+            compute(&pods(2), &usage, 110.0, 60.0),
             Err(Unavailable::Missing(vec!["p1".into()]))
         );
         assert_eq!(
-            utilization(&pods(1), &usage, 200.0, 60.0),
+            compute(&pods(1), &usage, 200.0, 60.0),
             Err(Unavailable::Stale("p0".into()))
         );
         assert_eq!(
-            utilization(&[], &usage, 0.0, 60.0),
+            compute(&[], &usage, 0.0, 60.0),
             Err(Unavailable::NoReadyPods)
         );
         let mut p = pods(1);
         p[0].request_cores = 0.0;
         assert_eq!(
-            utilization(&p, &usage, 110.0, 60.0),
+            compute(&p, &usage, 110.0, 60.0),
             Err(Unavailable::NoRequest("p0".into()))
         );
     }
