@@ -30,6 +30,7 @@ pub mod redis;
 pub mod stack;
 pub mod tools;
 pub mod wait;
+pub mod writer;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use wait::{fatal, wait_for};

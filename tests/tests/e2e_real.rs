@@ -9,13 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::real_node::Images;
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
+use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
 use harness::{Cluster, ClusterOptions, wait_for};
 
 const APPS: &str = "apps";
@@ -388,22 +388,21 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .find(|(_, ip)| *ip == victim_ip)
         .map(|(n, _)| n.clone())
         .context("no pod has the primary's IP")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
     let seeds: Vec<String> = pods
         .iter()
         .map(|(_, ip)| format!("redis://{ip}:6379"))
         .collect();
-    let writer = {
-        let (stop, acked) = (stop.clone(), acked.clone());
+    let writer = Writer::new("w", seeds);
+    let running = {
+        let w = writer.clone();
         let netns = c.netns_handle()?;
         tokio::spawn(async move {
             netns
-                .run_async(move || async move { write_until(seeds, stop, acked).await })
+                .run_async(move || async move { w.run(WriteLimits::default()).await })
                 .await
         })
     };
-    let acks = || acked.lock().map(|a| a.len()).unwrap_or_default();
+    let acks = || writer.acked_count();
     wait_for(
         "the writer's first 200 acknowledged writes",
         Duration::from_secs(60),
@@ -431,20 +430,25 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         },
     )
     .await?;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.context("joining the writer")??;
-    let acked: Vec<usize> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
     let new_pods = pod_ips(c, REDIS).await?;
     let seeds: Vec<String> = new_pods
         .iter()
         .map(|(_, ip)| format!("redis://{ip}:6379"))
         .collect();
-    let total = acked.len();
+    let total = summary.acked.len();
+    let acked = summary.acked;
     let lost = c
         .netns_handle()?
-        .run_async(move || async move { check_acked(seeds, acked).await })
+        .run_async(move || async move { lost_writes(seeds, "w", &acked).await })
         .await?;
     ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    eprintln!(
+        "e2e-real: writer: {total} acknowledged, {} failed, longest gap between acknowledged writes {:?}",
+        summary.failed, summary.longest_gap
+    );
     step(&format!("all {total} acknowledged writes survived"));
 
     // RSS of our pods as the metrics API reports them (working set).
@@ -547,58 +551,4 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     );
     step("helm uninstall left the CRD and the RedisCluster only");
     Ok(())
-}
-
-/// Writes `w:<i>` = `<i>` in order until `stop`, recording each index whose
-/// SET was acknowledged. Failed writes (during the failover) are retried
-/// with the next index and not recorded.
-async fn write_until(
-    seeds: Vec<String>,
-    stop: Arc<AtomicBool>,
-    acked: Arc<std::sync::Mutex<Vec<usize>>>,
-) -> Result<()> {
-    let client = redis::cluster::ClusterClientBuilder::new(seeds)
-        .connection_timeout(Duration::from_secs(2))
-        .response_timeout(Duration::from_secs(2))
-        .build()
-        .context("building the cluster client")?;
-    let mut conn = client
-        .get_async_connection()
-        .await
-        .context("connecting the writer")?;
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let r: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(format!("w:{i}"))
-            .arg(i.to_string())
-            .query_async(&mut conn)
-            .await;
-        if r.is_ok()
-            && let Ok(mut a) = acked.lock()
-        {
-            a.push(i);
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// The acknowledged indexes whose key does not read back.
-async fn check_acked(seeds: Vec<String>, acked: Vec<usize>) -> Result<Vec<usize>> {
-    let client = redis::cluster::ClusterClientBuilder::new(seeds)
-        .build()
-        .context("building the cluster client")?;
-    let mut conn = client.get_async_connection().await?;
-    let mut lost = Vec::new();
-    for i in acked {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(format!("w:{i}"))
-            .query_async(&mut conn)
-            .await
-            .with_context(|| format!("reading w:{i}"))?;
-        if v.as_deref() != Some(i.to_string().as_str()) {
-            lost.push(i);
-        }
-    }
-    Ok(lost)
 }
