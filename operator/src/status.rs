@@ -218,7 +218,20 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
         };
         cond(READY, false, "TopologyNotReady", why)
     };
-    let scaling_cond = if resizing {
+    let refused_scale_in = o.draining_shards > 0 && matches!(o.redis, RedisState::Unmanaged);
+    let scaling_cond = if refused_scale_in {
+        cond(
+            SCALING,
+            true,
+            "ScaleInRefused",
+            format!(
+                "{} shards beyond shard_count {desired_shards} are kept: with \
+                 --manage-topology=false the operator cannot drain their slots; \
+                 restore shard_count, or drain them and delete their StatefulSets by hand",
+                o.draining_shards
+            ),
+        )
+    } else if resizing {
         cond(
             SCALING,
             true,
@@ -397,6 +410,30 @@ mod tests {
         let s = build(None, &obs(&[UP, UP], &migrating), t(1)).status;
         assert_eq!(get(&s, SCALING).reason, "Resharding");
         assert_eq!(get(&s, READY).reason, "TopologyNotReady");
+    }
+
+    #[test]
+    fn a_refused_scale_in_says_so() {
+        let mut o = obs(&[UP, UP], &RedisState::Unmanaged);
+        o.draining_shards = 1;
+        let s = build(None, &o, t(1)).status;
+        let c = get(&s, SCALING);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ScaleInRefused")
+        );
+        assert!(
+            c.message
+                .starts_with("1 shards beyond shard_count 2 are kept"),
+            "{}",
+            c.message
+        );
+        // With topology management the same shard is being drained.
+        o.redis = &RedisState::Converged;
+        assert_eq!(
+            get(&build(None, &o, t(1)).status, SCALING).reason,
+            "Resizing"
+        );
     }
 
     #[test]

@@ -276,17 +276,15 @@ impl RedisView {
             note: None,
         };
         match i.topology {
-            // Without topology management nothing can be drained safely, so
-            // the objects follow the spec; the admin chose that with the flag.
+            // Without topology management nothing can be drained, so a shard
+            // beyond the shape is never removed: its primary owns slots as
+            // far as the operator knows (status says the scale-in is
+            // refused). Replicas follow the spec, highest ordinal first; the
+            // admin chose that with the flag.
             Topology::Unmanaged => RedisView {
                 state: RedisState::Unmanaged,
                 surplus_ok: true,
-                removable: i
-                    .current
-                    .keys()
-                    .copied()
-                    .filter(|&s| !i.shape.has_shard(s))
-                    .collect(),
+                removable: Vec::new(),
                 note: None,
             },
             Topology::Waiting => nothing(RedisState::Unknown),

@@ -186,21 +186,37 @@ fn drained_shards_are_dropped_once_the_topology_says_so() {
 }
 
 #[test]
-fn without_topology_management_extra_shards_go_at_once() {
+fn without_topology_management_a_shard_scale_in_is_refused() {
+    // The operator cannot know whether shard 2 still owns slots, so it
+    // keeps it and says why; replicas still follow the spec.
     let sets = vec![set(0, 3, 3), set(1, 3, 3), set(2, 3, 3)];
     let mut world = World::new(rc(2, 2), sets);
     world.unmanaged = true;
     let intent = world.decide();
-    assert_eq!(intent.drop_shards, [2]);
+    assert_eq!(intent.drop_shards, [] as [u32; 0]);
     let replicas: Vec<_> = intent
         .apply
         .iter()
         .filter_map(|c| match &c.object {
-            ChildObject::StatefulSet(s) => s.spec.as_ref()?.replicas,
+            ChildObject::StatefulSet(s) => Some((c.name.as_str(), s.spec.as_ref()?.replicas?)),
             _ => None,
         })
         .collect();
-    assert_eq!(replicas, [2, 2]);
+    assert_eq!(
+        replicas,
+        [
+            ("cache-shard-0", 2),
+            ("cache-shard-1", 2),
+            ("cache-shard-2", 3)
+        ]
+    );
+    let status = intent.status.as_ref().unwrap();
+    let scaling = status.conditions.iter().find(|c| c.type_ == "Scaling");
+    assert_eq!(scaling.map(|c| c.reason.as_str()), Some("ScaleInRefused"));
+    assert!(
+        scaling.is_some_and(|c| c.message.contains("--manage-topology=false")),
+        "{scaling:?}"
+    );
 }
 
 #[test]
