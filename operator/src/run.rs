@@ -37,11 +37,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
 
-    let settings = Settings {
+    let mut settings = Settings {
         policy,
         metrics_interval: args.metrics_interval,
         concurrency: args.concurrency.max(1),
         manage_topology: args.manage_topology,
+        fence: Default::default(),
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
@@ -76,22 +77,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let outcome = if leading {
                 tracing::info!(%identity, "leading");
                 metrics.set_ready(false);
-                let stop = shutdown.child_token();
-                let controllers =
-                    run_controllers(&client, &scopes, &settings, &metrics, stop.clone());
-                tokio::pin!(controllers);
+                settings.fence = leadership.fence();
+                let controllers = run_controllers(
+                    &client,
+                    &scopes,
+                    &settings,
+                    &metrics,
+                    shutdown.child_token(),
+                );
                 tokio::select! {
-                    _ = &mut controllers => Ok(()),
-                    _ = leadership.lost() => {
-                        stop.cancel();
-                        controllers.await;
-                        Err(anyhow::anyhow!("lost the leader lease {namespace}/{name}; exiting so a fresh process stands by"))
+                    _ = controllers => Ok(()),
+                    // Dropping the controllers abandons the reconciles in
+                    // flight at once: a standby may lead soon, and every
+                    // topology step can stop between any two commands.
+                    why = leadership.lost() => {
+                        Err(anyhow::anyhow!("lost the leader lease {namespace}/{name}: {why}; exiting at once so a fresh process stands by"))
                     }
                 }
             } else {
                 Ok(())
             };
-            leadership.release().await;
+            if outcome.is_ok() {
+                leadership.release().await;
+            } else {
+                // Not ours any more, and the API server may be out of reach.
+                leadership.abandon();
+            }
             outcome
         }
         _ => {

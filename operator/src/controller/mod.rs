@@ -103,6 +103,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Drive the Redis Cluster topology (slots, replicas) over RESP.
     pub manage_topology: bool,
+    /// Closes Redis actions when leadership is no longer confirmed.
+    pub fence: crate::topology::Fence,
 }
 
 /// Objects per list request when a cache (re)fills.

@@ -107,7 +107,7 @@ async fn reconcile_cluster(
     // The Redis side: form and reshape the cluster over RESP. The step acts
     // on Redis itself; its report is what the decision needs of it.
     let report = if ctx.settings.manage_topology {
-        redis_step(shape, &pods, &current).await
+        redis_step(shape, &pods, &current, &ctx.settings.fence).await
     } else {
         None
     };
@@ -231,6 +231,7 @@ async fn redis_step(
     shape: ClusterShape,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
+    fence: &topology::Fence,
 ) -> Option<Result<topology::Report, topology::TopologyError>> {
     let members: Vec<topology::Member> = pods
         .iter()
@@ -260,5 +261,9 @@ async fn redis_step(
     if !complete {
         return None;
     }
-    Some(topology::step(&members, &shape.into(), &topology::StepOptions::default()).await)
+    let opts = topology::StepOptions {
+        fence: fence.clone(),
+        ..Default::default()
+    };
+    Some(topology::step(&members, &shape.into(), &opts).await)
 }

@@ -9,6 +9,11 @@ pub enum TopologyError {
     #[error("invalid desired topology: {0}")]
     InvalidDesired(String),
 
+    /// The fence closed: leadership is no longer confirmed, so no command
+    /// that changes Redis may be sent.
+    #[error("{addr}: `{command}` not sent: leadership is not confirmed (lease may have expired)")]
+    Fenced { addr: SocketAddr, command: String },
+
     #[error("{addr}: cannot connect: {source}")]
     Connect {
         addr: SocketAddr,

@@ -13,9 +13,9 @@ use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, Pipeline, Value};
 
-use super::StepOptions;
 use super::error::TopologyError;
 use super::plan::{Action, NodeRef};
+use super::{Fence, StepOptions};
 
 /// Upper bound on GETKEYSINSLOT/MIGRATE rounds for one batch of slots
 /// (each round moves up to `keys_per_migrate` keys of every slot).
@@ -30,6 +30,7 @@ pub(crate) struct Conns {
     map: HashMap<SocketAddr, MultiplexedConnection>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    fence: Fence,
 }
 
 impl Conns {
@@ -38,6 +39,7 @@ impl Conns {
             map: HashMap::new(),
             connect_timeout: opts.connect_timeout,
             command_timeout: opts.command_timeout,
+            fence: opts.fence.clone(),
         }
     }
 
@@ -77,12 +79,27 @@ impl Conns {
         label: &str,
         timeout: Duration,
     ) -> Result<Vec<Value>, TopologyError> {
+        self.fenced(addr, label)?;
         let con = self.get(addr).await?;
         let r = run_pipe(con, addr, p, label, timeout).await;
         if r.is_err() {
             self.invalidate(addr);
         }
         r
+    }
+
+    /// Refuses to go on once the fence has closed. Every command of an
+    /// action passes here (or, for the last SETSLOT of a move, right after
+    /// a command that did), so a fenced leader stops within one command.
+    pub(crate) fn fenced(&self, addr: SocketAddr, command: &str) -> Result<(), TopologyError> {
+        if self.fence.allows(Instant::now()) {
+            Ok(())
+        } else {
+            Err(TopologyError::Fenced {
+                addr,
+                command: command.to_owned(),
+            })
+        }
     }
 
     /// One command; a server error is returned as `Ok(Err(message))`.

@@ -25,6 +25,7 @@
 
 mod error;
 mod exec;
+mod fence;
 pub mod model;
 mod observe;
 pub mod plan;
@@ -33,6 +34,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use error::TopologyError;
+pub use fence::Fence;
 pub use plan::{Action, Limits, NodeRef, Observation, Outcome, Plan};
 
 /// One Redis pod: its shard (StatefulSet index), ordinal within the
@@ -73,6 +75,8 @@ pub struct StepOptions {
     pub migrate_timeout: Duration,
     /// Pause between two observations while the cluster settles (gossip).
     pub settle_poll: Duration,
+    /// Every command that changes Redis checks it first (leadership).
+    pub fence: Fence,
 }
 
 impl Default for StepOptions {
@@ -87,6 +91,7 @@ impl Default for StepOptions {
             command_timeout: Duration::from_secs(5),
             migrate_timeout: Duration::from_secs(10),
             settle_poll: Duration::from_millis(200),
+            fence: Fence::default(),
         }
     }
 }
