@@ -25,6 +25,7 @@ pub mod pki;
 pub mod pod_redis;
 pub mod process;
 pub mod product;
+pub mod proxy;
 pub mod real_node;
 pub mod redis;
 pub mod stack;

@@ -168,6 +168,18 @@ impl Stack {
         } else {
             &self.webhook_kubeconfig
         };
+        self.spawn_with_kubeconfig(bin, args, log, url, kubeconfig)
+            .await
+    }
+
+    async fn spawn_with_kubeconfig(
+        &self,
+        bin: &str,
+        args: &[String],
+        log: &std::path::Path,
+        url: &str,
+        kubeconfig: &Path,
+    ) -> Result<ManagedChild> {
         let env = [("KUBECONFIG", kubeconfig.as_os_str())];
         let mut child = ManagedChild::spawn_with_env(bin, &binary(bin)?, args, &env, log)?;
         wait_for(&format!("{bin} at {url}"), Duration::from_secs(60), || {
@@ -297,6 +309,16 @@ impl Stack {
 
     /// Starts one more operator process (leader election on the chart's Lease).
     pub async fn start_operator(&mut self, cluster: &Cluster) -> Result<usize> {
+        self.start_operator_via(cluster, None).await
+    }
+
+    /// Starts one more operator process that reaches the API server at
+    /// `server` (a proxy, say) instead of directly.
+    pub async fn start_operator_via(
+        &mut self,
+        cluster: &Cluster,
+        server: Option<&str>,
+    ) -> Result<usize> {
         let policy = self.policy_file(cluster).await?;
         self.started += 1;
         let identity = format!("operator-{}", self.started);
@@ -318,12 +340,21 @@ impl Stack {
         .collect();
         args.extend(self.operator_args.iter().cloned());
         let log = self.dir.join(format!("{identity}.log"));
+        let kubeconfig = match server {
+            None => self.operator_kubeconfig.clone(),
+            Some(server) => {
+                let path = self.dir.join(format!("{identity}.kubeconfig"));
+                write_token_kubeconfig(cluster, OPERATOR_SA, server, &path).await?;
+                path
+            }
+        };
         let child = self
-            .spawn_and_wait(
+            .spawn_with_kubeconfig(
                 "redis-operator",
                 &args,
                 &log,
                 &format!("http://127.0.0.1:{metrics_port}/healthz"),
+                &kubeconfig,
             )
             .await?;
         self.operators.push(Operator {
@@ -377,6 +408,16 @@ pub async fn release_objects(
 /// Writes a kubeconfig at `path` that authenticates as ServiceAccount
 /// `sa` of the release namespace (a token from the TokenRequest API).
 pub async fn service_account_kubeconfig(cluster: &Cluster, sa: &str, path: &Path) -> Result<()> {
+    write_token_kubeconfig(cluster, sa, cluster.server_url(), path).await
+}
+
+/// [`service_account_kubeconfig`] with another address for the API server.
+async fn write_token_kubeconfig(
+    cluster: &Cluster,
+    sa: &str,
+    server: &str,
+    path: &Path,
+) -> Result<()> {
     let token = cluster
         .kubectl_ok(["create", "token", sa, "-n", NAMESPACE, "--duration=24h"])
         .await
@@ -385,7 +426,7 @@ pub async fn service_account_kubeconfig(cluster: &Cluster, sa: &str, path: &Path
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "local", "cluster": {
-            "server": cluster.server_url(),
+            "server": server,
             "certificate-authority": cluster.ca_cert_path(),
         }}],
         "users": [{"name": sa, "user": {"token": token.trim()}}],

@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use harness::pod_redis::PodRedis;
+use harness::proxy::TcpProxy;
 use harness::redis::{cluster_check, cluster_info, open_slots, slot_counts};
-use harness::stack::{Stack, StackOptions};
+use harness::stack::{LEASE, NAMESPACE, Stack, StackOptions};
+use harness::writer::{Limits, Writer, lost_writes};
 use harness::{Cluster, ClusterOptions, wait_for};
 use redis::AsyncCommands;
 
 const NAME: &str = "shop";
+
+/// One control plane at a time: each test runs its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn pod_addrs(c: &Cluster) -> Result<Vec<SocketAddr>> {
     let out = c
@@ -170,6 +175,7 @@ async fn patch(c: &Cluster, spec: &str) -> Result<()> {
 
 #[tokio::test]
 async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     harness::product::init_crypto();
     let c = Cluster::start(ClusterOptions {
         nodes: 3,
@@ -256,6 +262,154 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
     ensure!(
         events.contains("TopologyChanged"),
         "no TopologyChanged event: {events}"
+    );
+    c.stop();
+    Ok(())
+}
+
+/// The Lease's holder and when it acquired it.
+async fn lease(c: &Cluster) -> Result<(String, String)> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "lease",
+            LEASE,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.acquireTime}",
+        ])
+        .await?;
+    let (holder, at) = out.trim().split_once(' ').unwrap_or((out.trim(), ""));
+    Ok((holder.to_string(), at.to_string()))
+}
+
+/// A leader that loses the API server but still reaches Redis, in the
+/// middle of a shard scale-out under a writer: it must stop acting and exit
+/// before the standby can take the Lease, and the standby finishes the
+/// migration with every acknowledged write kept. Without the lease fence
+/// the cut-off leader never learns it lost and goes on migrating slots.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = Cluster::start(ClusterOptions {
+        nodes: 3,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let _redis = PodRedis::start(&c)?;
+    let mut stack = Stack::install(
+        &c,
+        StackOptions {
+            operators: 0,
+            operator_args: vec![
+                "--metrics-interval".into(),
+                "5s".into(),
+                "--lease-duration-seconds".into(),
+                "6".into(),
+            ],
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let api: SocketAddr = c
+        .server_url()
+        .trim_start_matches("https://")
+        .parse()
+        .context("the API server's address")?;
+    let proxy = TcpProxy::start(api).await?;
+    let server = format!("https://{}", proxy.addr());
+    let leader = stack.start_operator_via(&c, Some(&server)).await?;
+    let leader_id = stack.operators[leader].identity.clone();
+    wait_for(
+        "the proxied operator to lead",
+        Duration::from_secs(60),
+        || async { Ok((lease(&c).await?.0 == leader_id).then_some(())) },
+    )
+    .await?;
+    let standby = stack.start_operator(&c).await?;
+    let standby_id = stack.operators[standby].identity.clone();
+    let long = Duration::from_secs(240);
+
+    c.kubectl_apply(&format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {NAME}\n  namespace: default\nspec:\n  replicas: 1\n  shard_count: 2\n  autoscaling_paused: true\n"
+    ))
+    .await?;
+    wait_ready(&c, 2, 1, long)
+        .await
+        .context("bootstrap 2 x 1")?;
+    let seeds = pod_addrs(&c).await?;
+    write_keys(&seeds, 1).await?;
+    let writer = Writer::new("w", seeds.iter().map(|a| format!("redis://{a}")).collect());
+    let running = tokio::spawn(writer.clone().run(Limits::default()));
+    wait_for("the writer's first acknowledged writes", long, || async {
+        Ok((writer.acked_count() >= 100).then_some(()))
+    })
+    .await?;
+
+    // Cut the leader off while slots move to the new shard.
+    patch(&c, r#"{"shard_count":3}"#).await?;
+    wait_for("slots moving to shard 2", long, || async {
+        let addrs = pod_addrs(&c).await?;
+        Ok(
+            (addrs.len() == 3 && !open_slots(&addrs).await.unwrap_or_default().is_empty())
+                .then_some(()),
+        )
+    })
+    .await?;
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    wait_for(
+        "the cut-off leader to exit",
+        Duration::from_secs(30),
+        || {
+            let gone = stack.operators[leader].child.check_running().is_err();
+            async move { Ok(gone.then_some(())) }
+        },
+    )
+    .await?;
+    let exited = k8s_openapi::jiff::Timestamp::now();
+    eprintln!("cut-off leader exited {:?} after the cut", cut.elapsed());
+    wait_for("the standby to lead", Duration::from_secs(60), || async {
+        Ok((lease(&c).await?.0 == standby_id).then_some(()))
+    })
+    .await?;
+    let acquired: k8s_openapi::jiff::Timestamp = lease(&c)
+        .await?
+        .1
+        .parse()
+        .context("the Lease's acquireTime")?;
+    ensure!(
+        exited < acquired,
+        "the old leader was still running at {exited}, after the standby acquired at {acquired}"
+    );
+    let log = std::fs::read_to_string(stack.dir().join(format!("{leader_id}.log")))?;
+    ensure!(
+        log.contains("no renewal of the lease was confirmed"),
+        "the old leader exited for another reason:\n{log}"
+    );
+
+    wait_ready(&c, 3, 1, long)
+        .await
+        .context("the standby finishing 2 -> 3 shards")?;
+    check_redis(&c, 3).await?;
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let seeds: Vec<String> = pod_addrs(&c)
+        .await?
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect();
+    let lost = lost_writes(seeds.clone(), "w", &summary.acked).await?;
+    ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    check_keys(&pod_addrs(&c).await?, 1).await?;
+    eprintln!(
+        "leader cut-off: {} writes acknowledged, 0 lost, {} failed, longest gap {:?}",
+        summary.acked.len(),
+        summary.failed,
+        summary.longest_gap
     );
     c.stop();
     Ok(())
