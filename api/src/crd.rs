@@ -174,7 +174,8 @@ mod tests {
             .iter()
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(rules.len(), 3, "{rules:?}");
+        assert_eq!(rules.len(), 4, "{rules:?}");
+        assert!(rules.iter().any(|r| r.contains("self.storage == oldSelf.storage")));
         assert!(
             rules
                 .iter()

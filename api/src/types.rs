@@ -61,7 +61,13 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
     validation = Rule::new("!has(self.max_replicas) || !has(self.replicas) || self.replicas <= self.max_replicas")
         .message("spec.replicas must be less than or equal to spec.max_replicas")
         .field_path(".replicas")
-        .reason(Reason::FieldValueInvalid)
+        .reason(Reason::FieldValueInvalid),
+    // The claims are part of the StatefulSets' immutable template: a change
+    // would fail every apply. See the README, "Changing storage".
+    validation = Rule::new("has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)")
+        .message("spec.storage cannot change once the cluster exists (PersistentVolumeClaim templates are immutable): create a new RedisCluster and move the data, see the README, 'Changing storage'")
+        .field_path(".storage")
+        .reason(Reason::FieldValueForbidden)
 )]
 pub struct RedisClusterSpec {
     /// Redis nodes per shard: one primary plus `replicas - 1` replicas.

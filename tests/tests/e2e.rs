@@ -356,6 +356,30 @@ async fn admission_through_the_apiserver() -> Result<()> {
     let msg = refused(&c, &manifest("one", "  replicas: 1\n")).await?;
     must_contain(&msg, &["spec.replicas: 1 is below the minimum 2"])?;
 
+    // Storage is fixed at creation: adding it, or resizing it, is refused
+    // with the way out in the message (a CEL transition rule).
+    apply(&c, &manifest("kept", "  storage:\n    size: 1Gi\n"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    for (name, storage) in [("omitted", r#"{"size":"1Gi"}"#), ("kept", r#"{"size":"2Gi"}"#)] {
+        let out = c
+            .kubectl([
+                "patch",
+                "rediscluster",
+                name,
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"storage":{storage}}}}}"#),
+            ])
+            .await?;
+        ensure!(!out.status.success(), "storage of {name} changed");
+        must_contain(
+            &String::from_utf8_lossy(&out.stderr),
+            &["spec.storage: Forbidden: spec.storage cannot change once the cluster exists"],
+        )
+        .with_context(|| format!("changing the storage of {name}"))?;
+    }
+
     // Defence in depth: without the webhook, the schema and CEL rules still refuse.
     let mut off = up.clone();
     off.extend(["--set".into(), "webhook.enabled=false".into()]);
