@@ -175,7 +175,11 @@ mod tests {
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(rules.len(), 4, "{rules:?}");
-        assert!(rules.iter().any(|r| r.contains("self.storage == oldSelf.storage")));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.contains("self.storage == oldSelf.storage"))
+        );
         assert!(
             rules
                 .iter()

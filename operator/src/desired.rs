@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use api::RedisCluster;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
@@ -347,6 +349,16 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
             selector: shard_selector(&name, shard),
             // Redis nodes join on their own; no need to start them in order.
             pod_management_policy: Some("Parallel".into()),
+            // A replica scaled away has left the cluster (the topology
+            // forgets it first): its claim goes, so the ordinal's next start
+            // is a fresh node, not a stale dataset that belongs to no
+            // cluster. Deleting the RedisCluster keeps the claims.
+            persistent_volume_claim_retention_policy: rc.spec.storage.as_ref().map(|_| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".into()),
+                    when_deleted: Some("Retain".into()),
+                }
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -557,6 +569,13 @@ mod tests {
             claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
             Some("fast")
         );
+        // A replica scaled away takes its claim; a deleted cluster keeps them.
+        let retention = sts
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
         let pod = sts.template.spec.as_ref().unwrap();
         assert!(
             !pod.volumes

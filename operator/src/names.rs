@@ -33,6 +33,11 @@ pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector of one shard's pods and claims.
+pub fn shard_selector_string(cluster: &str, shard: u32) -> String {
+    format!("{CLUSTER_LABEL}={cluster},{SHARD_LABEL}={shard}")
+}
+
 /// The label selector of a cluster's pods, as `status.selector` shows it.
 pub fn selector_string(cluster: &str) -> String {
     format!("{CLUSTER_LABEL}={cluster}")

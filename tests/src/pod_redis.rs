@@ -10,8 +10,10 @@
 //!   the replacement must be a new process, not the old one carrying on.
 //! - Data lives where the pod's volume would: an emptyDir dies with its pod,
 //!   so a new UID starts on an empty directory; a PersistentVolumeClaim
-//!   (`data-<pod>`) outlives it, so the replacement gets the claim's
-//!   directory back, `nodes.conf` and AOF included.
+//!   (`data-<pod>`) outlives it, so the replacement gets the directory of
+//!   the volume the claim is bound to back, `nodes.conf` and AOF included.
+//!   A claim deleted and made again under the same name binds another
+//!   volume, and starts empty, as on real storage.
 //! - Stopping is graceful (SIGTERM, then SIGKILL after a grace period), and a
 //!   replacement starts no sooner than [`RESTART_GAP`] after its predecessor
 //!   stopped, so clients and peers see a real restart.
@@ -59,15 +61,17 @@ pub struct RunningPod {
     pub ip: Ipv4Addr,
     /// The PersistentVolumeClaim behind the data volume, if any.
     pub claim: Option<String>,
+    /// What holds that claim's data: its bound PersistentVolume (the
+    /// claim's UID while unbound). Filled in by [`running_pods`].
+    pub volume: Option<String>,
 }
 
 impl RunningPod {
     /// Where this pod's data lives: its claim's directory, which outlives
     /// the pod, or one of its own, which dies with it.
     fn data_dir(&self, base: &Path) -> PathBuf {
-        let ns = self.key.split('/').next().unwrap_or_default();
-        match &self.claim {
-            Some(claim) => base.join("claims").join(format!("{ns}_{claim}")),
+        match &self.volume {
+            Some(volume) => base.join("volumes").join(volume),
             None => base.join("pods").join(&self.uid),
         }
     }
@@ -180,12 +184,54 @@ async fn running_pods(kubectl: &Path, kubeconfig: &Path) -> Result<HashMap<Strin
     }
     let list: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("parsing pod list")?;
-    Ok(list["items"]
+    let mut pods: HashMap<String, RunningPod> = list["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(running_pod)
         .map(|p| (p.uid.clone(), p))
+        .collect();
+    if pods.values().any(|p| p.claim.is_some()) {
+        let volumes = claim_volumes(kubectl, kubeconfig).await?;
+        // A pod whose claim is not listed yet waits for the next pass.
+        pods.retain(|_, p| match &p.claim {
+            None => true,
+            Some(claim) => {
+                let ns = p.key.split('/').next().unwrap_or_default();
+                p.volume = volumes.get(&format!("{ns}/{claim}")).cloned();
+                p.volume.is_some()
+            }
+        });
+    }
+    Ok(pods)
+}
+
+/// The volume each claim (`namespace/name`) is bound to, or its UID.
+async fn claim_volumes(kubectl: &Path, kubeconfig: &Path) -> Result<HashMap<String, String>> {
+    let out = tokio::process::Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["get", "pvc", "-A", "-o", "json"])
+        .output()
+        .await
+        .context("running kubectl")?;
+    if !out.status.success() {
+        bail!("kubectl get pvc: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing claim list")?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let meta = &c["metadata"];
+            let key = format!("{}/{}", meta["namespace"].as_str()?, meta["name"].as_str()?);
+            let volume = c["spec"]["volumeName"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .or(meta["uid"].as_str())?;
+            Some((key, volume.to_owned()))
+        })
         .collect())
 }
 
@@ -212,6 +258,7 @@ pub fn running_pod(p: &serde_json::Value) -> Option<RunningPod> {
         uid: meta["uid"].as_str()?.to_owned(),
         ip,
         claim,
+        volume: None,
     })
 }
 
@@ -306,6 +353,7 @@ mod tests {
             uid: uid.into(),
             ip: Ipv4Addr::from(ip),
             claim: None,
+            volume: None,
         };
         (uid.into(), p)
     }
@@ -385,15 +433,16 @@ mod tests {
     }
 
     #[test]
-    fn data_follows_the_claim_not_the_pod() {
+    fn data_follows_the_volume_not_the_pod() {
         let base = Path::new("/b");
         let (_, mut p) = pod("ns/a-0", "u1", [127, 1, 0, 1]);
         assert_eq!(p.data_dir(base), Path::new("/b/pods/u1"));
         p.claim = Some("data-a-0".into());
+        p.volume = Some("pv-7".into());
         let before = p.data_dir(base);
         p.uid = "u2".into();
         assert_eq!(p.data_dir(base), before);
-        assert_eq!(before, Path::new("/b/claims/ns_data-a-0"));
+        assert_eq!(before, Path::new("/b/volumes/pv-7"));
     }
 
     #[test]

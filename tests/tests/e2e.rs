@@ -361,7 +361,10 @@ async fn admission_through_the_apiserver() -> Result<()> {
     apply(&c, &manifest("kept", "  storage:\n    size: 1Gi\n"))
         .await?
         .map_err(anyhow::Error::msg)?;
-    for (name, storage) in [("omitted", r#"{"size":"1Gi"}"#), ("kept", r#"{"size":"2Gi"}"#)] {
+    for (name, storage) in [
+        ("omitted", r#"{"size":"1Gi"}"#),
+        ("kept", r#"{"size":"2Gi"}"#),
+    ] {
         let out = c
             .kubectl([
                 "patch",

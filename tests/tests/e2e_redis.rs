@@ -414,3 +414,95 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> 
     c.stop();
     Ok(())
 }
+
+/// A StorageClass without a provisioner and `count` volumes for it.
+fn static_volumes(class: &str, count: usize) -> String {
+    let mut y = format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {class}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
+    );
+    for i in 0..count {
+        // Never mounted: kwok runs no containers; the harness keeps the data
+        // per volume.
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {class}-{i}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  hostPath: {{path: /nonexistent/{class}-{i}}}\n"
+        ));
+    }
+    y
+}
+
+async fn claims(c: &Cluster) -> Result<Vec<String>> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "pvc",
+            "-l",
+            &format!("redis.example.com/cluster={NAME}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ])
+        .await?;
+    let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Scaling in leaves no dataset behind for the next scale-out: a replica's
+/// claim goes with it (`whenScaled: Delete`), a drained shard's claims are
+/// deleted with the shard, and growing again starts those nodes empty. With
+/// a stale claim the returning node would hold keys of no cluster, and the
+/// operator would stop.
+#[tokio::test]
+async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = Cluster::start(ClusterOptions {
+        nodes: 3,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let _redis = PodRedis::start(&c)?;
+    let _stack = Stack::install(
+        &c,
+        StackOptions {
+            operators: 1,
+            operator_args: vec!["--metrics-interval".into(), "5s".into()],
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let long = Duration::from_secs(240);
+    // 4 claims at first, 3 new ones when growing back.
+    c.kubectl_apply(&static_volumes("e2e-static", 7)).await?;
+    c.kubectl_apply(&format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {NAME}\n  namespace: default\nspec:\n  replicas: 2\n  shard_count: 2\n  autoscaling_paused: true\n  storage:\n    size: 1Gi\n    storage_class_name: e2e-static\n"
+    ))
+    .await?;
+    wait_ready(&c, 2, 2, long).await.context("bootstrap 2 x 2")?;
+    write_keys(&pod_addrs(&c).await?, 1).await?;
+
+    patch(&c, r#"{"replicas":1}"#).await?;
+    wait_ready(&c, 2, 1, long).await.context("replicas 2 -> 1")?;
+    let want = ["data-shop-shard-0-0", "data-shop-shard-1-0"];
+    wait_for("the scaled-away replicas' claims to go", long, || async {
+        Ok((claims(&c).await? == want).then_some(()))
+    })
+    .await?;
+
+    patch(&c, r#"{"shard_count":1}"#).await?;
+    wait_ready(&c, 1, 1, long).await.context("2 -> 1 shards")?;
+    wait_for("the drained shard's claims to go", long, || async {
+        Ok((claims(&c).await? == ["data-shop-shard-0-0"]).then_some(()))
+    })
+    .await?;
+    check_keys(&pod_addrs(&c).await?, 1).await?;
+
+    // Back out: every returning ordinal binds a fresh volume and joins.
+    patch(&c, r#"{"shard_count":2,"replicas":2}"#).await?;
+    wait_ready(&c, 2, 2, long)
+        .await
+        .context("back to 2 x 2 on fresh claims")?;
+    check_redis(&c, 2).await?;
+    check_keys(&pod_addrs(&c).await?, 1).await?;
+    c.stop();
+    Ok(())
+}

@@ -3,8 +3,9 @@
 
 use api::{RedisCluster, RedisClusterStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -45,7 +46,7 @@ pub(super) async fn act(
         mem.rendered = Some(rendered);
     }
     for &shard in &intent.drop_shards {
-        writes += drop_shard(&w.client, ns, &names::statefulset_name(name, shard)).await?;
+        writes += drop_shard(&w.client, ns, name, shard).await?;
         w.events.note(rc, &Note::ShardRemoved(shard)).await;
     }
     if let Some(created) = &intent.created
@@ -118,7 +119,8 @@ where
 
 /// Deletes a drained shard's StatefulSet and PDB; returns how many were
 /// there to delete.
-async fn drop_shard(client: &Client, ns: &str, name: &str) -> Result<usize, Error> {
+async fn drop_shard(client: &Client, ns: &str, cluster: &str, shard: u32) -> Result<usize, Error> {
+    let name = &names::statefulset_name(cluster, shard);
     let dp = DeleteParams::default();
     let mut deleted = 0;
     for result in [
@@ -137,7 +139,21 @@ async fn drop_shard(client: &Client, ns: &str, name: &str) -> Result<usize, Erro
             Err(e) => return Err(kube_err("deleting", "shard", &format!("{ns}/{name}"))(e)),
         }
     }
-    Ok(deleted)
+    // Its claims too: the shard was drained and forgotten, so they hold
+    // nothing of the cluster's, and a later shard of the same index must
+    // start empty rather than find a stale node that belongs to no cluster.
+    // (Replica scale-downs are covered by the StatefulSet's
+    // `whenScaled: Delete`; a deleted RedisCluster keeps its claims.)
+    let selector = names::shard_selector_string(cluster, shard);
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .delete_collection(&dp, &ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(
+            "deleting the claims of",
+            "shard",
+            &format!("{ns}/{name}"),
+        ))?;
+    Ok(deleted + 1)
 }
 
 async fn write_status(

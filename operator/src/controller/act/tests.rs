@@ -153,6 +153,9 @@ async fn a_drained_shard_loses_its_statefulset_and_pdb() {
         [
             format!("DELETE /apis/apps/v1{NS}/statefulsets/cache-shard-2?"),
             format!("DELETE /apis/policy/v1{NS}/poddisruptionbudgets/cache-shard-2?"),
+            format!(
+                "DELETE /api/v1{NS}/persistentvolumeclaims?&labelSelector=redis.example.com%2Fcluster%3Dcache%2Credis.example.com%2Fshard%3D2"
+            ),
             format!("POST /apis/events.k8s.io/v1{NS}/events?"),
             apply_call(&format!(
                 "/apis/redis.example.com/v1alpha1{NS}/redisclusters/cache/status"
