@@ -20,7 +20,7 @@ fn addr(shard: u32, ordinal: u32) -> SocketAddr {
 /// One simulated node.
 #[derive(Clone, Debug)]
 struct N {
-    m: Member,
+    member: Member,
     id: String,
     up: bool,
     joined: bool,
@@ -48,7 +48,7 @@ impl Fx {
     fn add(&mut self, shard: u32, ordinal: u32, joined: bool) -> usize {
         let i = self.n.len();
         self.n.push(N {
-            m: Member {
+            member: Member {
                 shard,
                 ordinal,
                 addr: addr(shard, ordinal),
@@ -101,7 +101,7 @@ impl Fx {
     fn find(&self, shard: u32, ordinal: u32) -> usize {
         self.n
             .iter()
-            .position(|n| n.m.shard == shard && n.m.ordinal == ordinal)
+            .position(|n| n.member.shard == shard && n.member.ordinal == ordinal)
             .unwrap()
     }
 
@@ -110,7 +110,7 @@ impl Fx {
     }
 
     fn by_addr(&self, a: SocketAddr) -> usize {
-        self.n.iter().position(|n| n.m.addr == a).unwrap()
+        self.n.iter().position(|n| n.member.addr == a).unwrap()
     }
 
     /// Keys follow slots: one key per slot; replicas mirror their primary.
@@ -132,7 +132,7 @@ impl Fx {
         let slots: Vec<u16> = n.slots.iter().copied().collect();
         NodeLine {
             id: n.id.clone(),
-            addr: Some(n.m.addr),
+            addr: Some(n.member.addr),
             flags: Flags {
                 myself,
                 master: n.master.is_none(),
@@ -168,7 +168,7 @@ impl Fx {
             .iter()
             .enumerate()
             .map(|(i, n)| NodeObs {
-                member: n.m.clone(),
+                member: n.member.clone(),
                 state: if n.up {
                     let view = if n.joined {
                         (0..self.n.len())
@@ -213,7 +213,7 @@ impl Fx {
     }
 
     fn members(&self) -> Vec<Member> {
-        self.n.iter().map(|n| n.m.clone()).collect()
+        self.n.iter().map(|n| n.member.clone()).collect()
     }
 
     /// Applies one action the way Redis would, asserting it is safe.
@@ -231,12 +231,12 @@ impl Fx {
                 assert!(
                     n.slots.is_empty(),
                     "reset of {} which holds slots",
-                    n.m.addr
+                    n.member.addr
                 );
                 assert!(
                     n.master.is_some() || n.keys == 0,
                     "reset of primary {} with keys",
-                    n.m.addr
+                    n.member.addr
                 );
                 // A new identity; the old one is gone for everybody.
                 let fresh = format!(
@@ -313,7 +313,7 @@ impl Fx {
                     assert!(
                         owner == Some(s_) || owner == Some(t),
                         "slot {s} moved from {} which does not own it",
-                        self.n[s_].m.addr
+                        self.n[s_].member.addr
                     );
                     self.n[s_].slots.remove(&s);
                     self.n[t].slots.insert(s);
@@ -353,7 +353,11 @@ impl Fx {
             Action::Forget { id, on } => {
                 if let Some(j) = self.n.iter().position(|n| &n.id == id) {
                     let n = &self.n[j];
-                    assert!(n.slots.is_empty(), "forgetting {} with slots", n.m.addr);
+                    assert!(
+                        n.slots.is_empty(),
+                        "forgetting {} with slots",
+                        n.member.addr
+                    );
                     assert!(
                         n.master.is_some() || n.keys == 0,
                         "forgetting a primary with keys"
@@ -743,8 +747,12 @@ fn scale_in_drains_then_forgets_extra_shards() {
     assert_balanced(&fx, 2);
     assert_eq!(last.removable_shards, vec![2, 3, 4]);
     for n in &fx.n {
-        if n.m.shard >= 2 {
-            assert!(!n.joined && n.slots.is_empty() && n.keys == 0, "{:?}", n.m);
+        if n.member.shard >= 2 {
+            assert!(
+                !n.joined && n.slots.is_empty() && n.keys == 0,
+                "{:?}",
+                n.member
+            );
         }
     }
 }
@@ -762,7 +770,7 @@ fn three_five_two_four_converges_with_monotonic_progress() {
     assert_balanced(&fx, 2);
     assert_eq!(last.removable_shards, vec![2, 3, 4]);
     // The operator deletes shards 4 and keeps 2 and 3 for the next scale-out.
-    fx.n.retain(|n| n.m.shard < 4);
+    fx.n.retain(|n| n.member.shard < 4);
     fx.converge(d(4, 2), 200);
     assert_balanced(&fx, 4);
     for s in 0..4 {
@@ -1088,8 +1096,8 @@ fn replica_of_a_vanished_primary_is_left_alone_until_it_takes_over() {
     let old = fx.find(0, 0);
     let replica = fx.find(0, 1);
     fx.n[old].up = false;
-    fx.n[old].m.shard = 99; // no longer a member at that address
-    fx.n[old].m.addr = "127.9.9.9:6379".parse().unwrap();
+    fx.n[old].member.shard = 99; // no longer a member at that address
+    fx.n[old].member.addr = "127.9.9.9:6379".parse().unwrap();
     let fresh = fx.add(0, 0, true);
     let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
     for a in &p.actions {
@@ -1107,7 +1115,7 @@ fn replica_of_a_vanished_primary_is_left_alone_until_it_takes_over() {
     fx.apply(&Action::Failover {
         replica: NodeRef {
             id: fx.n[replica].id.clone(),
-            addr: fx.n[replica].m.addr,
+            addr: fx.n[replica].member.addr,
         },
     });
     fx.n[old].master = Some(replica);
