@@ -106,11 +106,14 @@ pub struct Report {
     pub slots_left_to_move: u32,
     /// The current step, for status.
     pub message: String,
-    /// StatefulSet indexes >= desired.shards whose nodes hold no slots and no
-    /// keys and have been forgotten by the rest: the operator may delete them.
+    /// StatefulSet indexes >= desired.shards whose nodes all answered, hold
+    /// no slots and no keys, and have been forgotten by the rest: the
+    /// operator may delete them. A member that did not answer keeps its
+    /// shard (unknown is unsafe).
     pub removable_shards: Vec<u32>,
     /// True when, in every shard, no member with ordinal >=
-    /// desired.nodes_per_shard is a primary and such members were forgotten:
+    /// desired.nodes_per_shard is a primary, each such member answered and
+    /// was forgotten:
     /// the operator may now shrink the StatefulSets.
     pub replicas_removable: bool,
     /// Time spent moving slots (for keys/s and the migration-duration metric).

@@ -1369,30 +1369,28 @@ impl<'a> ObservedCluster<'a> {
 
     // ---- what the operator may delete ---------------------------------------
 
-    /// No cluster node lists this member (by id or address), and it holds
-    /// neither slots nor keys of its own.
+    /// The member answered, no cluster node lists it (by id or address),
+    /// and it holds neither slots nor keys of its own. A member that did not
+    /// answer is never detached: it may be a node that owns slots and came
+    /// back at a new address, still loading its data.
     fn detached(&self, m: &Member) -> bool {
-        let pos = self.nodes.iter().position(|n| n.member == m);
-        let id = pos.map(|i| self.nodes[i].state.id.as_str());
+        let Some(i) = self.nodes.iter().position(|n| n.member == m) else {
+            return false;
+        };
+        let n = &self.nodes[i];
+        let id = n.state.id.as_str();
         let known = self.cluster().any(|c| {
-            Some(c.state.id.as_str()) != id
+            c.state.id != id
                 && c.state
                     .view
                     .iter()
-                    .any(|l| Some(l.id.as_str()) == id || l.addr == Some(m.addr))
+                    .any(|l| l.id == id || l.addr == Some(m.addr))
         });
-        if known {
-            return false;
-        }
-        match pos {
-            Some(i) => {
-                let n = &self.nodes[i];
-                !self.in_cluster[i]
-                    && n.slots() == 0
-                    && (n.state.dbsize == 0 || n.myself.flags.replica)
-            }
-            None => true,
-        }
+        !known
+            && !self.in_cluster[i]
+            && n.slots() == 0
+            && !self.owner.contains(&Some(id))
+            && (n.state.dbsize == 0 || n.myself.flags.replica)
     }
 
     fn removable_shards(&self) -> Vec<u32> {

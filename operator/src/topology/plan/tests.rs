@@ -1216,3 +1216,76 @@ fn failover_waits_until_every_node_sees_the_replica_under_its_primary() {
         p.actions
     );
 }
+
+// ---- unknown means unsafe ------------------------------------------------------
+
+/// The observation after member `i`'s pod was recreated at a new IP and
+/// does not answer yet (loading its data): the others still list its old
+/// address.
+fn down_at_new_ip(fx: &Fx, i: usize) -> Observation {
+    let mut obs = fx.obs();
+    let ip = match fx.n[i].member.addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    obs.nodes[i].member.addr = SocketAddr::new(
+        std::net::Ipv4Addr::new(ip[0], ip[1] + 100, ip[2], ip[3]).into(),
+        6379,
+    );
+    obs.nodes[i].state = Err("LOADING Redis is loading the dataset in memory".into());
+    obs
+}
+
+#[test]
+fn draining_shard_whose_member_did_not_answer_is_not_removable() {
+    // Shard 2 is being scaled away but still owns its slots; its pod came
+    // back at a new IP and is still loading (it does not answer).
+    let fx = Fx::healthy(3, 1);
+    let obs = down_at_new_ip(&fx, fx.find(2, 0));
+    let p = plan(&obs, &d(2, 1), &Limits::default());
+    assert!(p.removable_shards.is_empty(), "{:?}", p.removable_shards);
+    for a in &p.actions {
+        assert!(
+            !matches!(a, Action::Forget { .. } | Action::Reset { .. }),
+            "{a:?}"
+        );
+    }
+}
+
+#[test]
+fn surplus_replica_that_did_not_answer_is_not_removable() {
+    let fx = Fx::healthy(1, 2);
+    let obs = down_at_new_ip(&fx, fx.find(0, 1));
+    let p = plan(&obs, &d(1, 1), &Limits::default());
+    assert!(!p.replicas_removable);
+}
+
+#[test]
+fn surplus_primary_that_did_not_answer_is_not_removable() {
+    // The surplus ordinal is the shard's primary (a failover made it so):
+    // it owns slots, and did not answer from its new address.
+    let mut fx = Fx::healthy(1, 2);
+    let r = fx.find(0, 1);
+    fx.apply(&Action::Failover {
+        replica: NodeRef {
+            id: fx.n[r].id.clone(),
+            addr: addr(0, 1),
+        },
+    });
+    let obs = down_at_new_ip(&fx, r);
+    let p = plan(&obs, &d(1, 1), &Limits::default());
+    assert!(!p.replicas_removable);
+    assert!(p.removable_shards.is_empty());
+}
+
+#[test]
+fn drained_shard_is_removable_only_once_every_member_answered() {
+    let mut fx = Fx::healthy(3, 2);
+    fx.converge(d(2, 2), 200);
+    let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
+    assert_eq!(p.removable_shards, vec![2]);
+    let r = fx.find(2, 1);
+    fx.n[r].up = false;
+    let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
+    assert!(p.removable_shards.is_empty(), "{:?}", p.removable_shards);
+}
