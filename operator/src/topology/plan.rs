@@ -13,25 +13,33 @@
 //!    IP changed are MEET at their new address.
 //! 2. **settle**: every cluster node must know every other (strangers are
 //!    introduced with a MEET rather than left to slow gossip).
-//! 3. **open slots**: finish interrupted moves towards the importing node
+//! 3. **lost nodes** (storage that dies with the pod only, and only when
+//!    every member answered): a node no member answers to is gone with its
+//!    data. Slotless ones are forgotten; a lost primary's best replica takes
+//!    over (`FAILOVER TAKEOVER`, when Redis has not failed over already);
+//!    a lost primary without a replica is forgotten everywhere and its slots
+//!    go to its shard's new empty node (reported as data lost), unless the
+//!    policy says to wait for a human. With persistent storage a lost node
+//!    is waited for: it comes back with its id, maybe at a new address.
+//! 4. **open slots**: finish interrupted moves towards the importing node
 //!    (the source is authoritative until the move is closed).
-//! 4. **uncovered slots**: ADDSLOTSRANGE, only for slots no node claims in any
+//! 5. **uncovered slots**: ADDSLOTSRANGE, only for slots no node claims in any
 //!    view (bootstrap is the case where none is claimed); a slot whose keys
 //!    survive on some primary goes back to it.
-//! 5. **replicate**: every other desired member of a shard replicates the
+//! 6. **replicate**: every other desired member of a shard replicates the
 //!    shard's primary (ordinal 0 at bootstrap; afterwards whichever member
 //!    holds the shard's slots). A replica of a vanished primary that still
 //!    owns slots is left alone: it may hold the only copy.
-//! 6. **failover**: a primary whose ordinal is being scaled away hands over
+//! 7. **failover**: a primary whose ordinal is being scaled away hands over
 //!    to an in-sync replica (coordinated `CLUSTER FAILOVER`, no data loss),
 //!    once every node sees that replica under its primary.
-//! 7. **balance**: move the fewest slots so each desired primary holds 16384/S
+//! 8. **balance**: move the fewest slots so each desired primary holds 16384/S
 //!    (±1, the extra slot staying where it already is); nodes of removed
 //!    shards hold none. Only while every node has `cluster_state:ok` and
 //!    every primary agrees on the slot map.
-//! 8. **remove**: drained extra nodes are forgotten everywhere, then reset;
+//! 9. **remove**: drained extra nodes are forgotten everywhere, then reset;
 //!    failed, slotless nodes that are no member are forgotten.
-//! 9. **converged** check.
+//! 10. **converged** check.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -100,6 +108,10 @@ pub enum Action {
     Replicate { node: NodeRef, primary: NodeRef },
     /// Coordinated `CLUSTER FAILOVER` on a replica.
     Failover { replica: NodeRef },
+    /// `CLUSTER FAILOVER TAKEOVER` on a replica whose primary is gone for
+    /// good (its pod was replaced and its storage went with it): no vote,
+    /// no primary to agree with.
+    Takeover { replica: NodeRef },
     /// Move `slots` from `source` to `target`: IMPORTING on the target,
     /// MIGRATING on the source, MIGRATE every key, then SETSLOT NODE on the
     /// target, the source and `others` (the remaining primaries).
@@ -133,6 +145,7 @@ impl std::fmt::Display for Action {
                 write!(f, "REPLICATE {} -> primary {}", node.addr, primary.addr)
             }
             Action::Failover { replica } => write!(f, "FAILOVER to {}", replica.addr),
+            Action::Takeover { replica } => write!(f, "FAILOVER TAKEOVER to {}", replica.addr),
             Action::MoveSlots {
                 source,
                 target,
@@ -179,6 +192,41 @@ pub struct Plan {
     pub slots_left_to_move: u32,
     pub removable_shards: Vec<u32>,
     pub replicas_removable: bool,
+    pub health: Health,
+    /// Lost shards whose slots this plan gives to an empty node.
+    pub data_lost: Vec<LostShard>,
+    /// Lost shards left alone: the policy says to wait for a human.
+    pub awaiting_recovery: Vec<LostShard>,
+}
+
+/// Slot ownership and cluster state as observed, for the `Degraded`
+/// condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Slots that no node claims, or whose owner is not a reachable primary.
+    pub unowned: Vec<UnownedSlots>,
+    /// Reachable nodes that report `cluster_state:fail`.
+    pub failing: Vec<SocketAddr>,
+}
+
+/// Slots without a live owner, and what is known of where they belong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnownedSlots {
+    /// The node id that claims them, if any.
+    pub owner: Option<String>,
+    /// The desired shard they belong to, when the cluster says (a member of
+    /// the shard is, or replicates, the owner; or a shard holds no slots).
+    pub shard: Option<u32>,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// A shard whose only copy of some slots was lost with its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostShard {
+    pub shard: u32,
+    /// The lost node's id.
+    pub node_id: String,
+    pub ranges: Vec<(u16, u16)>,
 }
 
 /// How much one plan may ask for.
@@ -273,11 +321,15 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
                 slots_left_to_move: 0,
                 removable_shards: Vec::new(),
                 replicas_removable: false,
+                health: Health::default(),
+                data_lost: Vec::new(),
+                awaiting_recovery: Vec::new(),
             };
         }
     };
     let primaries = observed.primaries();
     let moves = observed.balance_moves(&primaries);
+    let loss = observed.losses();
     let mut p = Plan {
         outcome: Outcome::Pending,
         actions: Vec::new(),
@@ -285,11 +337,15 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
         slots_left_to_move: moves.as_ref().map_or(0, |m| m.len() as u32),
         removable_shards: observed.removable_shards(),
         replicas_removable: observed.replicas_removable(),
+        health: observed.health(),
+        data_lost: Vec::new(),
+        awaiting_recovery: loss.waiting.clone(),
     };
     let mut notes: Vec<String> = Vec::new();
-    let phases: [Phase<'_>; 8] = [
+    let phases: [Phase<'_>; 9] = [
         &|n| observed.join(n),
         &|_| observed.settle(),
+        &|n| observed.lost(&loss, n),
         &|n| observed.open_slots(limits, n),
         &|n| observed.uncovered(&primaries, n),
         &|n| observed.replicate(&primaries, n),
@@ -297,8 +353,11 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
         &|n| observed.balance(&primaries, moves.as_deref(), limits, n),
         &|n| observed.remove(&primaries, n),
     ];
-    for phase in phases {
+    for (k, phase) in phases.into_iter().enumerate() {
         if let Some(step) = phase(&mut notes) {
+            if k == LOST_PHASE && step.outcome == Outcome::Act {
+                p.data_lost = loss.recovered.clone();
+            }
             p.outcome = step.outcome;
             p.actions = step.actions;
             p.message = with_notes(step.message, &notes);
@@ -310,6 +369,22 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
     p.message = with_notes(step.message, &notes);
     p
 }
+
+/// What to do about nodes whose pods are gone with their data.
+#[derive(Debug, Default)]
+struct Losses {
+    actions: Vec<Action>,
+    /// Shards whose only copy is lost and whose slots `actions` reassign.
+    recovered: Vec<LostShard>,
+    /// Shards whose only copy is lost, left alone by policy.
+    waiting: Vec<LostShard>,
+    notes: Vec<String>,
+    forgotten: usize,
+    takeovers: usize,
+}
+
+/// Index of [`ObservedCluster::lost`] among the phases.
+const LOST_PHASE: usize = 2;
 
 /// One planning phase: `None` hands over to the next one.
 type Phase<'p> = &'p dyn Fn(&mut Vec<String>) -> Option<Step>;
@@ -606,6 +681,223 @@ impl<'a> ObservedCluster<'a> {
             );
         }
         waiting.and_then(Step::settling)
+    }
+
+    // ---- phase 3: lost nodes -----------------------------------------------
+
+    /// Acts on nodes whose pods are gone with their data (see [`Losses`]).
+    fn lost(&self, loss: &Losses, notes: &mut Vec<String>) -> Option<Step> {
+        notes.extend(loss.notes.iter().cloned());
+        if !loss.actions.is_empty() {
+            let mut what = Vec::new();
+            if loss.forgotten > 0 {
+                what.push(format!("forgetting {} lost node(s)", loss.forgotten));
+            }
+            if loss.takeovers > 0 {
+                what.push(format!(
+                    "promoting the replica of {} lost primary(ies)",
+                    loss.takeovers
+                ));
+            }
+            what.extend(loss.recovered.iter().map(|l| {
+                format!(
+                    "shard {} lost its only copy: slots {} are served again, empty",
+                    l.shard,
+                    fmt_ranges(&l.ranges)
+                )
+            }));
+            return Step::act(loss.actions.clone(), what.join("; "));
+        }
+        if !loss.waiting.is_empty() {
+            let what: Vec<String> = loss
+                .waiting
+                .iter()
+                .map(|l| format!("shard {} (slots {})", l.shard, fmt_ranges(&l.ranges)))
+                .collect();
+            return Step::pending(format!(
+                "the only copy of {} was lost; on_data_loss is Wait, so nothing is reassigned until a human acts",
+                what.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Nodes the cluster knows that no member answers to. Only with storage
+    /// that dies with the pod, and only when every member answered: such a
+    /// node is then none of the pods, and its data went with its pod.
+    /// Slotless ones are forgotten; a lost primary's best replica takes over;
+    /// a lost primary without a replica has its slots given to the empty
+    /// primary of a shard that holds none (or, by policy, waits).
+    fn losses(&self) -> Losses {
+        let mut out = Losses::default();
+        if self.desired.loss.persistent || !self.down.is_empty() {
+            return out;
+        }
+        let member_ids: BTreeSet<&str> = self.nodes.iter().map(|n| n.state.id.as_str()).collect();
+        let mut empty = self.empty_primaries().into_iter();
+        let anchor = self.anchor();
+        let ghosts = anchor
+            .state
+            .view
+            .iter()
+            .filter(|l| !l.flags.handshake && !member_ids.contains(l.id.as_str()));
+        for l in ghosts {
+            let id = l.id.as_str();
+            let owned: Vec<u16> = (0..SLOTS)
+                .filter(|&s| self.owner[s as usize] == Some(id))
+                .collect();
+            if owned.is_empty() {
+                out.actions.push(Action::Forget {
+                    id: l.id.clone(),
+                    on: self.forget_on(id),
+                });
+                out.forgotten += 1;
+                continue;
+            }
+            // A node that still answers the cluster bus is not gone.
+            if !(l.flags.pfail || l.flags.fail) {
+                out.notes.push(format!(
+                    "waiting for {} to see lost node {id} as failing",
+                    anchor.member.addr
+                ));
+                continue;
+            }
+            let replica = self
+                .cluster()
+                .filter(|n| n.myself.flags.replica && n.myself.master_id.as_deref() == Some(id))
+                .max_by_key(|n| {
+                    (
+                        n.state.repl.offset,
+                        Reverse((n.member.shard, n.member.ordinal)),
+                    )
+                });
+            if let Some(r) = replica {
+                out.actions.push(Action::Takeover {
+                    replica: r.node_ref(),
+                });
+                out.takeovers += 1;
+                continue;
+            }
+            let Some(y) = empty.next() else {
+                out.notes.push(format!(
+                    "node {id} and the only copy of slots {} are lost; waiting for an empty node of its shard",
+                    fmt_ranges(&to_ranges(&owned))
+                ));
+                continue;
+            };
+            let y = &self.nodes[y];
+            let lost = LostShard {
+                shard: y.member.shard,
+                node_id: l.id.clone(),
+                ranges: to_ranges(&owned),
+            };
+            if !self.desired.loss.recover_empty {
+                out.waiting.push(lost);
+                continue;
+            }
+            // Every view must drop the dead claim before anyone may add
+            // these slots: FORGET removes the node and its slots.
+            out.actions.push(Action::Forget {
+                id: l.id.clone(),
+                on: self.forget_on(id),
+            });
+            out.actions.push(Action::AddSlots {
+                node: y.node_ref(),
+                ranges: lost.ranges.clone(),
+            });
+            out.recovered.push(lost);
+        }
+        out
+    }
+
+    /// Every cluster node but the replicas of `id` (a replica cannot forget
+    /// its own primary).
+    fn forget_on(&self, id: &str) -> Vec<NodeRef> {
+        self.cluster()
+            .filter(|n| n.state.id != id && n.myself.master_id.as_deref() != Some(id))
+            .map(|n| n.node_ref())
+            .collect()
+    }
+
+    /// Desired shards in which no member holds slots, in shard order.
+    fn holderless_shards(&self) -> Vec<u32> {
+        (0..self.desired.shards)
+            .filter(|&s| {
+                !self
+                    .cluster()
+                    .any(|n| n.member.shard == s && n.is_master() && n.slots() > 0)
+            })
+            .collect()
+    }
+
+    /// For each shard that holds no slots, its empty primary (lowest
+    /// ordinal): the node that can take a lost shard's slots.
+    fn empty_primaries(&self) -> Vec<usize> {
+        self.holderless_shards()
+            .into_iter()
+            .filter_map(|s| {
+                self.cluster_idx()
+                    .filter(|&i| {
+                        let n = &self.nodes[i];
+                        n.member.shard == s
+                            && self.is_desired(n.member)
+                            && n.is_master()
+                            && n.slots() == 0
+                            && n.state.dbsize == 0
+                    })
+                    .min_by_key(|&i| self.nodes[i].member.ordinal)
+            })
+            .collect()
+    }
+
+    /// Slots without a live owner, and nodes whose cluster is failing. Empty
+    /// before any slot is assigned: a cluster being formed is not degraded.
+    fn health(&self) -> Health {
+        if self.owner.iter().all(Option::is_none) {
+            return Health::default();
+        }
+        let live = |id: &str| self.by_id(id).is_some_and(|i| self.nodes[i].is_master());
+        let mut groups: BTreeMap<Option<&str>, Vec<u16>> = BTreeMap::new();
+        for (s, o) in self.owner.iter().enumerate() {
+            if o.is_none_or(|id| !live(id)) {
+                groups.entry(*o).or_default().push(s as u16);
+            }
+        }
+        let mut spare = self.holderless_shards().into_iter();
+        let unowned = groups
+            .into_iter()
+            .map(|(owner, slots)| UnownedSlots {
+                shard: owner
+                    .and_then(|id| self.shard_of(id))
+                    .or_else(|| spare.next()),
+                owner: owner.map(str::to_owned),
+                ranges: to_ranges(&slots),
+            })
+            .collect();
+        let failing = self
+            .cluster()
+            .filter(|n| n.slots() > 0 || n.myself.flags.replica)
+            .filter(|n| !n.state.info.state_ok)
+            .map(|n| n.member.addr)
+            .collect();
+        Health { unowned, failing }
+    }
+
+    /// The shard of node `id`: a down member at its address, or the shard of
+    /// a member replicating it.
+    fn shard_of(&self, id: &str) -> Option<u32> {
+        let line = self.anchor().state.view.iter().find(|l| l.id == id);
+        let at_addr = line.and_then(|l| {
+            self.down
+                .iter()
+                .find(|(m, _)| Some(m.addr) == l.addr)
+                .map(|(m, _)| m.shard)
+        });
+        at_addr.or_else(|| {
+            self.cluster()
+                .find(|n| n.myself.master_id.as_deref() == Some(id))
+                .map(|n| n.member.shard)
+        })
     }
 
     // ---- phase 3: open slots ----------------------------------------------
@@ -1224,6 +1516,11 @@ impl<'a> ObservedCluster<'a> {
                     "node {} ({}) holds slots but is no member",
                     l.id,
                     l.addr.map_or("no address".into(), |a| a.to_string())
+                )),
+                // A member that did not answer may be this node at a new IP.
+                _ if !self.down.is_empty() => notes.push(format!(
+                    "not forgetting node {} while a member does not answer",
+                    l.id
                 )),
                 _ if l.flags.fail || l.flags.noaddr || stale_addr => ghosts.push(l),
                 _ => notes.push(format!(

@@ -4,6 +4,7 @@
 //! anything unsafe on the way.
 
 use super::*;
+use crate::topology::LossPolicy;
 use crate::topology::model::Flags;
 
 fn id(i: usize) -> String {
@@ -199,6 +200,7 @@ impl Fx {
                             is_master: n.master.is_none(),
                             link_up: n.master.is_some() && n.link_up,
                             connected_replicas: 0,
+                            offset: 0,
                         },
                     })
                 } else {
@@ -289,6 +291,22 @@ impl Fx {
                 let slots = std::mem::take(&mut self.n[p].slots);
                 self.n[r].slots = slots;
                 self.n[r].master = None;
+                self.epoch += 1;
+                self.n[r].epoch = self.epoch;
+                for x in 0..self.n.len() {
+                    if self.n[x].master == Some(p) || x == p {
+                        self.n[x].master = Some(r);
+                    }
+                }
+                self.n[r].master = None;
+                self.sync_keys();
+            }
+            Action::Takeover { replica } => {
+                // The primary is gone: the replica claims its slots alone.
+                let r = self.by_id(&replica.id);
+                let p = self.n[r].master.expect("takeover on a primary");
+                let slots = std::mem::take(&mut self.n[p].slots);
+                self.n[r].slots = slots;
                 self.epoch += 1;
                 self.n[r].epoch = self.epoch;
                 for x in 0..self.n.len() {
@@ -439,6 +457,7 @@ fn d(shards: u32, nodes_per_shard: u32) -> Desired {
     Desired {
         shards,
         nodes_per_shard,
+        loss: LossPolicy::default(),
     }
 }
 
@@ -1288,4 +1307,300 @@ fn drained_shard_is_removable_only_once_every_member_answered() {
     fx.n[r].up = false;
     let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
     assert!(p.removable_shards.is_empty(), "{:?}", p.removable_shards);
+}
+
+// ---- lost pods -----------------------------------------------------------------
+
+const EPHEMERAL: LossPolicy = LossPolicy {
+    persistent: false,
+    recover_empty: true,
+};
+
+fn with_loss(d: Desired, loss: LossPolicy) -> Desired {
+    Desired { loss, ..d }
+}
+
+/// The pod of `shard`/`ordinal` was replaced: the old node is gone (no
+/// member answers to its id, it is listed failing), and a fresh, empty node
+/// runs in its place. Returns (old, fresh).
+fn replace_pod(fx: &mut Fx, shard: u32, ordinal: u32) -> (usize, usize) {
+    let old = fx.find(shard, ordinal);
+    fx.n[old].up = false;
+    fx.n[old].member = Member {
+        shard: 99,
+        ordinal: old as u32,
+        addr: SocketAddr::new(std::net::Ipv4Addr::new(127, 9, 9, old as u8).into(), 6379),
+    };
+    let fresh = fx.add(shard, ordinal, false);
+    (old, fresh)
+}
+
+/// The observation, with replaced pods' old nodes as no member and marked
+/// failing in every view.
+fn obs_after_loss(fx: &Fx) -> Observation {
+    let gone: Vec<String> =
+        fx.n.iter()
+            .filter(|n| n.member.shard == 99)
+            .map(|n| n.id.clone())
+            .collect();
+    let mut obs = fx.obs();
+    obs.nodes.retain(|n| n.member.shard != 99);
+    for n in &mut obs.nodes {
+        if let Ok(st) = n.state.as_mut() {
+            for l in &mut st.view {
+                if gone.contains(&l.id) {
+                    l.flags.pfail = true;
+                }
+            }
+        }
+    }
+    obs
+}
+
+fn node_ref(fx: &Fx, i: usize) -> NodeRef {
+    NodeRef {
+        id: fx.n[i].id.clone(),
+        addr: fx.n[i].member.addr,
+    }
+}
+
+#[test]
+fn lost_only_copy_on_ephemeral_storage_goes_to_the_new_empty_node_and_is_reported() {
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    let lost_slots = to_ranges(&fx.n[old].slots.iter().copied().collect::<Vec<_>>());
+    let want = with_loss(d(3, 1), EPHEMERAL);
+    // The fresh node joins first.
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Meet {
+            on: node_ref(&fx, fx.find(0, 0)),
+            peer: addr(1, 0)
+        }]
+    );
+    fx.n[fresh].joined = true;
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(p.outcome, Outcome::Act, "{}", p.message);
+    let others: Vec<NodeRef> = [fx.find(0, 0), fresh, fx.find(2, 0)]
+        .iter()
+        .map(|&i| node_ref(&fx, i))
+        .collect();
+    let mut forget_on = match &p.actions[0] {
+        Action::Forget { id, on } if *id == fx.n[old].id => on.clone(),
+        a => panic!("{a:?}"),
+    };
+    forget_on.sort_by_key(|n| n.addr);
+    let mut others_sorted = others.clone();
+    others_sorted.sort_by_key(|n| n.addr);
+    assert_eq!(forget_on, others_sorted, "forgotten on every node first");
+    assert_eq!(
+        p.actions[1..],
+        [Action::AddSlots {
+            node: node_ref(&fx, fresh),
+            ranges: lost_slots.clone()
+        }]
+    );
+    assert_eq!(
+        p.data_lost,
+        vec![LostShard {
+            shard: 1,
+            node_id: fx.n[old].id.clone(),
+            ranges: lost_slots
+        }]
+    );
+    assert!(
+        p.message.contains("shard 1 lost its only copy"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn lost_only_copy_waits_for_a_human_when_the_policy_says_so() {
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let want = with_loss(
+        d(3, 1),
+        LossPolicy {
+            persistent: false,
+            recover_empty: false,
+        },
+    );
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(p.outcome, Outcome::Pending);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.data_lost.is_empty());
+    assert_eq!(p.awaiting_recovery.len(), 1);
+    assert_eq!(p.awaiting_recovery[0].shard, 1);
+    assert_eq!(p.awaiting_recovery[0].node_id, fx.n[old].id);
+    assert!(p.message.contains("Wait"), "{}", p.message);
+}
+
+#[test]
+fn lost_node_on_persistent_storage_is_waited_for_and_its_slots_never_reassigned() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    for loss in [
+        LossPolicy::default(),
+        LossPolicy {
+            persistent: true,
+            recover_empty: true,
+        },
+    ] {
+        let p = plan(
+            &obs_after_loss(&fx),
+            &with_loss(d(3, 1), loss),
+            &Limits::default(),
+        );
+        for a in &p.actions {
+            assert!(
+                !matches!(
+                    a,
+                    Action::Forget { .. } | Action::AddSlots { .. } | Action::Takeover { .. }
+                ),
+                "{a:?}"
+            );
+        }
+        assert_ne!(p.outcome, Outcome::Converged);
+        assert!(p.data_lost.is_empty());
+    }
+}
+
+#[test]
+fn lost_primary_with_a_replica_is_rebuilt_from_the_replica() {
+    let mut fx = Fx::healthy(2, 2);
+    let replica = fx.find(0, 1);
+    let (old, fresh) = replace_pod(&mut fx, 0, 0);
+    fx.n[fresh].joined = true;
+    let want = with_loss(d(2, 2), EPHEMERAL);
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Takeover {
+            replica: node_ref(&fx, replica)
+        }]
+    );
+    assert!(p.data_lost.is_empty());
+    fx.apply(&p.actions[0]);
+    // The old node is now a slotless ghost: forgotten; the fresh node then
+    // becomes the replica of the promoted one.
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert!(
+        matches!(&p.actions[..], [Action::Forget { id, .. }] if *id == fx.n[old].id),
+        "{:?}",
+        p.actions
+    );
+    fx.n[old].joined = false;
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Replicate {
+            node: node_ref(&fx, fresh),
+            primary: node_ref(&fx, replica)
+        }]
+    );
+}
+
+#[test]
+fn lost_replica_is_forgotten_and_replaced() {
+    let mut fx = Fx::healthy(2, 2);
+    let (old, fresh) = replace_pod(&mut fx, 1, 1);
+    fx.n[fresh].joined = true;
+    let p = plan(
+        &obs_after_loss(&fx),
+        &with_loss(d(2, 2), EPHEMERAL),
+        &Limits::default(),
+    );
+    assert!(
+        matches!(&p.actions[..], [Action::Forget { id, on }] if *id == fx.n[old].id && on.len() == 4),
+        "{:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn nothing_is_forgotten_or_reassigned_while_a_member_does_not_answer() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let other = fx.find(2, 0);
+    fx.n[other].up = false;
+    let p = plan(
+        &obs_after_loss(&fx),
+        &with_loss(d(3, 1), EPHEMERAL),
+        &Limits::default(),
+    );
+    for a in &p.actions {
+        assert!(
+            !matches!(
+                a,
+                Action::Forget { .. } | Action::AddSlots { .. } | Action::Takeover { .. }
+            ),
+            "{a:?}"
+        );
+    }
+    assert!(p.data_lost.is_empty());
+}
+
+#[test]
+fn a_lost_node_not_yet_seen_failing_is_waited_for() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let mut obs = fx.obs();
+    obs.nodes.retain(|n| n.member.shard != 99);
+    let p = plan(&obs, &with_loss(d(3, 1), EPHEMERAL), &Limits::default());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.message.contains("as failing"), "{}", p.message);
+}
+
+// ---- health ------------------------------------------------------------------
+
+#[test]
+fn health_names_the_slots_without_a_live_owner_and_their_shard() {
+    let fx = Fx::healthy(3, 1);
+    assert_eq!(
+        plan(&fx.obs(), &d(3, 1), &Limits::default()).health,
+        Health::default()
+    );
+    // 3 shards x 1, the pod of shard 1 lost: a third of the slots has no
+    // live owner.
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    for n in &mut fx.n {
+        n.state_ok = false;
+    }
+    let lost = to_ranges(&fx.n[old].slots.iter().copied().collect::<Vec<_>>());
+    let h = plan(&obs_after_loss(&fx), &d(3, 1), &Limits::default()).health;
+    assert_eq!(
+        h.unowned,
+        vec![UnownedSlots {
+            owner: Some(fx.n[old].id.clone()),
+            shard: Some(1),
+            ranges: lost
+        }]
+    );
+    assert_eq!(h.failing, vec![addr(0, 0), addr(2, 0)]);
+    // A primary that is down at its address: its shard is known.
+    let mut fx = Fx::healthy(2, 2);
+    let p = fx.find(1, 0);
+    fx.n[p].up = false;
+    let h = plan(&fx.obs(), &d(2, 2), &Limits::default()).health;
+    assert_eq!(h.unowned.len(), 1);
+    assert_eq!(h.unowned[0].shard, Some(1));
+    assert!(h.failing.is_empty());
+}
+
+#[test]
+fn a_cluster_being_formed_is_not_unhealthy() {
+    let mut fx = Fx::default();
+    for s in 0..3 {
+        fx.add(s, 0, false);
+    }
+    let p = plan(&fx.obs(), &d(3, 1), &Limits::default());
+    assert_eq!(p.health, Health::default());
 }
