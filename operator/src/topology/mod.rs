@@ -150,9 +150,6 @@ pub struct Report {
     /// Shards whose only copy was lost and whose slots this step gave to an
     /// empty node: their keys are gone. Reported loudly (event, metric).
     pub data_lost: Vec<LostShard>,
-    /// Shards whose only copy was lost, left as they are because the policy
-    /// says to wait for a human.
-    pub awaiting_recovery: Vec<LostShard>,
 }
 
 /// Upper bound on observe/plan/act rounds in one call (the time budget
@@ -192,7 +189,6 @@ pub async fn step(
         report.removable_shards = plan.removable_shards.clone();
         report.replicas_removable = plan.replicas_removable;
         report.health = plan.health.clone();
-        report.awaiting_recovery = plan.awaiting_recovery.clone();
         // Recorded before acting: once the first FORGET is sent the data is
         // gone whatever happens next.
         report.data_lost.extend(plan.data_lost.iter().cloned());

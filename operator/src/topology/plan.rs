@@ -195,8 +195,6 @@ pub struct Plan {
     pub health: Health,
     /// Lost shards whose slots this plan gives to an empty node.
     pub data_lost: Vec<LostShard>,
-    /// Lost shards left alone: the policy says to wait for a human.
-    pub awaiting_recovery: Vec<LostShard>,
 }
 
 /// Slot ownership and cluster state as observed, for the `Degraded`
@@ -205,8 +203,11 @@ pub struct Plan {
 pub struct Health {
     /// Slots that no node claims, or whose owner is not a reachable primary.
     pub unowned: Vec<UnownedSlots>,
-    /// Reachable nodes that report `cluster_state:fail`.
+    /// Reachable nodes that serve (own slots, or replicate) and report
+    /// `cluster_state:fail`.
     pub failing: Vec<SocketAddr>,
+    /// Lost shards left alone: the policy says to wait for a human.
+    pub awaiting_recovery: Vec<LostShard>,
 }
 
 /// Slots without a live owner, and what is known of where they belong.
@@ -323,7 +324,6 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
                 replicas_removable: false,
                 health: Health::default(),
                 data_lost: Vec::new(),
-                awaiting_recovery: Vec::new(),
             };
         }
     };
@@ -337,9 +337,11 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
         slots_left_to_move: moves.as_ref().map_or(0, |m| m.len() as u32),
         removable_shards: observed.removable_shards(),
         replicas_removable: observed.replicas_removable(),
-        health: observed.health(),
+        health: Health {
+            awaiting_recovery: loss.waiting.clone(),
+            ..observed.health()
+        },
         data_lost: Vec::new(),
-        awaiting_recovery: loss.waiting.clone(),
     };
     let mut notes: Vec<String> = Vec::new();
     let phases: [Phase<'_>; 9] = [
@@ -880,7 +882,11 @@ impl<'a> ObservedCluster<'a> {
             .filter(|n| !n.state.info.state_ok)
             .map(|n| n.member.addr)
             .collect();
-        Health { unowned, failing }
+        Health {
+            unowned,
+            failing,
+            awaiting_recovery: Vec::new(),
+        }
     }
 
     /// The shard of node `id`: a down member at its address, or the shard of

@@ -1432,9 +1432,9 @@ fn lost_only_copy_waits_for_a_human_when_the_policy_says_so() {
     assert_eq!(p.outcome, Outcome::Pending);
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert!(p.data_lost.is_empty());
-    assert_eq!(p.awaiting_recovery.len(), 1);
-    assert_eq!(p.awaiting_recovery[0].shard, 1);
-    assert_eq!(p.awaiting_recovery[0].node_id, fx.n[old].id);
+    assert_eq!(p.health.awaiting_recovery.len(), 1);
+    assert_eq!(p.health.awaiting_recovery[0].shard, 1);
+    assert_eq!(p.health.awaiting_recovery[0].node_id, fx.n[old].id);
     assert!(p.message.contains("Wait"), "{}", p.message);
 }
 
