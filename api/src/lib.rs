@@ -13,4 +13,6 @@ pub mod policy;
 pub mod types;
 
 pub use policy::{Policy, Range, Violation};
-pub use types::{MigrationStatus, RedisCluster, RedisClusterSpec, RedisClusterStatus, StorageSpec};
+pub use types::{
+    MigrationStatus, OnDataLoss, RedisCluster, RedisClusterSpec, RedisClusterStatus, StorageSpec,
+};

@@ -130,6 +130,25 @@ pub struct RedisClusterSpec {
     /// Persistent storage for each Redis node; absent means an emptyDir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
+
+    /// What the operator does when a shard's only copy is lost (no replica,
+    /// no `storage`, its pod gone): `RecoverEmpty` gives the shard's slots to
+    /// its new, empty node, so the cluster serves again, and reports the
+    /// loss; `Wait` leaves the slots unserved for a human to decide. Absent
+    /// means `RecoverEmpty`. With `storage` the operator always waits for
+    /// the node to come back with its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_data_loss: Option<OnDataLoss>,
+}
+
+/// See [`RedisClusterSpec::on_data_loss`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnDataLoss {
+    /// Serve the lost slots again, empty, and report the loss.
+    #[default]
+    RecoverEmpty,
+    /// Leave the lost slots unserved until a human acts.
+    Wait,
 }
 
 /// A PersistentVolumeClaim template for each Redis node.
@@ -241,6 +260,7 @@ impl Default for RedisClusterSpec {
             image: default_image(),
             resources: default_resources(),
             storage: None,
+            on_data_loss: None,
         }
     }
 }

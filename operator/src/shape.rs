@@ -50,6 +50,7 @@ impl From<ClusterShape> for topology::Desired {
         topology::Desired {
             shards: shape.shards.get(),
             nodes_per_shard: shape.nodes_per_shard.get(),
+            loss: topology::LossPolicy::default(),
         }
     }
 }
@@ -75,7 +76,8 @@ mod tests {
             topology::Desired::from(shape),
             topology::Desired {
                 shards: 3,
-                nodes_per_shard: 2
+                nodes_per_shard: 2,
+                loss: topology::LossPolicy::default(),
             }
         );
     }

@@ -5,6 +5,8 @@ use api::{MigrationStatus, RedisClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::shape::ClusterShape;
+use crate::topology::Health;
+use crate::topology::model::fmt_ranges;
 use crate::utilization::{Reading, Unavailable};
 
 pub const READY: &str = "Ready";
@@ -104,6 +106,8 @@ pub struct Observed<'a> {
     pub draining_shards: usize,
     pub utilization: Result<Reading, Unavailable>,
     pub redis: &'a RedisState,
+    /// Slot ownership and cluster state from the last topology step.
+    pub health: Option<&'a Health>,
     pub selector: String,
     pub last_scale_time: Option<Time>,
     pub migration: Option<MigrationStatus>,
@@ -250,8 +254,9 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
     } else {
         cond(SCALING, false, "Stable", "at the desired size".into())
     };
-    let degraded_cond = match o.redis {
-        RedisState::Error(m) => cond(DEGRADED, true, "RedisError", m.clone()),
+    let degraded_cond = match (o.redis, o.health.and_then(redis_fault)) {
+        (RedisState::Error(m), _) => cond(DEGRADED, true, "RedisError", m.clone()),
+        (_, Some((reason, message))) => cond(DEGRADED, true, reason, message),
         _ if some_down => cond(
             DEGRADED,
             true,
@@ -307,6 +312,53 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
     Built { status, phase }
 }
 
+/// The `Degraded` reason and message for what Redis itself reports: a lost
+/// shard waiting for a human, slots without a live owner, or nodes in
+/// `cluster_state:fail`. `None` when none of these holds.
+fn redis_fault(h: &Health) -> Option<(&'static str, String)> {
+    let failing = (!h.failing.is_empty()).then(|| {
+        let addrs: Vec<String> = h.failing.iter().map(|a| a.to_string()).collect();
+        format!("cluster_state:fail on {}", addrs.join(", "))
+    });
+    if !h.awaiting_recovery.is_empty() {
+        let lost: Vec<String> = h
+            .awaiting_recovery
+            .iter()
+            .map(|l| format!("shard {} (slots {})", l.shard, fmt_ranges(&l.ranges)))
+            .collect();
+        return Some((
+            "DataLossAwaitingDecision",
+            format!(
+                "the only copy of {} was lost; on_data_loss is Wait: set it to RecoverEmpty to serve these slots again, empty",
+                lost.join(", ")
+            ),
+        ));
+    }
+    if !h.unowned.is_empty() {
+        let count: u32 = h
+            .unowned
+            .iter()
+            .flat_map(|u| &u.ranges)
+            .map(|&(a, b)| u32::from(b) - u32::from(a) + 1)
+            .sum();
+        let parts: Vec<String> = h
+            .unowned
+            .iter()
+            .map(|u| match u.shard {
+                Some(s) => format!("shard {s} (slots {})", fmt_ranges(&u.ranges)),
+                None => format!("slots {}", fmt_ranges(&u.ranges)),
+            })
+            .collect();
+        let mut message = format!("{count} slots have no live owner: {}", parts.join(", "));
+        if let Some(f) = failing {
+            message.push_str("; ");
+            message.push_str(&f);
+        }
+        return Some(("SlotsUnowned", message));
+    }
+    failing.map(|f| ("ClusterStateFail", f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +388,7 @@ mod tests {
                 ready: 2,
             }),
             redis,
+            health: None,
             selector: "redis.example.com/cluster=c".into(),
             last_scale_time: None,
             migration: None,
@@ -384,6 +437,93 @@ mod tests {
         assert_eq!(get(&s, READY).status, "False");
         assert_eq!(get(&s, DEGRADED).status, "True");
         assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    }
+
+    /// 3 shards x 1 on emptyDir, the pod of shard 1 lost: its replacement
+    /// runs (every StatefulSet is ready), but a third of the slots has no
+    /// live owner and the other nodes say cluster_state:fail.
+    fn lost_shard_health() -> Health {
+        Health {
+            unowned: vec![crate::topology::plan::UnownedSlots {
+                owner: Some("a".repeat(40)),
+                shard: Some(1),
+                ranges: vec![(5462, 10922)],
+            }],
+            failing: vec![
+                "10.0.0.1:6379".parse().unwrap(),
+                "10.0.0.3:6379".parse().unwrap(),
+            ],
+            awaiting_recovery: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn slots_without_a_live_owner_degrade_the_cluster() {
+        let up = ShardObservation {
+            replicas: 1,
+            ready: 1,
+            target: 1,
+        };
+        let health = lost_shard_health();
+        let redis =
+            RedisState::Converging("cannot balance slots: a slot owner is not reachable".into());
+        let shards = [up, up, up];
+        let mut o = obs(&shards, &redis);
+        o.shape = shape(3, 1);
+        o.health = Some(&health);
+        let built = build(None, &o, t(1));
+        let d = get(&built.status, DEGRADED);
+        assert_eq!(d.status, "True");
+        assert_eq!(d.reason, "SlotsUnowned");
+        assert_eq!(
+            d.message,
+            "5461 slots have no live owner: shard 1 (slots 5462-10922); cluster_state:fail on 10.0.0.1:6379, 10.0.0.3:6379"
+        );
+        assert_eq!(built.phase, Phase::Degraded);
+    }
+
+    #[test]
+    fn cluster_state_fail_alone_degrades_the_cluster() {
+        let health = Health {
+            failing: vec!["10.0.0.2:6379".parse().unwrap()],
+            ..Health::default()
+        };
+        let redis = RedisState::Converging("settling".into());
+        let mut o = obs(&[UP, UP], &redis);
+        o.health = Some(&health);
+        let d = build(None, &o, t(1)).status;
+        let d = get(&d, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "ClusterStateFail")
+        );
+        assert_eq!(d.message, "cluster_state:fail on 10.0.0.2:6379");
+    }
+
+    #[test]
+    fn a_loss_waiting_for_a_human_says_so() {
+        let mut health = lost_shard_health();
+        health.awaiting_recovery = vec![crate::topology::LostShard {
+            shard: 1,
+            node_id: "a".repeat(40),
+            ranges: vec![(5462, 10922)],
+        }];
+        let redis = RedisState::Converging("waiting".into());
+        let mut o = obs(&[UP, UP], &redis);
+        o.health = Some(&health);
+        let s = build(None, &o, t(1)).status;
+        let d = get(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "DataLossAwaitingDecision")
+        );
+        assert!(
+            d.message.starts_with(
+                "the only copy of shard 1 (slots 5462-10922) was lost; on_data_loss is Wait"
+            ),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

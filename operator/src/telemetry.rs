@@ -30,6 +30,9 @@ pub struct Metrics {
     pub keys_migrated: Counter,
     pub migration_duration: Histogram,
     pub topology_actions: Counter,
+    /// Shards whose only copy was lost and whose slots were served again,
+    /// empty (`redis_operator_data_loss_total`).
+    pub data_loss: Counter,
     /// Set while this process leads and its caches are synced, or while it
     /// stands by: a standby must not hold up a rolling update.
     pub ready: AtomicBool,
@@ -86,6 +89,12 @@ impl Metrics {
             "Redis Cluster topology changes made (meet, slots, replicate, forget, failover)",
             topology_actions.clone(),
         );
+        let data_loss = Counter::default();
+        registry.register(
+            "redis_operator_data_loss",
+            "Shards whose only copy was lost (no replica, no persistent storage) and whose slots were given to an empty node",
+            data_loss.clone(),
+        );
         Arc::new(Metrics {
             registry,
             scaling_events,
@@ -96,6 +105,7 @@ impl Metrics {
             keys_migrated,
             migration_duration,
             topology_actions,
+            data_loss,
             ready: AtomicBool::new(false),
         })
     }

@@ -477,11 +477,15 @@ async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Resu
         "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {NAME}\n  namespace: default\nspec:\n  replicas: 2\n  shard_count: 2\n  autoscaling_paused: true\n  storage:\n    size: 1Gi\n    storage_class_name: e2e-static\n"
     ))
     .await?;
-    wait_ready(&c, 2, 2, long).await.context("bootstrap 2 x 2")?;
+    wait_ready(&c, 2, 2, long)
+        .await
+        .context("bootstrap 2 x 2")?;
     write_keys(&pod_addrs(&c).await?, 1).await?;
 
     patch(&c, r#"{"replicas":1}"#).await?;
-    wait_ready(&c, 2, 1, long).await.context("replicas 2 -> 1")?;
+    wait_ready(&c, 2, 1, long)
+        .await
+        .context("replicas 2 -> 1")?;
     let want = ["data-shop-shard-0-0", "data-shop-shard-1-0"];
     wait_for("the scaled-away replicas' claims to go", long, || async {
         Ok((claims(&c).await? == want).then_some(()))

@@ -31,6 +31,7 @@ fn desired(shards: u32, nodes_per_shard: u32) -> Desired {
     Desired {
         shards,
         nodes_per_shard,
+        loss: Default::default(),
     }
 }
 

@@ -160,6 +160,8 @@ pub enum Note {
     },
     ShardRemoved(u32),
     Scaled(Step),
+    /// A shard's only copy was lost; its slots serve again, empty.
+    DataLost(crate::topology::LostShard),
 }
 
 /// What a reconcile is to do, in the order `act` does it.
@@ -210,6 +212,9 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     let mut events = Vec::new();
     if let Some(note) = redis.note {
         events.push(note);
+    }
+    if let Topology::Stepped(r) = i.topology {
+        events.extend(r.data_lost.iter().cloned().map(Note::DataLost));
     }
     let was_available = i.prior.and_then(|p| p.is_true(status::METRICS_AVAILABLE));
     if let (Err(why), Some(true)) = (i.utilization, was_available) {
@@ -433,6 +438,10 @@ fn build_status(i: &Inputs<'_>, redis: &RedisState, scaled: bool) -> status::Bui
         draining_shards,
         utilization: i.utilization.clone(),
         redis,
+        health: match i.topology {
+            Topology::Stepped(r) => Some(&r.health),
+            _ => None,
+        },
         selector: names::selector_string(i.name),
         last_scale_time,
         migration,

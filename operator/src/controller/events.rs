@@ -62,7 +62,10 @@ impl Events {
 
 /// Notes whose text matters each time: a scaling step, a shard removed.
 fn distinct(note: &Note) -> bool {
-    matches!(note, Note::ShardRemoved(_) | Note::Scaled(_))
+    matches!(
+        note,
+        Note::ShardRemoved(_) | Note::Scaled(_) | Note::DataLost(_)
+    )
 }
 
 fn kind(note: &Note) -> (EventType, &'static str) {
@@ -73,6 +76,7 @@ fn kind(note: &Note) -> (EventType, &'static str) {
         Note::ShardRemoved(_) => (EventType::Normal, "ShardRemoved"),
         Note::Scaled(s) if s.to > s.from => (EventType::Normal, "ScaledUp"),
         Note::Scaled(_) => (EventType::Normal, "ScaledDown"),
+        Note::DataLost(_) => (EventType::Warning, "DataLost"),
     }
 }
 
@@ -93,6 +97,12 @@ pub(super) fn render(note: &Note) -> String {
             nodes,
         } => format!("created {statefulsets} StatefulSets with {nodes} nodes each"),
         Note::ShardRemoved(shard) => format!("shard {shard} drained and removed"),
+        Note::DataLost(l) => format!(
+            "shard {} lost its only copy (node {}): slots {} serve again, empty; their keys are gone",
+            l.shard,
+            l.node_id,
+            crate::topology::model::fmt_ranges(&l.ranges)
+        ),
         Note::Scaled(s) => {
             let cpu = s.cpu.map(|u| format!("{u:.1}%")).unwrap_or_default();
             format!(

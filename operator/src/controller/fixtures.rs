@@ -175,3 +175,26 @@ pub fn settled() -> World {
     let first = world.decide();
     world.after(&first)
 }
+
+/// 3 shards x 1 on emptyDir after the pod of shard 1 was replaced: every
+/// StatefulSet is ready, but shard 1's slots have no live owner.
+pub fn lost_shard() -> World {
+    let world = World::new(rc(3, 1), vec![set(0, 1, 1), set(1, 1, 1), set(2, 1, 1)]);
+    let first = world.decide();
+    let mut world = world.after(&first);
+    world.report = Some(Report {
+        converged: false,
+        message: "cannot balance slots: a slot owner is not reachable".into(),
+        health: crate::topology::Health {
+            unowned: vec![crate::topology::plan::UnownedSlots {
+                owner: Some("a".repeat(40)),
+                shard: Some(1),
+                ranges: vec![(5462, 10922)],
+            }],
+            failing: vec!["10.0.0.1:6379".parse().unwrap()],
+            awaiting_recovery: Vec::new(),
+        },
+        ..converged()
+    });
+    world
+}

@@ -107,7 +107,14 @@ async fn reconcile_cluster(
     // The Redis side: form and reshape the cluster over RESP. The step acts
     // on Redis itself; its report is what the decision needs of it.
     let report = if ctx.settings.manage_topology {
-        redis_step(shape, &pods, &current, &ctx.settings.fence).await
+        redis_step(
+            shape,
+            loss_policy(&rc.spec),
+            &pods,
+            &current,
+            &ctx.settings.fence,
+        )
+        .await
     } else {
         None
     };
@@ -158,6 +165,11 @@ fn record_topology(metrics: &Metrics, ns: &str, name: &str, r: &topology::Report
     metrics.slots_migrated.inc_by(u64::from(r.slots_moved));
     metrics.keys_migrated.inc_by(r.keys_moved);
     metrics.topology_actions.inc_by(r.actions);
+    metrics.data_loss.inc_by(r.data_lost.len() as u64);
+    for l in &r.data_lost {
+        tracing::warn!(cluster = %format_args!("{ns}/{name}"), shard = l.shard, node = %l.node_id,
+            slots = %topology::model::fmt_ranges(&l.ranges), "data lost: a shard's only copy is gone");
+    }
     if r.slots_moved > 0 {
         metrics
             .migration_duration
@@ -226,9 +238,19 @@ async fn read_utilization(
     Some(utilization::compute(&ready, &usage, now, max_age))
 }
 
+/// What the planner may do about a node gone with its pod: the spec says
+/// whether data survives the pod, and what to do when no copy is left.
+fn loss_policy(spec: &api::RedisClusterSpec) -> topology::LossPolicy {
+    topology::LossPolicy {
+        persistent: spec.storage.is_some(),
+        recover_empty: spec.on_data_loss.unwrap_or_default() == api::OnDataLoss::RecoverEmpty,
+    }
+}
+
 /// Runs one bounded topology step when every expected pod has an IP.
 async fn redis_step(
     shape: ClusterShape,
+    loss: topology::LossPolicy,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
     fence: &topology::Fence,
@@ -261,9 +283,13 @@ async fn redis_step(
     if !complete {
         return None;
     }
+    let desired = topology::Desired {
+        loss,
+        ..shape.into()
+    };
     let opts = topology::StepOptions {
         fence: fence.clone(),
         ..Default::default()
     };
-    Some(topology::step(&members, &shape.into(), &opts).await)
+    Some(topology::step(&members, &desired, &opts).await)
 }

@@ -269,6 +269,9 @@ pub(crate) async fn run(
         Action::Failover { replica } => {
             failover(conns, replica, budget).await?;
         }
+        Action::Takeover { replica } => {
+            takeover(conns, replica, budget).await?;
+        }
         Action::MoveSlots {
             source,
             target,
@@ -351,6 +354,32 @@ async fn failover(
         {
             break;
         }
+    }
+    Ok(())
+}
+
+/// `CLUSTER FAILOVER TAKEOVER`: the primary is gone for good, so there is
+/// nobody to coordinate with; waits (bounded) until the replica is primary.
+async fn takeover(
+    conns: &mut Conns,
+    replica: &NodeRef,
+    budget: &Budget,
+) -> Result<(), TopologyError> {
+    conns
+        .expect_ok(
+            replica.addr,
+            &["CLUSTER", "FAILOVER", "TAKEOVER"],
+            &["You should send CLUSTER FAILOVER to a replica"],
+        )
+        .await?;
+    let until = (Instant::now() + FAILOVER_WAIT).min(budget.deadline.max(Instant::now()));
+    while Instant::now() < until {
+        if let Ok(Value::Array(role)) = conns.one(replica.addr, &["ROLE"]).await?
+            && matches!(role.first(), Some(Value::BulkString(r)) if r == b"master")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 pub use error::TopologyError;
 pub use fence::Fence;
-pub use plan::{Action, Limits, NodeRef, Observation, Outcome, Plan};
+pub use plan::{Action, Health, Limits, LostShard, NodeRef, Observation, Outcome, Plan};
 
 /// One Redis pod: its shard (StatefulSet index), ordinal within the
 /// StatefulSet, and address (pod IP:6379).
@@ -52,6 +52,33 @@ pub struct Member {
 pub struct Desired {
     pub shards: u32,
     pub nodes_per_shard: u32,
+    /// What a node that is gone for good means, and what to do about it.
+    pub loss: LossPolicy,
+}
+
+/// How the planner treats a node whose pod was replaced.
+///
+/// The default is the conservative one: storage that survives the pod
+/// (wait for the node), and never reassign slots of a lost node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossPolicy {
+    /// Data and node id (`nodes.conf`) survive a pod's replacement
+    /// (`spec.storage`): a node the cluster knows that no member answers to
+    /// may come back, so it is waited for and its slots never reassigned.
+    pub persistent: bool,
+    /// Without persistent storage, when a shard's only copy is lost: give
+    /// its slots to the shard's new empty node (availability back, the loss
+    /// reported), or wait for a human.
+    pub recover_empty: bool,
+}
+
+impl Default for LossPolicy {
+    fn default() -> Self {
+        Self {
+            persistent: true,
+            recover_empty: false,
+        }
+    }
 }
 
 /// Bounds on one [`step`] call, so the reconcile loop stays responsive.
@@ -111,15 +138,23 @@ pub struct Report {
     pub slots_left_to_move: u32,
     /// The current step, for status.
     pub message: String,
-    /// StatefulSet indexes >= desired.shards whose nodes hold no slots and no
-    /// keys and have been forgotten by the rest: the operator may delete them.
+    /// StatefulSet indexes >= desired.shards whose nodes all answered, hold
+    /// no slots and no keys, and have been forgotten by the rest: the
+    /// operator may delete them. A member that did not answer keeps its
+    /// shard (unknown is unsafe).
     pub removable_shards: Vec<u32>,
     /// True when, in every shard, no member with ordinal >=
-    /// desired.nodes_per_shard is a primary and such members were forgotten:
+    /// desired.nodes_per_shard is a primary, each such member answered and
+    /// was forgotten:
     /// the operator may now shrink the StatefulSets.
     pub replicas_removable: bool,
     /// Time spent moving slots (for keys/s and the migration-duration metric).
     pub migration_time: Duration,
+    /// Slot ownership and cluster_state as last observed, for `Degraded`.
+    pub health: Health,
+    /// Shards whose only copy was lost and whose slots this step gave to an
+    /// empty node: their keys are gone. Reported loudly (event, metric).
+    pub data_lost: Vec<LostShard>,
 }
 
 /// Upper bound on observe/plan/act rounds in one call (the time budget
@@ -158,6 +193,10 @@ pub async fn step(
         report.slots_left_to_move = plan.slots_left_to_move;
         report.removable_shards = plan.removable_shards.clone();
         report.replicas_removable = plan.replicas_removable;
+        report.health = plan.health.clone();
+        // Recorded before acting: once the first FORGET is sent the data is
+        // gone whatever happens next.
+        report.data_lost.extend(plan.data_lost.iter().cloned());
         match plan.outcome {
             Outcome::Converged | Outcome::Pending => break,
             Outcome::Settling => {

@@ -13,25 +13,33 @@
 //!    IP changed are MEET at their new address.
 //! 2. **settle**: every cluster node must know every other (strangers are
 //!    introduced with a MEET rather than left to slow gossip).
-//! 3. **open slots**: finish interrupted moves towards the importing node
+//! 3. **lost nodes** (storage that dies with the pod only, and only when
+//!    every member answered): a node no member answers to is gone with its
+//!    data. Slotless ones are forgotten; a lost primary's best replica takes
+//!    over (`FAILOVER TAKEOVER`, when Redis has not failed over already);
+//!    a lost primary without a replica is forgotten everywhere and its slots
+//!    go to its shard's new empty node (reported as data lost), unless the
+//!    policy says to wait for a human. With persistent storage a lost node
+//!    is waited for: it comes back with its id, maybe at a new address.
+//! 4. **open slots**: finish interrupted moves towards the importing node
 //!    (the source is authoritative until the move is closed).
-//! 4. **uncovered slots**: ADDSLOTSRANGE, only for slots no node claims in any
+//! 5. **uncovered slots**: ADDSLOTSRANGE, only for slots no node claims in any
 //!    view (bootstrap is the case where none is claimed); a slot whose keys
 //!    survive on some primary goes back to it.
-//! 5. **replicate**: every other desired member of a shard replicates the
+//! 6. **replicate**: every other desired member of a shard replicates the
 //!    shard's primary (ordinal 0 at bootstrap; afterwards whichever member
 //!    holds the shard's slots). A replica of a vanished primary that still
 //!    owns slots is left alone: it may hold the only copy.
-//! 6. **failover**: a primary whose ordinal is being scaled away hands over
+//! 7. **failover**: a primary whose ordinal is being scaled away hands over
 //!    to an in-sync replica (coordinated `CLUSTER FAILOVER`, no data loss),
 //!    once every node sees that replica under its primary.
-//! 7. **balance**: move the fewest slots so each desired primary holds 16384/S
+//! 8. **balance**: move the fewest slots so each desired primary holds 16384/S
 //!    (±1, the extra slot staying where it already is); nodes of removed
 //!    shards hold none. Only while every node has `cluster_state:ok` and
 //!    every primary agrees on the slot map.
-//! 8. **remove**: drained extra nodes are forgotten everywhere, then reset;
+//! 9. **remove**: drained extra nodes are forgotten everywhere, then reset;
 //!    failed, slotless nodes that are no member are forgotten.
-//! 9. **converged** check.
+//! 10. **converged** check.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -100,6 +108,10 @@ pub enum Action {
     Replicate { node: NodeRef, primary: NodeRef },
     /// Coordinated `CLUSTER FAILOVER` on a replica.
     Failover { replica: NodeRef },
+    /// `CLUSTER FAILOVER TAKEOVER` on a replica whose primary is gone for
+    /// good (its pod was replaced and its storage went with it): no vote,
+    /// no primary to agree with.
+    Takeover { replica: NodeRef },
     /// Move `slots` from `source` to `target`: IMPORTING on the target,
     /// MIGRATING on the source, MIGRATE every key, then SETSLOT NODE on the
     /// target, the source and `others` (the remaining primaries).
@@ -133,6 +145,7 @@ impl std::fmt::Display for Action {
                 write!(f, "REPLICATE {} -> primary {}", node.addr, primary.addr)
             }
             Action::Failover { replica } => write!(f, "FAILOVER to {}", replica.addr),
+            Action::Takeover { replica } => write!(f, "FAILOVER TAKEOVER to {}", replica.addr),
             Action::MoveSlots {
                 source,
                 target,
@@ -179,6 +192,42 @@ pub struct Plan {
     pub slots_left_to_move: u32,
     pub removable_shards: Vec<u32>,
     pub replicas_removable: bool,
+    pub health: Health,
+    /// Lost shards whose slots this plan gives to an empty node.
+    pub data_lost: Vec<LostShard>,
+}
+
+/// Slot ownership and cluster state as observed, for the `Degraded`
+/// condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Slots that no node claims, or whose owner is not a reachable primary.
+    pub unowned: Vec<UnownedSlots>,
+    /// Reachable nodes that serve (own slots, or replicate) and report
+    /// `cluster_state:fail`.
+    pub failing: Vec<SocketAddr>,
+    /// Lost shards left alone: the policy says to wait for a human.
+    pub awaiting_recovery: Vec<LostShard>,
+}
+
+/// Slots without a live owner, and what is known of where they belong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnownedSlots {
+    /// The node id that claims them, if any.
+    pub owner: Option<String>,
+    /// The desired shard they belong to, when the cluster says (a member of
+    /// the shard is, or replicates, the owner; or a shard holds no slots).
+    pub shard: Option<u32>,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// A shard whose only copy of some slots was lost with its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostShard {
+    pub shard: u32,
+    /// The lost node's id.
+    pub node_id: String,
+    pub ranges: Vec<(u16, u16)>,
 }
 
 /// How much one plan may ask for.
@@ -201,36 +250,37 @@ impl Default for Limits {
 
 /// A reachable member that answered with a `myself` line.
 struct Node<'a> {
-    m: &'a Member,
-    st: &'a NodeState,
-    me: &'a NodeLine,
+    member: &'a Member,
+    state: &'a NodeState,
+    /// Its own (`myself`) line of `CLUSTER NODES`.
+    myself: &'a NodeLine,
 }
 
 impl Node<'_> {
-    fn r(&self) -> NodeRef {
+    fn node_ref(&self) -> NodeRef {
         NodeRef {
-            id: self.st.id.clone(),
-            addr: self.m.addr,
+            id: self.state.id.clone(),
+            addr: self.member.addr,
         }
     }
     /// Knows `id` as a real (non-handshake) node.
     fn knows(&self, id: &str) -> bool {
-        self.st
+        self.state
             .view
             .iter()
             .any(|l| l.id == id && !l.flags.handshake)
     }
     fn is_master(&self) -> bool {
-        self.me.flags.master
+        self.myself.flags.master
     }
     fn slots(&self) -> u32 {
-        self.me.slot_count()
+        self.myself.slot_count()
     }
 }
 
 /// The primary chosen for a desired shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Prim {
+enum ShardPrimary {
     Node(usize),
     /// The shard has no primary yet and its ordinal 0 is a replica of
     /// someone else: reset it so it can come back as an empty primary.
@@ -238,8 +288,8 @@ enum Prim {
     Missing(String),
 }
 
-struct World<'a> {
-    d: &'a Desired,
+struct ObservedCluster<'a> {
+    desired: &'a Desired,
     nodes: Vec<Node<'a>>,
     down: Vec<(&'a Member, String)>,
     anchor: usize,
@@ -252,9 +302,9 @@ struct World<'a> {
 
 /// Slots that no cluster node claims in any view.
 pub fn uncovered_slots(obs: &Observation, d: &Desired) -> Vec<u16> {
-    match World::new(obs, d) {
-        Ok(w) => (0..SLOTS)
-            .filter(|&s| w.owner[s as usize].is_none())
+    match ObservedCluster::new(obs, d) {
+        Ok(observed) => (0..SLOTS)
+            .filter(|&s| observed.owner[s as usize].is_none())
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -262,8 +312,8 @@ pub fn uncovered_slots(obs: &Observation, d: &Desired) -> Vec<u16> {
 
 /// Plans the next batch. See the module docs for the phase order.
 pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
-    let w = match World::new(obs, d) {
-        Ok(w) => w,
+    let observed = match ObservedCluster::new(obs, d) {
+        Ok(observed) => observed,
         Err(msg) => {
             return Plan {
                 outcome: Outcome::Pending,
@@ -272,43 +322,71 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
                 slots_left_to_move: 0,
                 removable_shards: Vec::new(),
                 replicas_removable: false,
+                health: Health::default(),
+                data_lost: Vec::new(),
             };
         }
     };
-    let prims = w.primaries();
-    let moves = w.balance_moves(&prims);
+    let primaries = observed.primaries();
+    let moves = observed.balance_moves(&primaries);
+    let loss = observed.losses();
     let mut p = Plan {
         outcome: Outcome::Pending,
         actions: Vec::new(),
         message: String::new(),
         slots_left_to_move: moves.as_ref().map_or(0, |m| m.len() as u32),
-        removable_shards: w.removable_shards(),
-        replicas_removable: w.replicas_removable(),
+        removable_shards: observed.removable_shards(),
+        replicas_removable: observed.replicas_removable(),
+        health: Health {
+            awaiting_recovery: loss.waiting.clone(),
+            ..observed.health()
+        },
+        data_lost: Vec::new(),
     };
     let mut notes: Vec<String> = Vec::new();
-    let phases: [Phase<'_>; 8] = [
-        &|n| w.join(n),
-        &|_| w.settle(),
-        &|n| w.open_slots(limits, n),
-        &|n| w.uncovered(&prims, n),
-        &|n| w.replicate(&prims, n),
-        &|n| w.failover(&prims, n),
-        &|n| w.balance(&prims, moves.as_deref(), limits, n),
-        &|n| w.remove(&prims, n),
+    let phases: [Phase<'_>; 9] = [
+        &|n| observed.join(n),
+        &|_| observed.settle(),
+        &|n| observed.lost(&loss, n),
+        &|n| observed.open_slots(limits, n),
+        &|n| observed.uncovered(&primaries, n),
+        &|n| observed.replicate(&primaries, n),
+        &|n| observed.failover(&primaries, n),
+        &|n| observed.balance(&primaries, moves.as_deref(), limits, n),
+        &|n| observed.remove(&primaries, n),
     ];
-    for phase in phases {
+    for (k, phase) in phases.into_iter().enumerate() {
         if let Some(step) = phase(&mut notes) {
+            if k == LOST_PHASE && step.outcome == Outcome::Act {
+                p.data_lost = loss.recovered.clone();
+            }
             p.outcome = step.outcome;
             p.actions = step.actions;
             p.message = with_notes(step.message, &notes);
             return p;
         }
     }
-    let step = w.converged(&prims, &notes);
+    let step = observed.converged(&primaries, &notes);
     p.outcome = step.outcome;
     p.message = with_notes(step.message, &notes);
     p
 }
+
+/// What to do about nodes whose pods are gone with their data.
+#[derive(Debug, Default)]
+struct Losses {
+    actions: Vec<Action>,
+    /// Shards whose only copy is lost and whose slots `actions` reassign.
+    recovered: Vec<LostShard>,
+    /// Shards whose only copy is lost, left alone by policy.
+    waiting: Vec<LostShard>,
+    notes: Vec<String>,
+    forgotten: usize,
+    takeovers: usize,
+}
+
+/// Index of [`ObservedCluster::lost`] among the phases.
+const LOST_PHASE: usize = 2;
 
 /// One planning phase: `None` hands over to the next one.
 type Phase<'p> = &'p dyn Fn(&mut Vec<String>) -> Option<Step>;
@@ -360,17 +438,17 @@ fn with_notes(message: String, notes: &[String]) -> String {
     }
 }
 
-impl<'a> World<'a> {
+impl<'a> ObservedCluster<'a> {
     fn new(obs: &'a Observation, d: &'a Desired) -> Result<Self, String> {
         let mut nodes = Vec::new();
         let mut down = Vec::new();
         for o in &obs.nodes {
             match &o.state {
-                Ok(st) => match st.myself() {
-                    Some(me) => nodes.push(Node {
-                        m: &o.member,
-                        st,
-                        me,
+                Ok(state) => match state.myself() {
+                    Some(myself) => nodes.push(Node {
+                        member: &o.member,
+                        state,
+                        myself,
                     }),
                     None => down.push((&o.member, "CLUSTER NODES has no myself line".into())),
                 },
@@ -386,17 +464,17 @@ impl<'a> World<'a> {
             .filter(|(_, n)| n.is_master() && n.slots() > 0)
             .max_by_key(|(_, n)| {
                 (
-                    n.st.view.iter().filter(|l| !l.flags.handshake).count(),
-                    desired(n.m),
-                    Reverse((n.m.shard, n.m.ordinal)),
+                    n.state.view.iter().filter(|l| !l.flags.handshake).count(),
+                    desired(n.member),
+                    Reverse((n.member.shard, n.member.ordinal)),
                 )
             })
             .or_else(|| {
                 nodes
                     .iter()
                     .enumerate()
-                    .filter(|(_, n)| desired(n.m))
-                    .min_by_key(|(_, n)| (n.m.shard, n.m.ordinal))
+                    .filter(|(_, n)| desired(n.member))
+                    .min_by_key(|(_, n)| (n.member.shard, n.member.ordinal))
             })
             .map(|(i, _)| i)
             .ok_or_else(|| {
@@ -417,10 +495,10 @@ impl<'a> World<'a> {
         let in_cluster: Vec<bool> = nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| i == anchor || a.knows(&n.st.id))
+            .map(|(i, n)| i == anchor || a.knows(&n.state.id))
             .collect();
-        let mut w = World {
-            d,
+        let mut observed = ObservedCluster {
+            desired: d,
             nodes,
             down,
             anchor,
@@ -429,12 +507,12 @@ impl<'a> World<'a> {
             uncovered_keys: &obs.uncovered_keys,
             keys_unknown: obs.keys_unknown,
         };
-        w.owner = consensus_owner(w.cluster().map(|n| n.st));
-        Ok(w)
+        observed.owner = consensus_owner(observed.cluster().map(|n| n.state));
+        Ok(observed)
     }
 
     fn is_desired(&self, m: &Member) -> bool {
-        m.shard < self.d.shards && m.ordinal < self.d.nodes_per_shard
+        m.shard < self.desired.shards && m.ordinal < self.desired.nodes_per_shard
     }
 
     fn cluster(&self) -> impl Iterator<Item = &Node<'a>> {
@@ -455,13 +533,13 @@ impl<'a> World<'a> {
 
     /// A reachable cluster node by id.
     fn by_id(&self, id: &str) -> Option<usize> {
-        self.cluster_idx().find(|&i| self.nodes[i].st.id == id)
+        self.cluster_idx().find(|&i| self.nodes[i].state.id == id)
     }
 
     fn masters_except(&self, skip: &[usize]) -> Vec<NodeRef> {
         self.cluster_idx()
             .filter(|i| !skip.contains(i) && self.nodes[*i].is_master())
-            .map(|i| self.nodes[i].r())
+            .map(|i| self.nodes[i].node_ref())
             .collect()
     }
 
@@ -479,52 +557,53 @@ impl<'a> World<'a> {
             if n.slots() > 0 {
                 // Slots outside the cluster: another cluster, or a split.
                 // Never merge or reset it; a human must look.
-                if self.is_desired(n.m) || n.m.shard < self.d.shards {
+                if self.is_desired(n.member) || n.member.shard < self.desired.shards {
                     blocked.push(format!(
                         "{} holds {} slots but is not part of the cluster seen from {}; refusing to touch it",
-                        n.m.addr,
+                        n.member.addr,
                         n.slots(),
-                        a.m.addr
+                        a.member.addr
                     ));
                 }
                 continue;
             }
-            if !self.is_desired(n.m) {
+            if !self.is_desired(n.member) {
                 continue; // extra members are never (re)joined
             }
-            let in_handshake =
-                a.st.view
-                    .iter()
-                    .any(|l| l.flags.handshake && l.addr == Some(n.m.addr));
+            let in_handshake = a
+                .state
+                .view
+                .iter()
+                .any(|l| l.flags.handshake && l.addr == Some(n.member.addr));
             if in_handshake {
                 handshaking = true;
-            } else if n.knows(&a.st.id) {
+            } else if n.knows(&a.state.id) {
                 // It knows us but we do not know it (a half-done handshake, or
                 // we forgot it): meeting again completes the handshake.
                 actions.push(Action::Meet {
-                    on: a.r(),
-                    peer: n.m.addr,
+                    on: a.node_ref(),
+                    peer: n.member.addr,
                 });
-            } else if n.st.view.len() == 1 {
-                if n.st.dbsize > 0 {
+            } else if n.state.view.len() == 1 {
+                if n.state.dbsize > 0 {
                     blocked.push(format!(
                         "{} holds {} keys but belongs to no cluster; refusing to touch it",
-                        n.m.addr, n.st.dbsize
+                        n.member.addr, n.state.dbsize
                     ));
                 } else {
                     actions.push(Action::Meet {
-                        on: a.r(),
-                        peer: n.m.addr,
+                        on: a.node_ref(),
+                        peer: n.member.addr,
                     });
                 }
-            } else if n.me.flags.replica || n.st.dbsize == 0 {
+            } else if n.myself.flags.replica || n.state.dbsize == 0 {
                 // A stale config (it was removed, or knows another cluster):
                 // no slots, nothing of its own to lose, so start it afresh.
-                actions.push(Action::Reset { node: n.r() });
+                actions.push(Action::Reset { node: n.node_ref() });
             } else {
                 blocked.push(format!(
                     "{} is a primary with {} keys outside the cluster; refusing to reset it",
-                    n.m.addr, n.st.dbsize
+                    n.member.addr, n.state.dbsize
                 ));
             }
         }
@@ -532,20 +611,19 @@ impl<'a> World<'a> {
         // to the new address makes the node that knows the old one update it.
         for a in self.cluster() {
             for b in self.cluster() {
-                let stale = a.st.id != b.st.id
-                    && a.st
-                        .view
-                        .iter()
-                        .any(|l| l.id == b.st.id && !l.flags.handshake && l.addr != Some(b.m.addr))
+                let stale = a.state.id != b.state.id
+                    && a.state.view.iter().any(|l| {
+                        l.id == b.state.id && !l.flags.handshake && l.addr != Some(b.member.addr)
+                    })
                     && !a
-                        .st
+                        .state
                         .view
                         .iter()
-                        .any(|l| l.flags.handshake && l.addr == Some(b.m.addr));
+                        .any(|l| l.flags.handshake && l.addr == Some(b.member.addr));
                 if stale {
                     actions.push(Action::Meet {
-                        on: a.r(),
-                        peer: b.m.addr,
+                        on: a.node_ref(),
+                        peer: b.member.addr,
                     });
                 }
             }
@@ -575,24 +653,25 @@ impl<'a> World<'a> {
         let mut waiting = None;
         for a in self.cluster() {
             for b in self.cluster() {
-                if a.st.id == b.st.id || a.knows(&b.st.id) {
+                if a.state.id == b.state.id || a.knows(&b.state.id) {
                     continue;
                 }
-                let in_handshake =
-                    a.st.view
-                        .iter()
-                        .any(|l| l.flags.handshake && l.addr == Some(b.m.addr));
+                let in_handshake = a
+                    .state
+                    .view
+                    .iter()
+                    .any(|l| l.flags.handshake && l.addr == Some(b.member.addr));
                 if in_handshake {
                     waiting.get_or_insert_with(|| {
                         format!(
                             "waiting for gossip: {} does not know {} yet",
-                            a.m.addr, b.m.addr
+                            a.member.addr, b.member.addr
                         )
                     });
                 } else {
                     actions.push(Action::Meet {
-                        on: a.r(),
-                        peer: b.m.addr,
+                        on: a.node_ref(),
+                        peer: b.member.addr,
                     });
                 }
             }
@@ -606,17 +685,238 @@ impl<'a> World<'a> {
         waiting.and_then(Step::settling)
     }
 
+    // ---- phase 3: lost nodes -----------------------------------------------
+
+    /// Acts on nodes whose pods are gone with their data (see [`Losses`]).
+    fn lost(&self, loss: &Losses, notes: &mut Vec<String>) -> Option<Step> {
+        notes.extend(loss.notes.iter().cloned());
+        if !loss.actions.is_empty() {
+            let mut what = Vec::new();
+            if loss.forgotten > 0 {
+                what.push(format!("forgetting {} lost node(s)", loss.forgotten));
+            }
+            if loss.takeovers > 0 {
+                what.push(format!(
+                    "promoting the replica of {} lost primary(ies)",
+                    loss.takeovers
+                ));
+            }
+            what.extend(loss.recovered.iter().map(|l| {
+                format!(
+                    "shard {} lost its only copy: slots {} are served again, empty",
+                    l.shard,
+                    fmt_ranges(&l.ranges)
+                )
+            }));
+            return Step::act(loss.actions.clone(), what.join("; "));
+        }
+        if !loss.waiting.is_empty() {
+            let what: Vec<String> = loss
+                .waiting
+                .iter()
+                .map(|l| format!("shard {} (slots {})", l.shard, fmt_ranges(&l.ranges)))
+                .collect();
+            return Step::pending(format!(
+                "the only copy of {} was lost; on_data_loss is Wait, so nothing is reassigned until a human acts",
+                what.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Nodes the cluster knows that no member answers to. Only with storage
+    /// that dies with the pod, and only when every member answered: such a
+    /// node is then none of the pods, and its data went with its pod.
+    /// Slotless ones are forgotten; a lost primary's best replica takes over;
+    /// a lost primary without a replica has its slots given to the empty
+    /// primary of a shard that holds none (or, by policy, waits).
+    fn losses(&self) -> Losses {
+        let mut out = Losses::default();
+        if self.desired.loss.persistent || !self.down.is_empty() {
+            return out;
+        }
+        let member_ids: BTreeSet<&str> = self.nodes.iter().map(|n| n.state.id.as_str()).collect();
+        let mut empty = self.empty_primaries().into_iter();
+        let anchor = self.anchor();
+        let ghosts = anchor
+            .state
+            .view
+            .iter()
+            .filter(|l| !l.flags.handshake && !member_ids.contains(l.id.as_str()));
+        for l in ghosts {
+            let id = l.id.as_str();
+            let owned: Vec<u16> = (0..SLOTS)
+                .filter(|&s| self.owner[s as usize] == Some(id))
+                .collect();
+            if owned.is_empty() {
+                out.actions.push(Action::Forget {
+                    id: l.id.clone(),
+                    on: self.forget_on(id),
+                });
+                out.forgotten += 1;
+                continue;
+            }
+            // A node that still answers the cluster bus is not gone.
+            if !(l.flags.pfail || l.flags.fail) {
+                out.notes.push(format!(
+                    "waiting for {} to see lost node {id} as failing",
+                    anchor.member.addr
+                ));
+                continue;
+            }
+            let replica = self
+                .cluster()
+                .filter(|n| n.myself.flags.replica && n.myself.master_id.as_deref() == Some(id))
+                .max_by_key(|n| {
+                    (
+                        n.state.repl.offset,
+                        Reverse((n.member.shard, n.member.ordinal)),
+                    )
+                });
+            if let Some(r) = replica {
+                out.actions.push(Action::Takeover {
+                    replica: r.node_ref(),
+                });
+                out.takeovers += 1;
+                continue;
+            }
+            let Some(y) = empty.next() else {
+                out.notes.push(format!(
+                    "node {id} and the only copy of slots {} are lost; waiting for an empty node of its shard",
+                    fmt_ranges(&to_ranges(&owned))
+                ));
+                continue;
+            };
+            let y = &self.nodes[y];
+            let lost = LostShard {
+                shard: y.member.shard,
+                node_id: l.id.clone(),
+                ranges: to_ranges(&owned),
+            };
+            if !self.desired.loss.recover_empty {
+                out.waiting.push(lost);
+                continue;
+            }
+            // Every view must drop the dead claim before anyone may add
+            // these slots: FORGET removes the node and its slots.
+            out.actions.push(Action::Forget {
+                id: l.id.clone(),
+                on: self.forget_on(id),
+            });
+            out.actions.push(Action::AddSlots {
+                node: y.node_ref(),
+                ranges: lost.ranges.clone(),
+            });
+            out.recovered.push(lost);
+        }
+        out
+    }
+
+    /// Every cluster node but the replicas of `id` (a replica cannot forget
+    /// its own primary).
+    fn forget_on(&self, id: &str) -> Vec<NodeRef> {
+        self.cluster()
+            .filter(|n| n.state.id != id && n.myself.master_id.as_deref() != Some(id))
+            .map(|n| n.node_ref())
+            .collect()
+    }
+
+    /// Desired shards in which no member holds slots, in shard order.
+    fn holderless_shards(&self) -> Vec<u32> {
+        (0..self.desired.shards)
+            .filter(|&s| {
+                !self
+                    .cluster()
+                    .any(|n| n.member.shard == s && n.is_master() && n.slots() > 0)
+            })
+            .collect()
+    }
+
+    /// For each shard that holds no slots, its empty primary (lowest
+    /// ordinal): the node that can take a lost shard's slots.
+    fn empty_primaries(&self) -> Vec<usize> {
+        self.holderless_shards()
+            .into_iter()
+            .filter_map(|s| {
+                self.cluster_idx()
+                    .filter(|&i| {
+                        let n = &self.nodes[i];
+                        n.member.shard == s
+                            && self.is_desired(n.member)
+                            && n.is_master()
+                            && n.slots() == 0
+                            && n.state.dbsize == 0
+                    })
+                    .min_by_key(|&i| self.nodes[i].member.ordinal)
+            })
+            .collect()
+    }
+
+    /// Slots without a live owner, and nodes whose cluster is failing. Empty
+    /// before any slot is assigned: a cluster being formed is not degraded.
+    fn health(&self) -> Health {
+        if self.owner.iter().all(Option::is_none) {
+            return Health::default();
+        }
+        let live = |id: &str| self.by_id(id).is_some_and(|i| self.nodes[i].is_master());
+        let mut groups: BTreeMap<Option<&str>, Vec<u16>> = BTreeMap::new();
+        for (s, o) in self.owner.iter().enumerate() {
+            if o.is_none_or(|id| !live(id)) {
+                groups.entry(*o).or_default().push(s as u16);
+            }
+        }
+        let mut spare = self.holderless_shards().into_iter();
+        let unowned = groups
+            .into_iter()
+            .map(|(owner, slots)| UnownedSlots {
+                shard: owner
+                    .and_then(|id| self.shard_of(id))
+                    .or_else(|| spare.next()),
+                owner: owner.map(str::to_owned),
+                ranges: to_ranges(&slots),
+            })
+            .collect();
+        let failing = self
+            .cluster()
+            .filter(|n| n.slots() > 0 || n.myself.flags.replica)
+            .filter(|n| !n.state.info.state_ok)
+            .map(|n| n.member.addr)
+            .collect();
+        Health {
+            unowned,
+            failing,
+            awaiting_recovery: Vec::new(),
+        }
+    }
+
+    /// The shard of node `id`: a down member at its address, or the shard of
+    /// a member replicating it.
+    fn shard_of(&self, id: &str) -> Option<u32> {
+        let line = self.anchor().state.view.iter().find(|l| l.id == id);
+        let at_addr = line.and_then(|l| {
+            self.down
+                .iter()
+                .find(|(m, _)| Some(m.addr) == l.addr)
+                .map(|(m, _)| m.shard)
+        });
+        at_addr.or_else(|| {
+            self.cluster()
+                .find(|n| n.myself.master_id.as_deref() == Some(id))
+                .map(|n| n.member.shard)
+        })
+    }
+
     // ---- phase 3: open slots ----------------------------------------------
 
     fn open_slots(&self, limits: &Limits, notes: &mut Vec<String>) -> Option<Step> {
         let mut importing: BTreeMap<u16, Vec<(usize, &str)>> = BTreeMap::new();
         let mut migrating: BTreeMap<u16, Vec<(usize, &str)>> = BTreeMap::new();
         for i in self.cluster_idx() {
-            let me = self.nodes[i].me;
-            for (s, from) in &me.importing {
+            let myself = self.nodes[i].myself;
+            for (s, from) in &myself.importing {
                 importing.entry(*s).or_default().push((i, from));
             }
-            for (s, to) in &me.migrating {
+            for (s, to) in &myself.migrating {
                 migrating.entry(*s).or_default().push((i, to));
             }
         }
@@ -638,12 +938,12 @@ impl<'a> World<'a> {
                     let t = *t;
                     let tn = &self.nodes[t];
                     match owner {
-                        Some(o) if o == tn.st.id => {
-                            let mut on = vec![tn.r()];
+                        Some(o) if o == tn.state.id => {
+                            let mut on = vec![tn.node_ref()];
                             on.extend(self.masters_except(&[t]));
                             actions.push(Action::SetSlotOwner {
                                 slot: s,
-                                owner: tn.r(),
+                                owner: tn.node_ref(),
                                 on,
                             });
                         }
@@ -655,11 +955,11 @@ impl<'a> World<'a> {
                         },
                         None => {
                             // Nobody else claims it: the importing node keeps it.
-                            let mut on = vec![tn.r()];
+                            let mut on = vec![tn.node_ref()];
                             on.extend(self.masters_except(&[t]));
                             actions.push(Action::SetSlotOwner {
                                 slot: s,
-                                owner: tn.r(),
+                                owner: tn.node_ref(),
                                 on,
                             });
                         }
@@ -668,17 +968,17 @@ impl<'a> World<'a> {
                 [] => {
                     for &(n, to) in mig {
                         let nn = &self.nodes[n];
-                        if owner == Some(nn.st.id.as_str()) {
+                        if owner == Some(nn.state.id.as_str()) {
                             // Source still owns it, target lost its marker:
                             // move forward again (keys already there are
                             // overwritten by the source's authoritative copy).
                             if let Some(t) = master(to) {
                                 moves.push((n, t, s));
-                            } else if !self.anchor().st.view.iter().any(|l| l.id == to) {
+                            } else if !self.anchor().state.view.iter().any(|l| l.id == to) {
                                 // The target left the cluster: nothing to finish.
                                 actions.push(Action::SetSlotStable {
                                     slot: s,
-                                    on: nn.r(),
+                                    on: nn.node_ref(),
                                 });
                             } else {
                                 stuck.push(format!(
@@ -730,8 +1030,8 @@ impl<'a> World<'a> {
         groups
             .into_iter()
             .map(|((src, tgt), slots)| Action::MoveSlots {
-                source: self.nodes[src].r(),
-                target: self.nodes[tgt].r(),
+                source: self.nodes[src].node_ref(),
+                target: self.nodes[tgt].node_ref(),
                 slots,
                 others: self.masters_except(&[src, tgt]),
             })
@@ -742,38 +1042,38 @@ impl<'a> World<'a> {
 
     /// The primary of each desired shard: the member holding its slots, else
     /// (a shard that holds none yet) ordinal 0.
-    fn primaries(&self) -> Vec<Prim> {
-        (0..self.d.shards)
+    fn primaries(&self) -> Vec<ShardPrimary> {
+        (0..self.desired.shards)
             .map(|s| {
                 let members: Vec<usize> = self
                     .cluster_idx()
-                    .filter(|&i| self.nodes[i].m.shard == s)
+                    .filter(|&i| self.nodes[i].member.shard == s)
                     .collect();
                 let holder = members
                     .iter()
                     .copied()
                     .filter(|&i| self.nodes[i].is_master() && self.nodes[i].slots() > 0)
-                    .max_by_key(|&i| (self.nodes[i].slots(), Reverse(self.nodes[i].m.ordinal)));
+                    .max_by_key(|&i| (self.nodes[i].slots(), Reverse(self.nodes[i].member.ordinal)));
                 if let Some(h) = holder {
-                    return Prim::Node(h);
+                    return ShardPrimary::Node(h);
                 }
                 // Its primary is gone but still owns slots: Redis promotes the
                 // replica; until then the replica may hold the only copy.
                 if let Some(&i) = members.iter().find(|&&i| self.sole_copy(&self.nodes[i])) {
-                    return Prim::Missing(format!(
+                    return ShardPrimary::Missing(format!(
                         "the primary of shard {s} is not reachable; waiting for replica {} to take over",
-                        self.nodes[i].m.addr
+                        self.nodes[i].member.addr
                     ));
                 }
                 // A down member whose slots others still list: Redis itself
                 // fails over; we must not hand its slots elsewhere.
                 for (m, _) in self.down.iter().filter(|(m, _)| m.shard == s) {
                     let holds =
-                        self.anchor().st.view.iter().any(|l| {
+                        self.anchor().state.view.iter().any(|l| {
                             l.addr == Some(m.addr) && l.flags.master && l.slot_count() > 0
                         });
                     if holds {
-                        return Prim::Missing(format!(
+                        return ShardPrimary::Missing(format!(
                             "the primary of shard {s} ({}) is not reachable",
                             m.addr
                         ));
@@ -782,11 +1082,11 @@ impl<'a> World<'a> {
                 match members
                     .iter()
                     .copied()
-                    .find(|&i| self.nodes[i].m.ordinal == 0)
+                    .find(|&i| self.nodes[i].member.ordinal == 0)
                 {
-                    Some(i) if self.nodes[i].is_master() => Prim::Node(i),
-                    Some(i) => Prim::ResetFirst(i),
-                    None => Prim::Missing(format!(
+                    Some(i) if self.nodes[i].is_master() => ShardPrimary::Node(i),
+                    Some(i) => ShardPrimary::ResetFirst(i),
+                    None => ShardPrimary::Missing(format!(
                         "waiting for shard {s} ordinal 0 to join before it gets slots"
                     )),
                 }
@@ -796,7 +1096,7 @@ impl<'a> World<'a> {
 
     // ---- phase 4: uncovered slots -----------------------------------------
 
-    fn uncovered(&self, prims: &[Prim], notes: &mut Vec<String>) -> Option<Step> {
+    fn uncovered(&self, primaries: &[ShardPrimary], notes: &mut Vec<String>) -> Option<Step> {
         let uncovered: Vec<u16> = (0..SLOTS)
             .filter(|&s| self.owner[s as usize].is_none())
             .collect();
@@ -810,22 +1110,22 @@ impl<'a> World<'a> {
             ));
         }
         let mut prim_idx = Vec::new();
-        for p in prims {
+        for p in primaries {
             match p {
-                Prim::Node(i) => prim_idx.push(*i),
-                Prim::ResetFirst(i) => {
+                ShardPrimary::Node(i) => prim_idx.push(*i),
+                ShardPrimary::ResetFirst(i) => {
                     return Step::act(
                         vec![Action::Reset {
-                            node: self.nodes[*i].r(),
+                            node: self.nodes[*i].node_ref(),
                         }],
                         format!(
                             "{} slots are unassigned; resetting replica {} so it can become its shard's primary",
                             uncovered.len(),
-                            self.nodes[*i].m.addr
+                            self.nodes[*i].member.addr
                         ),
                     );
                 }
-                Prim::Missing(msg) => {
+                ShardPrimary::Missing(msg) => {
                     notes.push(msg.clone());
                     return Step::pending(format!(
                         "{} slots are unassigned; waiting for every shard's primary",
@@ -859,7 +1159,8 @@ impl<'a> World<'a> {
         let counts: Vec<u32> = prim_idx
             .iter()
             .map(|&i| {
-                self.owned_by(&self.nodes[i].st.id) + assign.get(&i).map_or(0, |v| v.len() as u32)
+                self.owned_by(&self.nodes[i].state.id)
+                    + assign.get(&i).map_or(0, |v| v.len() as u32)
             })
             .collect();
         let targets = targets(&counts);
@@ -882,7 +1183,7 @@ impl<'a> World<'a> {
             .map(|(i, mut slots)| {
                 slots.sort_unstable();
                 Action::AddSlots {
-                    node: self.nodes[i].r(),
+                    node: self.nodes[i].node_ref(),
                     ranges: to_ranges(&slots),
                 }
             })
@@ -897,7 +1198,12 @@ impl<'a> World<'a> {
     /// node: it may hold the only copy of those slots' keys, so it is never
     /// re-pointed, reset or forgotten.
     fn sole_copy(&self, n: &Node<'_>) -> bool {
-        let Some(m) = n.me.master_id.as_deref().filter(|_| n.me.flags.replica) else {
+        let Some(m) = n
+            .myself
+            .master_id
+            .as_deref()
+            .filter(|_| n.myself.flags.replica)
+        else {
             return false;
         };
         let healthy = self.by_id(m).is_some_and(|i| self.nodes[i].is_master());
@@ -910,18 +1216,18 @@ impl<'a> World<'a> {
 
     // ---- phase 5: replicate -----------------------------------------------
 
-    fn replicate(&self, prims: &[Prim], notes: &mut Vec<String>) -> Option<Step> {
+    fn replicate(&self, primaries: &[ShardPrimary], notes: &mut Vec<String>) -> Option<Step> {
         let mut actions = Vec::new();
-        for p in prims {
+        for p in primaries {
             let p = match p {
-                Prim::Node(p) => *p,
-                Prim::ResetFirst(i) => {
+                ShardPrimary::Node(p) => *p,
+                ShardPrimary::ResetFirst(i) => {
                     actions.push(Action::Reset {
-                        node: self.nodes[*i].r(),
+                        node: self.nodes[*i].node_ref(),
                     });
                     continue;
                 }
-                Prim::Missing(msg) => {
+                ShardPrimary::Missing(msg) => {
                     notes.push(msg.clone());
                     continue;
                 }
@@ -929,32 +1235,32 @@ impl<'a> World<'a> {
             let pn = &self.nodes[p];
             for i in self.cluster_idx() {
                 let n = &self.nodes[i];
-                if i == p || n.m.shard != pn.m.shard || !self.is_desired(n.m) {
+                if i == p || n.member.shard != pn.member.shard || !self.is_desired(n.member) {
                     continue;
                 }
                 if n.is_master() {
                     if n.slots() > 0 {
                         continue; // drained by the balance phase first
                     }
-                    if n.st.dbsize > 0 {
+                    if n.state.dbsize > 0 {
                         notes.push(format!(
                             "{} is a primary without slots that holds {} keys; not turning it into a replica",
-                            n.m.addr, n.st.dbsize
+                            n.member.addr, n.state.dbsize
                         ));
                         continue;
                     }
-                } else if n.me.master_id.as_deref() == Some(pn.st.id.as_str()) {
+                } else if n.myself.master_id.as_deref() == Some(pn.state.id.as_str()) {
                     continue;
                 } else if self.sole_copy(n) {
                     notes.push(format!(
                         "{} replicates an unreachable primary that owns slots; not moving it",
-                        n.m.addr
+                        n.member.addr
                     ));
                     continue;
                 }
                 actions.push(Action::Replicate {
-                    node: n.r(),
-                    primary: pn.r(),
+                    node: n.node_ref(),
+                    primary: pn.node_ref(),
                 });
             }
         }
@@ -967,41 +1273,44 @@ impl<'a> World<'a> {
 
     // ---- phase 6: failover ------------------------------------------------
 
-    fn failover(&self, prims: &[Prim], notes: &mut Vec<String>) -> Option<Step> {
+    fn failover(&self, primaries: &[ShardPrimary], notes: &mut Vec<String>) -> Option<Step> {
         let mut actions = Vec::new();
         let mut waiting = Vec::new();
-        for p in prims {
-            let Prim::Node(p) = *p else { continue };
+        for p in primaries {
+            let ShardPrimary::Node(p) = *p else { continue };
             let pn = &self.nodes[p];
-            if pn.m.ordinal < self.d.nodes_per_shard {
+            if pn.member.ordinal < self.desired.nodes_per_shard {
                 continue;
             }
             let candidate = self
                 .cluster()
                 .filter(|n| {
-                    n.m.shard == pn.m.shard
-                        && n.m.ordinal < self.d.nodes_per_shard
-                        && n.me.flags.replica
-                        && n.me.master_id.as_deref() == Some(pn.st.id.as_str())
-                        && n.st.repl.link_up
-                        && n.st.view.iter().any(|l| {
-                            l.id == pn.st.id && l.link_connected && !l.flags.pfail && !l.flags.fail
+                    n.member.shard == pn.member.shard
+                        && n.member.ordinal < self.desired.nodes_per_shard
+                        && n.myself.flags.replica
+                        && n.myself.master_id.as_deref() == Some(pn.state.id.as_str())
+                        && n.state.repl.link_up
+                        && n.state.view.iter().any(|l| {
+                            l.id == pn.state.id
+                                && l.link_connected
+                                && !l.flags.pfail
+                                && !l.flags.fail
                         })
                 })
-                .min_by_key(|n| n.m.ordinal);
+                .min_by_key(|n| n.member.ordinal);
             match candidate {
-                Some(c) => actions.push(Action::Failover { replica: c.r() }),
+                Some(c) => actions.push(Action::Failover { replica: c.node_ref() }),
                 None => waiting.push(format!(
                     "shard {}: primary {} (ordinal {}) must hand over, waiting for an in-sync replica with ordinal < {}",
-                    pn.m.shard, pn.m.addr, pn.m.ordinal, self.d.nodes_per_shard
+                    pn.member.shard, pn.member.addr, pn.member.ordinal, self.desired.nodes_per_shard
                 )),
             }
         }
         if !actions.is_empty() {
-            if let Some(n) = self.cluster().find(|n| !n.st.info.state_ok) {
+            if let Some(n) = self.cluster().find(|n| !n.state.info.state_ok) {
                 return Step::settling(format!(
                     "waiting for cluster_state:ok on {} before a failover",
-                    n.m.addr
+                    n.member.addr
                 ));
             }
             // The election needs the votes of the other primaries, and a
@@ -1015,17 +1324,17 @@ impl<'a> World<'a> {
                 };
                 let Some(primary) = self
                     .by_id(&replica.id)
-                    .and_then(|i| self.nodes[i].me.master_id.as_deref())
+                    .and_then(|i| self.nodes[i].myself.master_id.as_deref())
                 else {
                     continue;
                 };
                 if let Some(n) = self
                     .cluster()
-                    .find(|n| !sees_replica_of(n.st, &replica.id, primary))
+                    .find(|n| !sees_replica_of(n.state, &replica.id, primary))
                 {
                     return Step::settling(format!(
                         "waiting for {} to see {} as a replica before the failover",
-                        n.m.addr, replica.addr
+                        n.member.addr, replica.addr
                     ));
                 }
             }
@@ -1043,11 +1352,11 @@ impl<'a> World<'a> {
     /// The slot moves that reach the balanced layout, in execution order:
     /// `(source node index, target node index, slot)`. `None` while some
     /// desired shard has no usable primary, or a slot owner is unreachable.
-    fn balance_moves(&self, prims: &[Prim]) -> Option<Vec<(usize, usize, u16)>> {
-        let prim_idx: Vec<usize> = prims
+    fn balance_moves(&self, primaries: &[ShardPrimary]) -> Option<Vec<(usize, usize, u16)>> {
+        let prim_idx: Vec<usize> = primaries
             .iter()
             .map(|p| match p {
-                Prim::Node(i) => Some(*i),
+                ShardPrimary::Node(i) => Some(*i),
                 _ => None,
             })
             .collect::<Option<_>>()?;
@@ -1060,7 +1369,7 @@ impl<'a> World<'a> {
         let counts: Vec<u32> = prim_idx
             .iter()
             .map(|&i| {
-                held.get(self.nodes[i].st.id.as_str())
+                held.get(self.nodes[i].state.id.as_str())
                     .map_or(0, |v| v.len() as u32)
             })
             .collect();
@@ -1069,7 +1378,7 @@ impl<'a> World<'a> {
         // highest slots of primaries above their share.
         let prim_ids: Vec<&str> = prim_idx
             .iter()
-            .map(|&i| self.nodes[i].st.id.as_str())
+            .map(|&i| self.nodes[i].state.id.as_str())
             .collect();
         let mut foreign: Vec<(&str, &Vec<u16>)> = held
             .iter()
@@ -1104,16 +1413,16 @@ impl<'a> World<'a> {
 
     fn balance(
         &self,
-        prims: &[Prim],
+        primaries: &[ShardPrimary],
         moves: Option<&[(usize, usize, u16)]>,
         limits: &Limits,
         notes: &mut Vec<String>,
     ) -> Option<Step> {
         let Some(moves) = moves else {
-            let why: Vec<String> = prims
+            let why: Vec<String> = primaries
                 .iter()
                 .filter_map(|p| match p {
-                    Prim::Missing(m) => Some(m.clone()),
+                    ShardPrimary::Missing(m) => Some(m.clone()),
                     _ => None,
                 })
                 .collect();
@@ -1130,20 +1439,20 @@ impl<'a> World<'a> {
         }
         // Migrating only when every node agrees: a target that has not yet
         // seen cluster_state:ok answers CLUSTERDOWN halfway through a slot.
-        if let Some(n) = self.cluster().find(|n| !n.st.info.state_ok) {
+        if let Some(n) = self.cluster().find(|n| !n.state.info.state_ok) {
             return Step::settling(format!(
                 "waiting for cluster_state:ok on {} before moving slots",
-                n.m.addr
+                n.member.addr
             ));
         }
         if let Some(n) = self
             .cluster()
             .filter(|n| n.is_master())
-            .find(|n| view_owner(n.st) != self.owner)
+            .find(|n| view_owner(n.state) != self.owner)
         {
             return Step::settling(format!(
                 "waiting for {} to agree on the slot map before moving slots",
-                n.m.addr
+                n.member.addr
             ));
         }
         let batch: Vec<(usize, usize, u16)> = moves
@@ -1160,31 +1469,31 @@ impl<'a> World<'a> {
 
     // ---- phase 8: remove --------------------------------------------------
 
-    fn remove(&self, prims: &[Prim], notes: &mut Vec<String>) -> Option<Step> {
-        let prim_set: Vec<usize> = prims
+    fn remove(&self, primaries: &[ShardPrimary], notes: &mut Vec<String>) -> Option<Step> {
+        let prim_set: Vec<usize> = primaries
             .iter()
             .filter_map(|p| match p {
-                Prim::Node(i) => Some(*i),
+                ShardPrimary::Node(i) => Some(*i),
                 _ => None,
             })
             .collect();
         let mut going: Vec<usize> = Vec::new();
         for i in self.cluster_idx() {
             let n = &self.nodes[i];
-            if self.is_desired(n.m) || prim_set.contains(&i) || n.slots() > 0 {
+            if self.is_desired(n.member) || prim_set.contains(&i) || n.slots() > 0 {
                 continue;
             }
-            if n.is_master() && n.st.dbsize > 0 {
+            if n.is_master() && n.state.dbsize > 0 {
                 notes.push(format!(
                     "{} has no slots but holds {} keys; not removing it",
-                    n.m.addr, n.st.dbsize
+                    n.member.addr, n.state.dbsize
                 ));
                 continue;
             }
             if self.sole_copy(n) {
                 notes.push(format!(
                     "{} replicates an unreachable primary that owns slots; not removing it",
-                    n.m.addr
+                    n.member.addr
                 ));
                 continue;
             }
@@ -1192,9 +1501,9 @@ impl<'a> World<'a> {
         }
         // Nodes the cluster knows that are no member: leftovers of deleted
         // pods, or of members that were reset. Only failed, slotless ones.
-        let member_ids: BTreeSet<&str> = self.nodes.iter().map(|n| n.st.id.as_str()).collect();
+        let member_ids: BTreeSet<&str> = self.nodes.iter().map(|n| n.state.id.as_str()).collect();
         let mut ghosts: Vec<&NodeLine> = Vec::new();
-        for l in &self.anchor().st.view {
+        for l in &self.anchor().state.view {
             if l.flags.handshake || member_ids.contains(l.id.as_str()) {
                 continue;
             }
@@ -1205,7 +1514,7 @@ impl<'a> World<'a> {
                 .map(|(m, _)| *m);
             let stale_addr = l
                 .addr
-                .is_some_and(|a| self.nodes.iter().any(|n| n.m.addr == a));
+                .is_some_and(|a| self.nodes.iter().any(|n| n.member.addr == a));
             match down_member {
                 Some(m) if self.is_desired(m) => continue, // a member that is down: keep it
                 Some(_) if l.slot_count() == 0 => ghosts.push(l),
@@ -1213,6 +1522,11 @@ impl<'a> World<'a> {
                     "node {} ({}) holds slots but is no member",
                     l.id,
                     l.addr.map_or("no address".into(), |a| a.to_string())
+                )),
+                // A member that did not answer may be this node at a new IP.
+                _ if !self.down.is_empty() => notes.push(format!(
+                    "not forgetting node {} while a member does not answer",
+                    l.id
                 )),
                 _ if l.flags.fail || l.flags.noaddr || stale_addr => ghosts.push(l),
                 _ => notes.push(format!(
@@ -1229,16 +1543,16 @@ impl<'a> World<'a> {
             stay.iter()
                 .map(|&i| &self.nodes[i])
                 // A replica cannot forget its own primary.
-                .filter(|n| n.me.master_id.as_deref() != Some(id))
-                .map(|n| n.r())
+                .filter(|n| n.myself.master_id.as_deref() != Some(id))
+                .map(|n| n.node_ref())
                 .collect()
         };
         let mut actions = Vec::new();
         for &i in &going {
             let n = &self.nodes[i];
             actions.push(Action::Forget {
-                id: n.st.id.clone(),
-                on: forget_on(&n.st.id),
+                id: n.state.id.clone(),
+                on: forget_on(&n.state.id),
             });
         }
         for l in &ghosts {
@@ -1251,7 +1565,7 @@ impl<'a> World<'a> {
         // way back nor rejoin with a stale view if its pod comes back.
         for &i in &going {
             actions.push(Action::Reset {
-                node: self.nodes[i].r(),
+                node: self.nodes[i].node_ref(),
             });
         }
         Step::act(
@@ -1266,7 +1580,7 @@ impl<'a> World<'a> {
 
     // ---- phase 9: converged? ----------------------------------------------
 
-    fn converged(&self, prims: &[Prim], notes: &[String]) -> Step {
+    fn converged(&self, primaries: &[ShardPrimary], notes: &[String]) -> Step {
         let pending = |m: String| Step {
             outcome: Outcome::Pending,
             actions: Vec::new(),
@@ -1280,16 +1594,19 @@ impl<'a> World<'a> {
         if !notes.is_empty() {
             return pending(String::new());
         }
-        for s in 0..self.d.shards {
-            for o in 0..self.d.nodes_per_shard {
+        for s in 0..self.desired.shards {
+            for o in 0..self.desired.nodes_per_shard {
                 let reachable = self
                     .nodes
                     .iter()
-                    .position(|n| n.m.shard == s && n.m.ordinal == o);
+                    .position(|n| n.member.shard == s && n.member.ordinal == o);
                 match reachable {
                     Some(i) if self.in_cluster[i] => {}
                     Some(i) => {
-                        return settling(format!("{} has not joined yet", self.nodes[i].m.addr));
+                        return settling(format!(
+                            "{} has not joined yet",
+                            self.nodes[i].member.addr
+                        ));
                     }
                     None => {
                         return pending(
@@ -1306,35 +1623,41 @@ impl<'a> World<'a> {
                 }
             }
         }
-        for p in prims {
-            let Prim::Node(p) = *p else {
+        for p in primaries {
+            let ShardPrimary::Node(p) = *p else {
                 return pending("a shard has no primary".into());
             };
             let pn = &self.nodes[p];
             for n in self.cluster() {
-                if n.m.shard == pn.m.shard && n.st.id != pn.st.id && self.is_desired(n.m) {
-                    if n.me.master_id.as_deref() != Some(pn.st.id.as_str()) {
+                if n.member.shard == pn.member.shard
+                    && n.state.id != pn.state.id
+                    && self.is_desired(n.member)
+                {
+                    if n.myself.master_id.as_deref() != Some(pn.state.id.as_str()) {
                         return settling(format!(
                             "{} is not yet a replica of {}",
-                            n.m.addr, pn.m.addr
+                            n.member.addr, pn.member.addr
                         ));
                     }
-                    if !n.st.repl.link_up {
-                        return settling(format!("waiting for replica {} to sync", n.m.addr));
+                    if !n.state.repl.link_up {
+                        return settling(format!("waiting for replica {} to sync", n.member.addr));
                     }
                 }
             }
         }
-        if let Some(n) = self.cluster().find(|n| !n.st.info.state_ok) {
-            return settling(format!("waiting for cluster_state:ok on {}", n.m.addr));
+        if let Some(n) = self.cluster().find(|n| !n.state.info.state_ok) {
+            return settling(format!("waiting for cluster_state:ok on {}", n.member.addr));
         }
-        if let Some(n) = self.cluster().find(|n| view_owner(n.st) != self.owner) {
-            return settling(format!("waiting for {} to learn the slot map", n.m.addr));
+        if let Some(n) = self.cluster().find(|n| view_owner(n.state) != self.owner) {
+            return settling(format!(
+                "waiting for {} to learn the slot map",
+                n.member.addr
+            ));
         }
-        let ids: BTreeSet<&str> = self.cluster().map(|n| n.st.id.as_str()).collect();
+        let ids: BTreeSet<&str> = self.cluster().map(|n| n.state.id.as_str()).collect();
         for n in self.cluster() {
-            if let Some(l) = n.st.view.iter().find(|l| !ids.contains(l.id.as_str())) {
-                return settling(format!("{} still lists node {}", n.m.addr, l.id));
+            if let Some(l) = n.state.view.iter().find(|l| !ids.contains(l.id.as_str())) {
+                return settling(format!("{} still lists node {}", n.member.addr, l.id));
             }
         }
         Step {
@@ -1342,35 +1665,35 @@ impl<'a> World<'a> {
             actions: Vec::new(),
             message: format!(
                 "converged: {} shards x {} nodes, slots balanced",
-                self.d.shards, self.d.nodes_per_shard
+                self.desired.shards, self.desired.nodes_per_shard
             ),
         }
     }
 
     // ---- what the operator may delete ---------------------------------------
 
-    /// No cluster node lists this member (by id or address), and it holds
-    /// neither slots nor keys of its own.
+    /// The member answered, no cluster node lists it (by id or address),
+    /// and it holds neither slots nor keys of its own. A member that did not
+    /// answer is never detached: it may be a node that owns slots and came
+    /// back at a new address, still loading its data.
     fn detached(&self, m: &Member) -> bool {
-        let pos = self.nodes.iter().position(|n| n.m == m);
-        let id = pos.map(|i| self.nodes[i].st.id.as_str());
+        let Some(i) = self.nodes.iter().position(|n| n.member == m) else {
+            return false;
+        };
+        let n = &self.nodes[i];
+        let id = n.state.id.as_str();
         let known = self.cluster().any(|c| {
-            Some(c.st.id.as_str()) != id
-                && c.st
+            c.state.id != id
+                && c.state
                     .view
                     .iter()
-                    .any(|l| Some(l.id.as_str()) == id || l.addr == Some(m.addr))
+                    .any(|l| l.id == id || l.addr == Some(m.addr))
         });
-        if known {
-            return false;
-        }
-        match pos {
-            Some(i) => {
-                let n = &self.nodes[i];
-                !self.in_cluster[i] && n.slots() == 0 && (n.st.dbsize == 0 || n.me.flags.replica)
-            }
-            None => true,
-        }
+        !known
+            && !self.in_cluster[i]
+            && n.slots() == 0
+            && !self.owner.contains(&Some(id))
+            && (n.state.dbsize == 0 || n.myself.flags.replica)
     }
 
     fn removable_shards(&self) -> Vec<u32> {
@@ -1378,10 +1701,10 @@ impl<'a> World<'a> {
         let all = self
             .nodes
             .iter()
-            .map(|n| n.m)
+            .map(|n| n.member)
             .chain(self.down.iter().map(|(m, _)| *m));
         for m in all {
-            if m.shard >= self.d.shards {
+            if m.shard >= self.desired.shards {
                 let ok = self.detached(m);
                 shards.entry(m.shard).and_modify(|v| *v &= ok).or_insert(ok);
             }
@@ -1396,9 +1719,9 @@ impl<'a> World<'a> {
     fn replicas_removable(&self) -> bool {
         self.nodes
             .iter()
-            .map(|n| n.m)
+            .map(|n| n.member)
             .chain(self.down.iter().map(|(m, _)| *m))
-            .filter(|m| m.shard < self.d.shards && m.ordinal >= self.d.nodes_per_shard)
+            .filter(|m| m.shard < self.desired.shards && m.ordinal >= self.desired.nodes_per_shard)
             .all(|m| self.detached(m))
     }
 }
@@ -1421,14 +1744,14 @@ fn targets(counts: &[u32]) -> Vec<u32> {
     t
 }
 
-/// `st` lists `replica` as a replica of `primary`, and `primary` as a
+/// `state` lists `replica` as a replica of `primary`, and `primary` as a
 /// healthy primary.
-fn sees_replica_of(st: &NodeState, replica: &str, primary: &str) -> bool {
-    let r = st
+fn sees_replica_of(state: &NodeState, replica: &str, primary: &str) -> bool {
+    let r = state
         .view
         .iter()
         .any(|l| l.id == replica && l.flags.replica && l.master_id.as_deref() == Some(primary));
-    let p = st
+    let p = state
         .view
         .iter()
         .any(|l| l.id == primary && l.flags.master && !l.flags.pfail && !l.flags.fail);
@@ -1436,9 +1759,9 @@ fn sees_replica_of(st: &NodeState, replica: &str, primary: &str) -> bool {
 }
 
 /// The slot map as one node sees it.
-fn view_owner(st: &NodeState) -> Vec<Option<&str>> {
+fn view_owner(state: &NodeState) -> Vec<Option<&str>> {
     let mut owner = vec![None; SLOTS as usize];
-    for l in &st.view {
+    for l in &state.view {
         for &(a, b) in &l.slots {
             for s in a..=b {
                 owner[s as usize] = Some(l.id.as_str());
@@ -1452,13 +1775,13 @@ fn view_owner(st: &NodeState) -> Vec<Option<&str>> {
 /// highest config epoch in any view (a node's claim about itself wins ties).
 fn consensus_owner<'a>(states: impl Iterator<Item = &'a NodeState>) -> Vec<Option<&'a str>> {
     let mut best: Vec<Option<(u64, bool, &str)>> = vec![None; SLOTS as usize];
-    for st in states {
-        for l in &st.view {
+    for state in states {
+        for l in &state.view {
             let key = (l.config_epoch, l.flags.myself);
             for &(a, b) in &l.slots {
                 for s in a..=b {
                     let cur = &mut best[s as usize];
-                    if cur.is_none_or(|(e, me, _)| key > (e, me)) {
+                    if cur.is_none_or(|(epoch, own_claim, _)| key > (epoch, own_claim)) {
                         *cur = Some((key.0, key.1, l.id.as_str()));
                     }
                 }

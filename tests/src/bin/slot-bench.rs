@@ -31,6 +31,7 @@ async fn loaded_fleet(name: &str, keys: usize) -> Result<RedisFleet> {
     let d = Desired {
         shards: 3,
         nodes_per_shard: 1,
+        loss: Default::default(),
     };
     converge(&fleet.members(), d, &opts, Duration::from_secs(120)).await?;
     let seeds: Vec<String> = (0..3)
@@ -66,6 +67,7 @@ async fn ours(run: usize, keys: usize) -> Result<f64> {
     let d = Desired {
         shards: 4,
         nodes_per_shard: 1,
+        loss: Default::default(),
     };
     let c = converge(
         &fleet.members(),

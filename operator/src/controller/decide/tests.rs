@@ -298,3 +298,47 @@ fn topology_actions_are_counted_past_the_log_cap() {
         }]
     );
 }
+
+#[test]
+fn a_shard_without_a_live_owner_is_degraded() {
+    let intent = lost_shard().decide();
+    let status = intent.status.as_ref().expect("a status to write");
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED)
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "SlotsUnowned")
+    );
+    assert!(
+        degraded.message.contains("shard 1 (slots 5462-10922)"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn a_recovered_loss_is_announced_as_a_warning_naming_shard_and_slots() {
+    let mut world = lost_shard();
+    let lost = crate::topology::LostShard {
+        shard: 1,
+        node_id: "a".repeat(40),
+        ranges: vec![(5462, 10922)],
+    };
+    world.report = Some(Report {
+        data_lost: vec![lost.clone()],
+        ..converged()
+    });
+    let intent = world.decide();
+    assert_eq!(intent.events, [Note::DataLost(lost.clone())]);
+    assert_eq!(
+        crate::controller::events::render(&Note::DataLost(lost)),
+        format!(
+            "shard 1 lost its only copy (node {}): slots 5462-10922 serve again, empty; their keys are gone",
+            "a".repeat(40)
+        )
+    );
+}

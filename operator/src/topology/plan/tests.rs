@@ -4,6 +4,7 @@
 //! anything unsafe on the way.
 
 use super::*;
+use crate::topology::LossPolicy;
 use crate::topology::model::Flags;
 
 fn id(i: usize) -> String {
@@ -20,7 +21,7 @@ fn addr(shard: u32, ordinal: u32) -> SocketAddr {
 /// One simulated node.
 #[derive(Clone, Debug)]
 struct N {
-    m: Member,
+    member: Member,
     id: String,
     up: bool,
     joined: bool,
@@ -48,7 +49,7 @@ impl Fx {
     fn add(&mut self, shard: u32, ordinal: u32, joined: bool) -> usize {
         let i = self.n.len();
         self.n.push(N {
-            m: Member {
+            member: Member {
                 shard,
                 ordinal,
                 addr: addr(shard, ordinal),
@@ -101,7 +102,7 @@ impl Fx {
     fn find(&self, shard: u32, ordinal: u32) -> usize {
         self.n
             .iter()
-            .position(|n| n.m.shard == shard && n.m.ordinal == ordinal)
+            .position(|n| n.member.shard == shard && n.member.ordinal == ordinal)
             .unwrap()
     }
 
@@ -110,7 +111,7 @@ impl Fx {
     }
 
     fn by_addr(&self, a: SocketAddr) -> usize {
-        self.n.iter().position(|n| n.m.addr == a).unwrap()
+        self.n.iter().position(|n| n.member.addr == a).unwrap()
     }
 
     /// Keys follow slots: one key per slot; replicas mirror their primary.
@@ -132,7 +133,7 @@ impl Fx {
         let slots: Vec<u16> = n.slots.iter().copied().collect();
         NodeLine {
             id: n.id.clone(),
-            addr: Some(n.m.addr),
+            addr: Some(n.member.addr),
             flags: Flags {
                 myself,
                 master: n.master.is_none(),
@@ -168,7 +169,7 @@ impl Fx {
             .iter()
             .enumerate()
             .map(|(i, n)| NodeObs {
-                member: n.m.clone(),
+                member: n.member.clone(),
                 state: if n.up {
                     let view = if n.joined {
                         (0..self.n.len())
@@ -199,6 +200,7 @@ impl Fx {
                             is_master: n.master.is_none(),
                             link_up: n.master.is_some() && n.link_up,
                             connected_replicas: 0,
+                            offset: 0,
                         },
                     })
                 } else {
@@ -213,7 +215,7 @@ impl Fx {
     }
 
     fn members(&self) -> Vec<Member> {
-        self.n.iter().map(|n| n.m.clone()).collect()
+        self.n.iter().map(|n| n.member.clone()).collect()
     }
 
     /// Applies one action the way Redis would, asserting it is safe.
@@ -231,12 +233,12 @@ impl Fx {
                 assert!(
                     n.slots.is_empty(),
                     "reset of {} which holds slots",
-                    n.m.addr
+                    n.member.addr
                 );
                 assert!(
                     n.master.is_some() || n.keys == 0,
                     "reset of primary {} with keys",
-                    n.m.addr
+                    n.member.addr
                 );
                 // A new identity; the old one is gone for everybody.
                 let fresh = format!(
@@ -299,6 +301,22 @@ impl Fx {
                 self.n[r].master = None;
                 self.sync_keys();
             }
+            Action::Takeover { replica } => {
+                // The primary is gone: the replica claims its slots alone.
+                let r = self.by_id(&replica.id);
+                let p = self.n[r].master.expect("takeover on a primary");
+                let slots = std::mem::take(&mut self.n[p].slots);
+                self.n[r].slots = slots;
+                self.epoch += 1;
+                self.n[r].epoch = self.epoch;
+                for x in 0..self.n.len() {
+                    if self.n[x].master == Some(p) || x == p {
+                        self.n[x].master = Some(r);
+                    }
+                }
+                self.n[r].master = None;
+                self.sync_keys();
+            }
             Action::MoveSlots {
                 source,
                 target,
@@ -313,7 +331,7 @@ impl Fx {
                     assert!(
                         owner == Some(s_) || owner == Some(t),
                         "slot {s} moved from {} which does not own it",
-                        self.n[s_].m.addr
+                        self.n[s_].member.addr
                     );
                     self.n[s_].slots.remove(&s);
                     self.n[t].slots.insert(s);
@@ -353,7 +371,11 @@ impl Fx {
             Action::Forget { id, on } => {
                 if let Some(j) = self.n.iter().position(|n| &n.id == id) {
                     let n = &self.n[j];
-                    assert!(n.slots.is_empty(), "forgetting {} with slots", n.m.addr);
+                    assert!(
+                        n.slots.is_empty(),
+                        "forgetting {} with slots",
+                        n.member.addr
+                    );
                     assert!(
                         n.master.is_some() || n.keys == 0,
                         "forgetting a primary with keys"
@@ -435,6 +457,7 @@ fn d(shards: u32, nodes_per_shard: u32) -> Desired {
     Desired {
         shards,
         nodes_per_shard,
+        loss: LossPolicy::default(),
     }
 }
 
@@ -743,8 +766,12 @@ fn scale_in_drains_then_forgets_extra_shards() {
     assert_balanced(&fx, 2);
     assert_eq!(last.removable_shards, vec![2, 3, 4]);
     for n in &fx.n {
-        if n.m.shard >= 2 {
-            assert!(!n.joined && n.slots.is_empty() && n.keys == 0, "{:?}", n.m);
+        if n.member.shard >= 2 {
+            assert!(
+                !n.joined && n.slots.is_empty() && n.keys == 0,
+                "{:?}",
+                n.member
+            );
         }
     }
 }
@@ -762,7 +789,7 @@ fn three_five_two_four_converges_with_monotonic_progress() {
     assert_balanced(&fx, 2);
     assert_eq!(last.removable_shards, vec![2, 3, 4]);
     // The operator deletes shards 4 and keeps 2 and 3 for the next scale-out.
-    fx.n.retain(|n| n.m.shard < 4);
+    fx.n.retain(|n| n.member.shard < 4);
     fx.converge(d(4, 2), 200);
     assert_balanced(&fx, 4);
     for s in 0..4 {
@@ -1088,8 +1115,8 @@ fn replica_of_a_vanished_primary_is_left_alone_until_it_takes_over() {
     let old = fx.find(0, 0);
     let replica = fx.find(0, 1);
     fx.n[old].up = false;
-    fx.n[old].m.shard = 99; // no longer a member at that address
-    fx.n[old].m.addr = "127.9.9.9:6379".parse().unwrap();
+    fx.n[old].member.shard = 99; // no longer a member at that address
+    fx.n[old].member.addr = "127.9.9.9:6379".parse().unwrap();
     let fresh = fx.add(0, 0, true);
     let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
     for a in &p.actions {
@@ -1107,7 +1134,7 @@ fn replica_of_a_vanished_primary_is_left_alone_until_it_takes_over() {
     fx.apply(&Action::Failover {
         replica: NodeRef {
             id: fx.n[replica].id.clone(),
-            addr: fx.n[replica].m.addr,
+            addr: fx.n[replica].member.addr,
         },
     });
     fx.n[old].master = Some(replica);
@@ -1207,4 +1234,373 @@ fn failover_waits_until_every_node_sees_the_replica_under_its_primary() {
         "{:?}",
         p.actions
     );
+}
+
+// ---- unknown means unsafe ------------------------------------------------------
+
+/// The observation after member `i`'s pod was recreated at a new IP and
+/// does not answer yet (loading its data): the others still list its old
+/// address.
+fn down_at_new_ip(fx: &Fx, i: usize) -> Observation {
+    let mut obs = fx.obs();
+    let ip = match fx.n[i].member.addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    obs.nodes[i].member.addr = SocketAddr::new(
+        std::net::Ipv4Addr::new(ip[0], ip[1] + 100, ip[2], ip[3]).into(),
+        6379,
+    );
+    obs.nodes[i].state = Err("LOADING Redis is loading the dataset in memory".into());
+    obs
+}
+
+#[test]
+fn draining_shard_whose_member_did_not_answer_is_not_removable() {
+    // Shard 2 is being scaled away but still owns its slots; its pod came
+    // back at a new IP and is still loading (it does not answer).
+    let fx = Fx::healthy(3, 1);
+    let obs = down_at_new_ip(&fx, fx.find(2, 0));
+    let p = plan(&obs, &d(2, 1), &Limits::default());
+    assert!(p.removable_shards.is_empty(), "{:?}", p.removable_shards);
+    for a in &p.actions {
+        assert!(
+            !matches!(a, Action::Forget { .. } | Action::Reset { .. }),
+            "{a:?}"
+        );
+    }
+}
+
+#[test]
+fn surplus_replica_that_did_not_answer_is_not_removable() {
+    let fx = Fx::healthy(1, 2);
+    let obs = down_at_new_ip(&fx, fx.find(0, 1));
+    let p = plan(&obs, &d(1, 1), &Limits::default());
+    assert!(!p.replicas_removable);
+}
+
+#[test]
+fn surplus_primary_that_did_not_answer_is_not_removable() {
+    // The surplus ordinal is the shard's primary (a failover made it so):
+    // it owns slots, and did not answer from its new address.
+    let mut fx = Fx::healthy(1, 2);
+    let r = fx.find(0, 1);
+    fx.apply(&Action::Failover {
+        replica: NodeRef {
+            id: fx.n[r].id.clone(),
+            addr: addr(0, 1),
+        },
+    });
+    let obs = down_at_new_ip(&fx, r);
+    let p = plan(&obs, &d(1, 1), &Limits::default());
+    assert!(!p.replicas_removable);
+    assert!(p.removable_shards.is_empty());
+}
+
+#[test]
+fn drained_shard_is_removable_only_once_every_member_answered() {
+    let mut fx = Fx::healthy(3, 2);
+    fx.converge(d(2, 2), 200);
+    let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
+    assert_eq!(p.removable_shards, vec![2]);
+    let r = fx.find(2, 1);
+    fx.n[r].up = false;
+    let p = plan(&fx.obs(), &d(2, 2), &Limits::default());
+    assert!(p.removable_shards.is_empty(), "{:?}", p.removable_shards);
+}
+
+// ---- lost pods -----------------------------------------------------------------
+
+const EPHEMERAL: LossPolicy = LossPolicy {
+    persistent: false,
+    recover_empty: true,
+};
+
+fn with_loss(d: Desired, loss: LossPolicy) -> Desired {
+    Desired { loss, ..d }
+}
+
+/// The pod of `shard`/`ordinal` was replaced: the old node is gone (no
+/// member answers to its id, it is listed failing), and a fresh, empty node
+/// runs in its place. Returns (old, fresh).
+fn replace_pod(fx: &mut Fx, shard: u32, ordinal: u32) -> (usize, usize) {
+    let old = fx.find(shard, ordinal);
+    fx.n[old].up = false;
+    fx.n[old].member = Member {
+        shard: 99,
+        ordinal: old as u32,
+        addr: SocketAddr::new(std::net::Ipv4Addr::new(127, 9, 9, old as u8).into(), 6379),
+    };
+    let fresh = fx.add(shard, ordinal, false);
+    (old, fresh)
+}
+
+/// The observation, with replaced pods' old nodes as no member and marked
+/// failing in every view.
+fn obs_after_loss(fx: &Fx) -> Observation {
+    let gone: Vec<String> =
+        fx.n.iter()
+            .filter(|n| n.member.shard == 99)
+            .map(|n| n.id.clone())
+            .collect();
+    let mut obs = fx.obs();
+    obs.nodes.retain(|n| n.member.shard != 99);
+    for n in &mut obs.nodes {
+        if let Ok(st) = n.state.as_mut() {
+            for l in &mut st.view {
+                if gone.contains(&l.id) {
+                    l.flags.pfail = true;
+                }
+            }
+        }
+    }
+    obs
+}
+
+fn node_ref(fx: &Fx, i: usize) -> NodeRef {
+    NodeRef {
+        id: fx.n[i].id.clone(),
+        addr: fx.n[i].member.addr,
+    }
+}
+
+#[test]
+fn lost_only_copy_on_ephemeral_storage_goes_to_the_new_empty_node_and_is_reported() {
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    let lost_slots = to_ranges(&fx.n[old].slots.iter().copied().collect::<Vec<_>>());
+    let want = with_loss(d(3, 1), EPHEMERAL);
+    // The fresh node joins first.
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Meet {
+            on: node_ref(&fx, fx.find(0, 0)),
+            peer: addr(1, 0)
+        }]
+    );
+    fx.n[fresh].joined = true;
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(p.outcome, Outcome::Act, "{}", p.message);
+    let others: Vec<NodeRef> = [fx.find(0, 0), fresh, fx.find(2, 0)]
+        .iter()
+        .map(|&i| node_ref(&fx, i))
+        .collect();
+    let mut forget_on = match &p.actions[0] {
+        Action::Forget { id, on } if *id == fx.n[old].id => on.clone(),
+        a => panic!("{a:?}"),
+    };
+    forget_on.sort_by_key(|n| n.addr);
+    let mut others_sorted = others.clone();
+    others_sorted.sort_by_key(|n| n.addr);
+    assert_eq!(forget_on, others_sorted, "forgotten on every node first");
+    assert_eq!(
+        p.actions[1..],
+        [Action::AddSlots {
+            node: node_ref(&fx, fresh),
+            ranges: lost_slots.clone()
+        }]
+    );
+    assert_eq!(
+        p.data_lost,
+        vec![LostShard {
+            shard: 1,
+            node_id: fx.n[old].id.clone(),
+            ranges: lost_slots
+        }]
+    );
+    assert!(
+        p.message.contains("shard 1 lost its only copy"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn lost_only_copy_waits_for_a_human_when_the_policy_says_so() {
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let want = with_loss(
+        d(3, 1),
+        LossPolicy {
+            persistent: false,
+            recover_empty: false,
+        },
+    );
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(p.outcome, Outcome::Pending);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.data_lost.is_empty());
+    assert_eq!(p.health.awaiting_recovery.len(), 1);
+    assert_eq!(p.health.awaiting_recovery[0].shard, 1);
+    assert_eq!(p.health.awaiting_recovery[0].node_id, fx.n[old].id);
+    assert!(p.message.contains("Wait"), "{}", p.message);
+}
+
+#[test]
+fn lost_node_on_persistent_storage_is_waited_for_and_its_slots_never_reassigned() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    for loss in [
+        LossPolicy::default(),
+        LossPolicy {
+            persistent: true,
+            recover_empty: true,
+        },
+    ] {
+        let p = plan(
+            &obs_after_loss(&fx),
+            &with_loss(d(3, 1), loss),
+            &Limits::default(),
+        );
+        for a in &p.actions {
+            assert!(
+                !matches!(
+                    a,
+                    Action::Forget { .. } | Action::AddSlots { .. } | Action::Takeover { .. }
+                ),
+                "{a:?}"
+            );
+        }
+        assert_ne!(p.outcome, Outcome::Converged);
+        assert!(p.data_lost.is_empty());
+    }
+}
+
+#[test]
+fn lost_primary_with_a_replica_is_rebuilt_from_the_replica() {
+    let mut fx = Fx::healthy(2, 2);
+    let replica = fx.find(0, 1);
+    let (old, fresh) = replace_pod(&mut fx, 0, 0);
+    fx.n[fresh].joined = true;
+    let want = with_loss(d(2, 2), EPHEMERAL);
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Takeover {
+            replica: node_ref(&fx, replica)
+        }]
+    );
+    assert!(p.data_lost.is_empty());
+    fx.apply(&p.actions[0]);
+    // The old node is now a slotless ghost: forgotten; the fresh node then
+    // becomes the replica of the promoted one.
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert!(
+        matches!(&p.actions[..], [Action::Forget { id, .. }] if *id == fx.n[old].id),
+        "{:?}",
+        p.actions
+    );
+    fx.n[old].joined = false;
+    let p = plan(&obs_after_loss(&fx), &want, &Limits::default());
+    assert_eq!(
+        p.actions,
+        vec![Action::Replicate {
+            node: node_ref(&fx, fresh),
+            primary: node_ref(&fx, replica)
+        }]
+    );
+}
+
+#[test]
+fn lost_replica_is_forgotten_and_replaced() {
+    let mut fx = Fx::healthy(2, 2);
+    let (old, fresh) = replace_pod(&mut fx, 1, 1);
+    fx.n[fresh].joined = true;
+    let p = plan(
+        &obs_after_loss(&fx),
+        &with_loss(d(2, 2), EPHEMERAL),
+        &Limits::default(),
+    );
+    assert!(
+        matches!(&p.actions[..], [Action::Forget { id, on }] if *id == fx.n[old].id && on.len() == 4),
+        "{:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn nothing_is_forgotten_or_reassigned_while_a_member_does_not_answer() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let other = fx.find(2, 0);
+    fx.n[other].up = false;
+    let p = plan(
+        &obs_after_loss(&fx),
+        &with_loss(d(3, 1), EPHEMERAL),
+        &Limits::default(),
+    );
+    for a in &p.actions {
+        assert!(
+            !matches!(
+                a,
+                Action::Forget { .. } | Action::AddSlots { .. } | Action::Takeover { .. }
+            ),
+            "{a:?}"
+        );
+    }
+    assert!(p.data_lost.is_empty());
+}
+
+#[test]
+fn a_lost_node_not_yet_seen_failing_is_waited_for() {
+    let mut fx = Fx::healthy(3, 1);
+    let (_, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let mut obs = fx.obs();
+    obs.nodes.retain(|n| n.member.shard != 99);
+    let p = plan(&obs, &with_loss(d(3, 1), EPHEMERAL), &Limits::default());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.message.contains("as failing"), "{}", p.message);
+}
+
+// ---- health ------------------------------------------------------------------
+
+#[test]
+fn health_names_the_slots_without_a_live_owner_and_their_shard() {
+    let fx = Fx::healthy(3, 1);
+    assert_eq!(
+        plan(&fx.obs(), &d(3, 1), &Limits::default()).health,
+        Health::default()
+    );
+    // 3 shards x 1, the pod of shard 1 lost: a third of the slots has no
+    // live owner.
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    for n in &mut fx.n {
+        n.state_ok = false;
+    }
+    let lost = to_ranges(&fx.n[old].slots.iter().copied().collect::<Vec<_>>());
+    let h = plan(&obs_after_loss(&fx), &d(3, 1), &Limits::default()).health;
+    assert_eq!(
+        h.unowned,
+        vec![UnownedSlots {
+            owner: Some(fx.n[old].id.clone()),
+            shard: Some(1),
+            ranges: lost
+        }]
+    );
+    assert_eq!(h.failing, vec![addr(0, 0), addr(2, 0)]);
+    // A primary that is down at its address: its shard is known.
+    let mut fx = Fx::healthy(2, 2);
+    let p = fx.find(1, 0);
+    fx.n[p].up = false;
+    let h = plan(&fx.obs(), &d(2, 2), &Limits::default()).health;
+    assert_eq!(h.unowned.len(), 1);
+    assert_eq!(h.unowned[0].shard, Some(1));
+    assert!(h.failing.is_empty());
+}
+
+#[test]
+fn a_cluster_being_formed_is_not_unhealthy() {
+    let mut fx = Fx::default();
+    for s in 0..3 {
+        fx.add(s, 0, false);
+    }
+    let p = plan(&fx.obs(), &d(3, 1), &Limits::default());
+    assert_eq!(p.health, Health::default());
 }
