@@ -21,4 +21,5 @@ pub mod stable_hash;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
+pub mod roll;
 pub mod utilization;

@@ -28,12 +28,14 @@ mod exec;
 pub mod model;
 mod observe;
 pub mod plan;
+mod readings;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use error::TopologyError;
-pub use plan::{Action, Limits, NodeRef, Observation, Outcome, Plan};
+pub use plan::{Action, HandOver, Limits, NodeRef, Observation, Outcome, Plan};
+pub use readings::{NodeReading, Readings};
 
 /// One Redis pod: its shard (StatefulSet index), ordinal within the
 /// StatefulSet, and address (pod IP:6379).
@@ -73,6 +75,8 @@ pub struct StepOptions {
     pub migrate_timeout: Duration,
     /// Pause between two observations while the cluster settles (gossip).
     pub settle_poll: Duration,
+    /// A primary a rolling update asks to step down.
+    pub hand_over: Option<HandOver>,
 }
 
 impl Default for StepOptions {
@@ -87,6 +91,7 @@ impl Default for StepOptions {
             command_timeout: Duration::from_secs(5),
             migrate_timeout: Duration::from_secs(10),
             settle_poll: Duration::from_millis(200),
+            hand_over: None,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct Report {
     pub slots_left_to_move: u32,
     /// The current step, for status.
     pub message: String,
+    /// The last observation, as a rolling update reads it.
+    pub readings: Readings,
     /// StatefulSet indexes >= desired.shards whose nodes hold no slots and no
     /// keys and have been forgotten by the rest: the operator may delete them.
     pub removable_shards: Vec<u32>,
@@ -136,6 +143,7 @@ pub async fn step(
     let limits = Limits {
         max_slots: 512.min(opts.max_slots_per_step.max(1)),
         slots_per_batch: opts.slots_per_batch.max(1),
+        hand_over: opts.hand_over,
     };
     let mut report = Report::default();
     let mut logged = 0usize;
@@ -153,6 +161,7 @@ pub async fn step(
         report.slots_left_to_move = plan.slots_left_to_move;
         report.removable_shards = plan.removable_shards.clone();
         report.replicas_removable = plan.replicas_removable;
+        report.readings = Readings::of(&obs, desired);
         match plan.outcome {
             Outcome::Converged | Outcome::Pending => break,
             Outcome::Settling => {

@@ -181,13 +181,15 @@ pub struct Plan {
     pub replicas_removable: bool,
 }
 
-/// How much one plan may ask for.
+/// How much one plan may ask for, and what the caller asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Slots moved (or repaired) per plan.
     pub max_slots: u32,
     /// Slots per MoveSlots action (one pipelined batch).
     pub slots_per_batch: u32,
+    /// A primary to step down (a rolling update), as one being scaled away.
+    pub hand_over: Option<HandOver>,
 }
 
 impl Default for Limits {
@@ -195,8 +197,17 @@ impl Default for Limits {
         Self {
             max_slots: 512,
             slots_per_batch: 64,
+            hand_over: None,
         }
     }
+}
+
+/// The primary at `from` in `shard` hands over to its replica at `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandOver {
+    pub shard: u32,
+    pub from: u32,
+    pub to: u32,
 }
 
 /// A reachable member that answered with a `myself` line.
@@ -292,7 +303,7 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
         &|n| w.open_slots(limits, n),
         &|n| w.uncovered(&prims, n),
         &|n| w.replicate(&prims, n),
-        &|n| w.failover(&prims, n),
+        &|n| w.failover(&prims, limits.hand_over, n),
         &|n| w.balance(&prims, moves.as_deref(), limits, n),
         &|n| w.remove(&prims, n),
     ];
@@ -967,13 +978,22 @@ impl<'a> World<'a> {
 
     // ---- phase 6: failover ------------------------------------------------
 
-    fn failover(&self, prims: &[Prim], notes: &mut Vec<String>) -> Option<Step> {
+    fn failover(
+        &self,
+        prims: &[Prim],
+        hand_over: Option<HandOver>,
+        notes: &mut Vec<String>,
+    ) -> Option<Step> {
         let mut actions = Vec::new();
         let mut waiting = Vec::new();
         for p in prims {
             let Prim::Node(p) = *p else { continue };
             let pn = &self.nodes[p];
-            if pn.m.ordinal < self.d.nodes_per_shard {
+            // A rolling update names the primary to step down and its heir.
+            let heir = hand_over
+                .filter(|h| (h.shard, h.from) == (pn.m.shard, pn.m.ordinal))
+                .map(|h| h.to);
+            if pn.m.ordinal < self.d.nodes_per_shard && heir.is_none() {
                 continue;
             }
             let candidate = self
@@ -981,6 +1001,7 @@ impl<'a> World<'a> {
                 .filter(|n| {
                     n.m.shard == pn.m.shard
                         && n.m.ordinal < self.d.nodes_per_shard
+                        && heir.is_none_or(|o| n.m.ordinal == o)
                         && n.me.flags.replica
                         && n.me.master_id.as_deref() == Some(pn.st.id.as_str())
                         && n.st.repl.link_up

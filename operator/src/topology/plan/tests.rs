@@ -199,6 +199,7 @@ impl Fx {
                             is_master: n.master.is_none(),
                             link_up: n.master.is_some() && n.link_up,
                             connected_replicas: 0,
+                            offset: 0,
                         },
                     })
                 } else {
