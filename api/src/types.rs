@@ -124,6 +124,17 @@ pub struct RedisClusterSpec {
     /// Persistent storage for each Redis node; absent means an emptyDir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
+
+    /// Lets a rolling update replace the only pod of a shard that has no
+    /// replica and no persistent storage, which loses that shard's data.
+    /// Left out (false), such a shard is not rolled and the `Updating`
+    /// condition says why.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_data_loss_on_update: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// A PersistentVolumeClaim template for each Redis node.
@@ -235,6 +246,7 @@ impl Default for RedisClusterSpec {
             image: default_image(),
             resources: default_resources(),
             storage: None,
+            allow_data_loss_on_update: false,
         }
     }
 }
