@@ -68,6 +68,7 @@ pub fn set(shard: u32, pods: i32, ready: i32) -> SetState {
         replicas: Some(pods),
         current: pods,
         ready,
+        update_revision: None,
     }
 }
 
