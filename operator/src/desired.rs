@@ -548,7 +548,12 @@ mod tests {
         );
         assert!(ctr.readiness_probe.is_some() && ctr.liveness_probe.is_some());
         assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
-        let strategy = c.statefulsets[0].spec.as_ref().unwrap().update_strategy.clone();
+        let strategy = c.statefulsets[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .update_strategy
+            .clone();
         assert_eq!(
             strategy.and_then(|s| s.type_).as_deref(),
             Some("OnDelete"),
@@ -659,7 +664,11 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let status = std::process::Command::new("sh")
             .args(["-c", READINESS])
             .env("PATH", path)

@@ -25,6 +25,7 @@
 
 use std::fmt;
 
+use crate::cache::{PodState, SetState};
 use crate::topology::{NodeReading, Readings};
 
 /// A replica whose offset is within this many bytes of its primary's
@@ -65,7 +66,11 @@ pub enum Step {
     /// Every pod runs the current revision.
     Done,
     /// Delete this pod: its StatefulSet creates it again, updated.
-    Delete { pod: String, shard: u32, primary: bool },
+    Delete {
+        pod: String,
+        shard: u32,
+        primary: bool,
+    },
     /// Coordinated failover in `shard` from the primary at ordinal `from`
     /// to the updated, synced replica at ordinal `to`.
     HandOver { shard: u32, from: u32, to: u32 },
@@ -150,7 +155,9 @@ fn ready_to_roll<'a>(i: &Inputs<'a>) -> Result<(&'a Readings, u32), Step> {
         return Err(Step::Wait("a slot migration is in progress".into()));
     }
     if !i.converged {
-        return Err(Step::Wait("the Redis Cluster topology is converging".into()));
+        return Err(Step::Wait(
+            "the Redis Cluster topology is converging".into(),
+        ));
     }
     let outdated = |s: u32| i.pods.iter().any(|p| p.shard == s && !p.updated);
     let partly = i
@@ -183,7 +190,10 @@ fn next_in_shard(i: &Inputs<'_>, (r, shard): (&Readings, u32)) -> Result<Step, S
             primaries.len()
         )));
     };
-    let replicas: Vec<_> = pods.iter().filter(|(p, _)| p.name != primary.name).collect();
+    let replicas: Vec<_> = pods
+        .iter()
+        .filter(|(p, _)| p.name != primary.name)
+        .collect();
     for (p, n) in &replicas {
         if n.primary || !n.link_up {
             return Err(Step::Wait(format!(
@@ -232,6 +242,28 @@ fn next_in_shard(i: &Inputs<'_>, (r, shard): (&Readings, u32)) -> Result<Step, S
         "shard {shard} has no replica and no persistent storage: replacing {} would lose the shard's data; add replicas, or set spec.allow_data_loss_on_update to accept the loss",
         primary.name
     )))
+}
+
+/// The cluster's pods as the roll sees them: a pod is updated when its
+/// revision is its StatefulSet's update revision (or that is not known yet).
+pub fn pods_of(sets: &[SetState], pods: &[(String, PodState)]) -> Vec<RollPod> {
+    pods.iter()
+        .filter_map(|(name, p)| {
+            let shard = p.ownership.shard?;
+            let ordinal = name.rsplit('-').next()?.parse().ok()?;
+            let target = sets
+                .iter()
+                .find(|s| s.ownership.shard == Some(shard))
+                .and_then(|s| s.update_revision);
+            Some(RollPod {
+                name: name.clone(),
+                shard,
+                ordinal,
+                updated: target.is_none() || p.revision == target,
+                running: p.running && !p.deleting && p.ip.is_some(),
+            })
+        })
+        .collect()
 }
 
 fn reading<'a>(r: &'a Readings, p: &RollPod) -> Option<&'a NodeReading> {

@@ -62,7 +62,10 @@ impl Events {
 
 /// Notes whose text matters each time: a scaling step, a shard removed.
 fn distinct(note: &Note) -> bool {
-    matches!(note, Note::ShardRemoved(_) | Note::Scaled(_))
+    matches!(
+        note,
+        Note::ShardRemoved(_) | Note::Scaled(_) | Note::Rolling(_)
+    )
 }
 
 fn kind(note: &Note) -> (EventType, &'static str) {
@@ -73,6 +76,8 @@ fn kind(note: &Note) -> (EventType, &'static str) {
         Note::ShardRemoved(_) => (EventType::Normal, "ShardRemoved"),
         Note::Scaled(s) if s.to > s.from => (EventType::Normal, "ScaledUp"),
         Note::Scaled(_) => (EventType::Normal, "ScaledDown"),
+        Note::Rolling(_) => (EventType::Normal, "RollingUpdate"),
+        Note::RollBlocked(_) => (EventType::Warning, "UpdateBlocked"),
     }
 }
 
@@ -100,6 +105,7 @@ pub(super) fn render(note: &Note) -> String {
                 s.from, s.to, s.threshold
             )
         }
+        Note::Rolling(text) | Note::RollBlocked(text) => text.clone(),
     }
 }
 

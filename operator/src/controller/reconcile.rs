@@ -20,6 +20,7 @@ use super::{Context, Error, act};
 use crate::cache;
 use crate::desired;
 use crate::names;
+use crate::roll;
 use crate::shape::ClusterShape;
 use crate::telemetry::Metrics;
 use crate::topology;
@@ -106,11 +107,13 @@ async fn reconcile_cluster(
         .collect();
     // The Redis side: form and reshape the cluster over RESP. The step acts
     // on Redis itself; its report is what the decision needs of it.
-    let report = if ctx.settings.manage_topology {
-        redis_step(shape, &pods, &current).await
+    let mut report = if ctx.settings.manage_topology {
+        redis_step(shape, &pods, &current, None).await
     } else {
         None
     };
+    let roll = roll_step(rc, ctx, shape, (&sets, &pods), &current, &mut report).await;
+    ctx.metrics.set_pending_update(ns, name, roll.left);
     if let Some(Ok(r)) = &report {
         record_topology(&ctx.metrics, ns, name, r);
     }
@@ -137,10 +140,12 @@ async fn reconcile_cluster(
         range: ctx.settings.policy.autoscaling_range(&rc.spec),
         metrics_interval: ctx.settings.metrics_interval,
         now,
+        roll: Some(&roll),
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
         autoscale: mem.autoscale,
+        roll_blocked: mem.roll_blocked,
     };
     let live = LiveChildren {
         stores: &ctx.stores,
@@ -151,6 +156,45 @@ async fn reconcile_cluster(
 
     // Act.
     act::act(&ctx.writer, rc, ns, intent, mem).await
+}
+
+/// The rolling update's next step. A hand-over is carried out here, by a
+/// second topology step asked for it, whose report then stands; a pod to
+/// delete is left to `act`.
+async fn roll_step(
+    rc: &RedisCluster,
+    ctx: &Context,
+    shape: ClusterShape,
+    (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
+    current: &BTreeMap<u32, i32>,
+    report: &mut Option<Result<topology::Report, topology::TopologyError>>,
+) -> roll::Decision {
+    let roll_pods = roll::pods_of(sets, pods);
+    let stepped = match &*report {
+        Some(Ok(r)) => Some(r),
+        _ => None,
+    };
+    let decision = roll::decide(&roll::Inputs {
+        pods: &roll_pods,
+        readings: stepped.map(|r| &r.readings),
+        converged: stepped.is_some_and(|r| r.converged),
+        persistent: rc.spec.storage.is_some(),
+        allow_data_loss: rc.spec.allow_data_loss_on_update,
+    });
+    if !ctx.settings.manage_topology && decision.left > 0 {
+        let why = "the topology is not managed (--manage-topology=false): the operator cannot tell when a pod is safe to replace; delete pods by hand, one at a time";
+        return roll::Decision {
+            step: roll::Step::Blocked(why.into()),
+            ..decision
+        };
+    }
+    if let roll::Step::HandOver { shard, from, to } = decision.step {
+        let hand_over = topology::HandOver { shard, from, to };
+        if let Some(again) = redis_step(shape, pods, current, Some(hand_over)).await {
+            *report = Some(again);
+        }
+    }
+    decision
 }
 
 /// Counts what the topology step did, and logs each action.
@@ -231,6 +275,7 @@ async fn redis_step(
     shape: ClusterShape,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
+    hand_over: Option<topology::HandOver>,
 ) -> Option<Result<topology::Report, topology::TopologyError>> {
     let members: Vec<topology::Member> = pods
         .iter()
@@ -260,5 +305,9 @@ async fn redis_step(
     if !complete {
         return None;
     }
-    Some(topology::step(&members, &shape.into(), &topology::StepOptions::default()).await)
+    let opts = topology::StepOptions {
+        hand_over,
+        ..Default::default()
+    };
+    Some(topology::step(&members, &shape.into(), &opts).await)
 }

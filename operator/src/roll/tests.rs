@@ -219,7 +219,8 @@ fn one_shard_at_a_time() {
 
 #[test]
 fn nothing_is_deleted_while_the_cluster_is_unhealthy() {
-    let cases: [(&str, fn(&mut Fixture)); 6] = [
+    type Case = (&'static str, fn(&mut Fixture));
+    let cases: [Case; 6] = [
         ("slots have no owner", |f| f.readings.uncovered_slots = 100),
         ("cluster_state:fail", |f| f.node(2, 0).state_ok = false),
         ("migration", |f| f.readings.open_slots = true),
