@@ -26,6 +26,7 @@ pub mod pod_redis;
 pub mod process;
 pub mod product;
 pub mod real_node;
+pub mod real_setup;
 pub mod redis;
 pub mod stack;
 pub mod tools;
