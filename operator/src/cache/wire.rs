@@ -150,7 +150,7 @@ pub struct SetState {
     pub replicas: Option<i32>,
     pub current: i32,
     pub ready: i32,
-    /// `status.updateRevision`, as its [`revision`] hash: the revision
+    /// `status.updateRevision`, as its `revision` hash: the revision
     /// every pod is rolled to.
     pub update_revision: Option<u64>,
 }
@@ -217,7 +217,7 @@ pub struct PodState {
     pub ready_since: Option<f64>,
     /// The Redis container's CPU request in cores, when it parses.
     pub cpu_request: Option<f64>,
-    /// Its `controller-revision-hash` label, as a [`revision`] hash.
+    /// Its `controller-revision-hash` label, as a `revision` hash.
     pub revision: Option<u64>,
 }
 
