@@ -316,6 +316,7 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.int_in("scale_down_stabilization_seconds", WINDOW_SECONDS.into());
     r.int_in("scale_up_cooldown_seconds", WINDOW_SECONDS.into());
     r.boolean("autoscaling_paused");
+    r.boolean("allow_data_loss_on_update");
     if r.string("image").is_some_and(|s| s.trim().is_empty()) {
         r.violations.push(Violation {
             field: "spec.image".into(),
@@ -423,6 +424,16 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
     {
         out.push(
             "spec.storage is not set: data lives in emptyDir volumes, so a deleted or rescheduled pod comes back empty and only replicas keep its data"
+                .to_string(),
+        );
+    }
+    if spec
+        .and_then(|s| s.get("allow_data_loss_on_update"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        out.push(
+            "spec.allow_data_loss_on_update is true: a rolling update replaces the only pod of a shard without replica or storage, and that shard's data is lost"
                 .to_string(),
         );
     }
@@ -717,5 +728,10 @@ mod tests {
         assert!(w[0].starts_with("spec.storage is not set"), "{w:?}");
         assert_eq!(warnings(Some(&json!({"replicas": 1}))).len(), 2);
         assert!(warnings(Some(&json!({"replicas": 2, "storage": storage}))).is_empty());
+        let w = warnings(Some(
+            &json!({"replicas": 2, "storage": storage, "allow_data_loss_on_update": true}),
+        ));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("allow_data_loss_on_update"), "{w:?}");
     }
 }

@@ -139,6 +139,12 @@ pub struct RedisClusterSpec {
     /// the node to come back with its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_data_loss: Option<OnDataLoss>,
+    /// Lets a rolling update replace the only pod of a shard that has no
+    /// replica and no persistent storage, which loses that shard's data.
+    /// Left out (false), such a shard is not rolled and the `Updating`
+    /// condition says why.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_data_loss_on_update: bool,
 }
 
 /// See [`RedisClusterSpec::on_data_loss`].
@@ -149,6 +155,10 @@ pub enum OnDataLoss {
     RecoverEmpty,
     /// Leave the lost slots unserved until a human acts.
     Wait,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// A PersistentVolumeClaim template for each Redis node.
@@ -261,6 +271,7 @@ impl Default for RedisClusterSpec {
             resources: default_resources(),
             storage: None,
             on_data_loss: None,
+            allow_data_loss_on_update: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use api::RedisCluster;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
@@ -218,6 +219,18 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
     }
 }
 
+/// Ready means serving: `cluster_state:ok`, and for a replica a link up to
+/// its primary with no sync in progress. A node that is not (yet) part of a
+/// healthy cluster is not ready; the operator forms the cluster from
+/// running pods, so nothing waits on this for formation.
+pub const READINESS: &str = "i=$(redis-cli -h 127.0.0.1 cluster info) || exit 1; \
+case \"$i\" in *cluster_state:ok*) ;; *) exit 1 ;; esac; \
+r=$(redis-cli -h 127.0.0.1 info replication) || exit 1; \
+case \"$r\" in *role:master*) exit 0 ;; esac; \
+case \"$r\" in *master_link_status:up*) ;; *) exit 1 ;; esac; \
+case \"$r\" in *master_sync_in_progress:0*) exit 0 ;; esac; \
+exit 1";
+
 fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
     let name = rc.name_any();
     let spec = &rc.spec;
@@ -263,12 +276,7 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
         resources: Some(spec.resources.clone()),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
-                command: Some(vec![
-                    "redis-cli".into(),
-                    "-h".into(),
-                    "127.0.0.1".into(),
-                    "ping".into(),
-                ]),
+                command: Some(vec!["sh".into(), "-c".into(), READINESS.into()]),
             }),
             period_seconds: Some(5),
             timeout_seconds: Some(2),
@@ -358,6 +366,14 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
                     when_scaled: Some("Delete".into()),
                     when_deleted: Some("Retain".into()),
                 }
+            }),
+            // The operator replaces pods itself, one at a time, in the order
+            // that keeps every acknowledged write (see `roll`). Applied with
+            // the template in one patch, so a set created with RollingUpdate
+            // switches before its controller sees the new template.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -545,6 +561,17 @@ mod tests {
         );
         assert!(ctr.readiness_probe.is_some() && ctr.liveness_probe.is_some());
         assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        let strategy = c.statefulsets[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .update_strategy
+            .clone();
+        assert_eq!(
+            strategy.and_then(|s| s.type_).as_deref(),
+            Some("OnDelete"),
+            "the operator rolls the pods itself"
+        );
         assert!(
             pod.volumes
                 .as_ref()
@@ -638,5 +665,56 @@ mod tests {
         let (obj, h3) = with_hash(c3.statefulsets[0].clone());
         assert_ne!(h1, h3);
         assert_eq!(obj.annotations()[SPEC_HASH], format!("{h3:016x}"));
+    }
+
+    /// Runs the readiness script against a stub `redis-cli` answering
+    /// `cluster info` with `info` and `info replication` with `repl`.
+    fn ready_with(info: &str, repl: &str) -> bool {
+        let dir = std::env::temp_dir().join(format!(
+            "readiness-{}-{}",
+            std::process::id(),
+            crate::stable_hash::of_str(&format!("{info}{repl}"))
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stub = dir.join("redis-cli");
+        std::fs::write(
+            &stub,
+            "#!/bin/sh\ncase \"$*\" in *'cluster info'*) printf '%s' \"$INFO\" ;; *) printf '%s' \"$REPL\" ;; esac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let status = std::process::Command::new("sh")
+            .args(["-c", READINESS])
+            .env("PATH", path)
+            .env("INFO", info)
+            .env("REPL", repl)
+            .status()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        status.success()
+    }
+
+    #[test]
+    fn ready_means_serving_slots_or_a_synced_replica() {
+        let ok = "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\n";
+        let fail = "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:0\r\n";
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n";
+        let synced = "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n";
+        let syncing = "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:1\r\n";
+        let loading = "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:1\r\n";
+        assert!(ready_with(ok, primary));
+        assert!(ready_with(ok, synced));
+        assert!(!ready_with(ok, syncing), "a replacement still syncing");
+        assert!(!ready_with(ok, loading));
+        // A fresh node (no cluster yet, or a replacement not yet met) is not
+        // ready: the operator forms the cluster from running pods.
+        assert!(!ready_with(fail, primary));
+        assert!(!ready_with("", ""), "no answer");
     }
 }

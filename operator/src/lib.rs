@@ -15,6 +15,7 @@ pub mod controller;
 pub mod desired;
 pub mod leader;
 pub mod names;
+pub mod roll;
 pub mod run;
 pub mod shape;
 pub mod stable_hash;

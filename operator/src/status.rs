@@ -13,9 +13,10 @@ pub const READY: &str = "Ready";
 pub const SCALING: &str = "Scaling";
 pub const DEGRADED: &str = "Degraded";
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+pub const UPDATING: &str = "Updating";
 
 /// The conditions we write, in the order we write them.
-const CONDITIONS: [&str; 4] = [READY, SCALING, DEGRADED, METRICS_AVAILABLE];
+const CONDITIONS: [&str; 5] = [READY, SCALING, DEGRADED, METRICS_AVAILABLE, UPDATING];
 
 /// What a new status takes over from the one on the object, kept in place
 /// of that status (see `cache`): with thousands of clusters, four
@@ -26,14 +27,14 @@ pub struct Prior {
     /// the status it builds has another.
     pub fingerprint: u64,
     /// Each of [`CONDITIONS`]: whether it was True, and since when.
-    conditions: [Option<(bool, Time)>; 4],
+    conditions: [Option<(bool, Time)>; 5],
     pub last_scale_time: Option<Time>,
     pub migration: Option<MigrationStatus>,
 }
 
 impl Prior {
     pub fn of(status: &RedisClusterStatus) -> Prior {
-        let mut conditions: [Option<(bool, Time)>; 4] = Default::default();
+        let mut conditions: [Option<(bool, Time)>; 5] = Default::default();
         for c in &status.conditions {
             if let Some(i) = CONDITIONS.iter().position(|t| *t == c.type_) {
                 conditions[i] = Some((c.status == "True", c.last_transition_time.clone()));
@@ -357,6 +358,31 @@ fn redis_fault(h: &Health) -> Option<(&'static str, String)> {
         return Some(("SlotsUnowned", message));
     }
     failing.map(|f| ("ClusterStateFail", f))
+}
+
+/// The `Updating` condition: True while pods are left to update, with the
+/// step or the reason it waits; False once every pod is up to date.
+pub fn updating(
+    prev: Option<&Prior>,
+    roll: &crate::roll::Decision,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    use crate::roll::Step;
+    let (status, reason) = match roll.step {
+        Step::Done => (false, "UpToDate"),
+        Step::Delete { .. } | Step::HandOver { .. } => (true, "RollingUpdate"),
+        Step::Wait(_) => (true, "UpdateWaiting"),
+        Step::Blocked(_) => (true, "UpdateBlocked"),
+    };
+    Condition {
+        type_: UPDATING.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: roll.to_string(),
+        observed_generation: generation,
+        last_transition_time: prev.and_then(|p| p.since(UPDATING, status)).unwrap_or(now),
+    }
 }
 
 #[cfg(test)]

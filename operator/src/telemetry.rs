@@ -20,6 +20,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// One RedisCluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub cluster: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub scaling_events: Family<DirectionLabels, Counter>,
@@ -33,6 +40,10 @@ pub struct Metrics {
     /// Shards whose only copy was lost and whose slots were served again,
     /// empty (`redis_operator_data_loss_total`).
     pub data_loss: Counter,
+    /// Pods left to update, per cluster with an update under way.
+    pub pods_pending_update: Family<ClusterLabels, Gauge>,
+    /// Pods deleted by rolling updates.
+    pub pods_rolled: Counter,
     /// Set while this process leads and its caches are synced, or while it
     /// stands by: a standby must not hold up a rolling update.
     pub ready: AtomicBool,
@@ -94,6 +105,18 @@ impl Metrics {
             "redis_operator_data_loss",
             "Shards whose only copy was lost (no replica, no persistent storage) and whose slots were given to an empty node",
             data_loss.clone(),
+);
+        let pods_pending_update = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "redis_operator_pods_pending_update",
+            "Redis pods not yet at their StatefulSet's update revision (clusters with an update under way)",
+            pods_pending_update.clone(),
+        );
+        let pods_rolled = Counter::default();
+        registry.register(
+            "redis_operator_pods_rolled",
+            "Redis pods deleted by the operator to roll them to a new revision",
+            pods_rolled.clone(),
         );
         Arc::new(Metrics {
             registry,
@@ -106,6 +129,8 @@ impl Metrics {
             migration_duration,
             topology_actions,
             data_loss,
+            pods_pending_update,
+            pods_rolled,
             ready: AtomicBool::new(false),
         })
     }
@@ -114,6 +139,22 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Records the pods `cluster` has left to update; a cluster with none
+    /// has no series, so deleted clusters leave none behind.
+    pub fn set_pending_update(&self, namespace: &str, cluster: &str, left: u32) {
+        let labels = ClusterLabels {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+        };
+        if left == 0 {
+            self.pods_pending_update.remove(&labels);
+        } else {
+            self.pods_pending_update
+                .get_or_create(&labels)
+                .set(i64::from(left));
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -62,7 +62,7 @@ pub struct RunningPod {
     /// The PersistentVolumeClaim behind the data volume, if any.
     pub claim: Option<String>,
     /// What holds that claim's data: its bound PersistentVolume (the
-    /// claim's UID while unbound). Filled in by [`running_pods`].
+    /// claim's UID while unbound), filled in once the claims are listed.
     pub volume: Option<String>,
 }
 

@@ -14,6 +14,9 @@ use crate::names::{CLUSTER_LABEL, SHARD_LABEL, SPEC_HASH};
 use crate::status::Prior;
 use crate::utilization::{CONTAINER, parse_cpu, unix_seconds};
 
+/// The label the StatefulSet controller puts the pod's revision in.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// Our labels and annotation on a child.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ownership {
@@ -147,6 +150,15 @@ pub struct SetState {
     pub replicas: Option<i32>,
     pub current: i32,
     pub ready: i32,
+    /// `status.updateRevision`, as its `revision` hash: the revision
+    /// every pod is rolled to.
+    pub update_revision: Option<u64>,
+}
+
+/// A revision name (`controller-revision-hash`, `updateRevision`) as a
+/// number: only ever compared, and a plain field keeps the caches small.
+pub fn revision(name: &str) -> u64 {
+    crate::stable_hash::of_str(name)
 }
 
 impl<'de> Deserialize<'de> for StatefulSet {
@@ -161,6 +173,7 @@ impl<'de> Deserialize<'de> for StatefulSet {
         struct Status {
             replicas: i32,
             ready_replicas: Option<i32>,
+            update_revision: Option<String>,
         }
         let w = Wire::<Spec, Status>::deserialize(d)?;
         let (metadata, ownership) = w.metadata.split();
@@ -171,6 +184,7 @@ impl<'de> Deserialize<'de> for StatefulSet {
                 replicas: w.spec.replicas,
                 current: w.status.replicas,
                 ready: w.status.ready_replicas.unwrap_or(0),
+                update_revision: w.status.update_revision.as_deref().map(revision),
             },
         })
     }
@@ -203,6 +217,8 @@ pub struct PodState {
     pub ready_since: Option<f64>,
     /// The Redis container's CPU request in cores, when it parses.
     pub cpu_request: Option<f64>,
+    /// Its `controller-revision-hash` label, as a `revision` hash.
+    pub revision: Option<u64>,
 }
 
 impl<'de> Deserialize<'de> for Pod {
@@ -241,8 +257,15 @@ impl<'de> Deserialize<'de> for Pod {
             conditions: Vec<Condition>,
         }
         let w = Wire::<Spec, Status>::deserialize(d)?;
+        let rev = w
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(REVISION_LABEL))
+            .map(|r| revision(r));
         let (metadata, ownership) = w.metadata.split();
         let state = PodState {
+            revision: rev,
             ownership,
             deleting: metadata.deletion_timestamp.is_some(),
             running: w.status.phase.as_deref() == Some("Running"),
@@ -450,6 +473,7 @@ mod tests {
                 // 2026-11-24T05:00:00Z
                 ready_since: Some(1_795_496_400.0),
                 cpu_request: Some(0.25),
+                revision: Some(revision("demo-shard-0-7d9")),
             }
         );
     }
@@ -488,11 +512,14 @@ mod tests {
             },
             "spec": {"replicas": 3, "serviceName": "demo-headless",
                      "template": {"metadata": {"labels": {"a": "b"}}}},
-            "status": {"replicas": 3, "readyReplicas": 2, "currentRevision": "r1"}
+            "status": {"replicas": 3, "readyReplicas": 2, "currentRevision": "r1",
+                       "updateRevision": "demo-shard-0-7d9"}
         }))
         .unwrap();
         let st = &s.state;
         assert_eq!((st.replicas, st.current, st.ready), (Some(3), 3, 2));
+        assert_eq!(st.update_revision, Some(revision("demo-shard-0-7d9")));
+        assert_ne!(revision("demo-shard-0-7d9"), revision("demo-shard-0-7da"));
         assert_eq!(st.ownership.spec_hash, Some(0xabc));
         assert_eq!(st.ownership.shard, Some(1));
         assert!(s.metadata.deletion_timestamp.is_some());

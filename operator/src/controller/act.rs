@@ -3,7 +3,7 @@
 
 use api::{RedisCluster, RedisClusterStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -53,6 +53,27 @@ pub(super) async fn act(
         && writes > 0
     {
         w.events.note(rc, created).await;
+    }
+    mem.roll_blocked = intent.roll_blocked;
+    if let Some(pod) = &intent.delete_pod {
+        // Its StatefulSet (OnDelete) creates it again at the new revision.
+        match Api::<Pod>::namespaced(w.client.clone(), ns)
+            .delete(pod, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                w.metrics.pods_rolled.inc();
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(kube_err(
+                    "deleting for a rolling update",
+                    "Pod",
+                    &format!("{ns}/{pod}"),
+                )(e));
+            }
+        };
+        tracing::info!(cluster = %format_args!("{ns}/{name}"), %pod, "rolling update: pod deleted");
     }
     mem.autoscale = intent.autoscale;
     let api: Api<RedisCluster> = Api::namespaced(w.client.clone(), ns);

@@ -16,6 +16,7 @@ use crate::autoscale::{self, Decision};
 use crate::cache::{self, Key};
 use crate::desired::{self, ShardPlan};
 use crate::names;
+use crate::roll;
 use crate::shape::ClusterShape;
 use crate::status::{self, Phase, Prior, RedisState, ShardObservation};
 use crate::topology::{Report, TopologyError};
@@ -126,6 +127,8 @@ pub struct Inputs<'a> {
     pub range: Range<i32>,
     pub metrics_interval: Duration,
     pub now: Timestamp,
+    /// The rolling update's next step, when the pods were looked at.
+    pub roll: Option<&'a roll::Decision>,
 }
 
 /// What the last reconciles left that this one decides on.
@@ -133,6 +136,8 @@ pub struct Inputs<'a> {
 pub struct Remembered<'a> {
     pub rendered: Option<&'a Rendered>,
     pub autoscale: autoscale::State,
+    /// The last decision already reported the roll as blocked.
+    pub roll_blocked: bool,
 }
 
 /// A scaling step to write through the scale subresource.
@@ -162,6 +167,10 @@ pub enum Note {
     Scaled(Step),
     /// A shard's only copy was lost; its slots serve again, empty.
     DataLost(crate::topology::LostShard),
+    /// A rolling update replaces a pod; the decision's text.
+    Rolling(String),
+    /// A rolling update cannot go on without the user.
+    RollBlocked(String),
 }
 
 /// What a reconcile is to do, in the order `act` does it.
@@ -183,6 +192,11 @@ pub struct Intent {
     pub scale: Option<Step>,
     /// The autoscaler's memory after this decision.
     pub autoscale: autoscale::State,
+    /// A pod the rolling update replaces (deleted; its StatefulSet
+    /// recreates it at the update revision).
+    pub delete_pod: Option<String>,
+    /// Whether the roll is blocked, to remember.
+    pub roll_blocked: bool,
     pub requeue: Duration,
 }
 
@@ -220,6 +234,7 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     if let (Err(why), Some(true)) = (i.utilization, was_available) {
         events.push(Note::MetricsUnavailable(why.clone()));
     }
+    let (delete_pod, roll_blocked) = roll_intent(i.roll, mem.roll_blocked, &mut events);
     let mut autoscale = mem.autoscale;
     let decision = autoscale::decide(&autoscale_inputs(i), &mut autoscale);
     let mut intent = Intent {
@@ -231,6 +246,8 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         status: None,
         scale: None,
         autoscale,
+        delete_pod,
+        roll_blocked,
         requeue: SETTLING_REQUEUE,
     };
     if decision == Decision::Hold(autoscale::HoldReason::Settling) {
@@ -248,9 +265,15 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         }),
         Decision::Hold(_) => None,
     };
-    let built = build_status(i, &redis.state, intent.scale.is_some());
+    let mut built = build_status(i, &redis.state, intent.scale.is_some());
+    if let Some(roll) = i.roll {
+        let generation = i.rc.meta().generation;
+        (built.status.conditions).push(status::updating(i.prior, roll, generation, Time(i.now)));
+    }
+    let rolling = i.roll.is_some_and(|r| r.left > 0 && !roll_blocked);
     let busy = !matches!(redis.state, RedisState::Converged | RedisState::Unmanaged)
-        || built.phase != Phase::Ready;
+        || built.phase != Phase::Ready
+        || rolling;
     intent.requeue = if busy {
         BUSY_REQUEUE.min(i.metrics_interval)
     } else {
@@ -260,6 +283,31 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         intent.status = Some(built.status);
     }
     intent
+}
+
+/// The pod to delete for the roll, and whether it is blocked; a block is
+/// announced once, a replacement each time.
+fn roll_intent(
+    roll: Option<&roll::Decision>,
+    was_blocked: bool,
+    events: &mut Vec<Note>,
+) -> (Option<String>, bool) {
+    let Some(d) = roll else {
+        return (None, was_blocked);
+    };
+    match &d.step {
+        roll::Step::Delete { pod, .. } => {
+            events.push(Note::Rolling(d.to_string()));
+            (Some(pod.clone()), false)
+        }
+        roll::Step::Blocked(why) => {
+            if !was_blocked {
+                events.push(Note::RollBlocked(why.clone()));
+            }
+            (None, true)
+        }
+        _ => (None, false),
+    }
 }
 
 /// The topology step's report, as the rest of the decision needs it.

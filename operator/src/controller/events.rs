@@ -64,7 +64,7 @@ impl Events {
 fn distinct(note: &Note) -> bool {
     matches!(
         note,
-        Note::ShardRemoved(_) | Note::Scaled(_) | Note::DataLost(_)
+        Note::ShardRemoved(_) | Note::Scaled(_) | Note::DataLost(_) | Note::Rolling(_)
     )
 }
 
@@ -77,6 +77,8 @@ fn kind(note: &Note) -> (EventType, &'static str) {
         Note::Scaled(s) if s.to > s.from => (EventType::Normal, "ScaledUp"),
         Note::Scaled(_) => (EventType::Normal, "ScaledDown"),
         Note::DataLost(_) => (EventType::Warning, "DataLost"),
+        Note::Rolling(_) => (EventType::Normal, "RollingUpdate"),
+        Note::RollBlocked(_) => (EventType::Warning, "UpdateBlocked"),
     }
 }
 
@@ -110,6 +112,7 @@ pub(super) fn render(note: &Note) -> String {
                 s.from, s.to, s.threshold
             )
         }
+        Note::Rolling(text) | Note::RollBlocked(text) => text.clone(),
     }
 }
 

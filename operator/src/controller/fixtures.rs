@@ -68,6 +68,7 @@ pub fn set(shard: u32, pods: i32, ready: i32) -> SetState {
         replicas: Some(pods),
         current: pods,
         ready,
+        update_revision: None,
     }
 }
 
@@ -104,6 +105,8 @@ pub struct World {
     pub rendered: Option<Rendered>,
     pub autoscale: autoscale::State,
     pub live: FakeLive,
+    pub roll: Option<crate::roll::Decision>,
+    pub roll_blocked: bool,
 }
 
 impl World {
@@ -119,6 +122,8 @@ impl World {
             rendered: None,
             autoscale: autoscale::State::default(),
             live: FakeLive::default(),
+            roll: None,
+            roll_blocked: false,
         }
     }
 
@@ -146,10 +151,12 @@ impl World {
             range: api::Policy::default().autoscaling_range(&self.rc.spec),
             metrics_interval: INTERVAL,
             now: t(10_000),
+            roll: self.roll.as_ref(),
         };
         let mem = Remembered {
             rendered: self.rendered.as_ref(),
             autoscale: self.autoscale,
+            roll_blocked: self.roll_blocked,
         };
         decide(&inputs, mem, &self.live)
     }

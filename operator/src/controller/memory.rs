@@ -25,6 +25,8 @@ pub(super) struct ClusterMemory {
     pub(super) last_read: Option<(f64, Result<Reading, Unavailable>)>,
     failures: u32,
     pub(super) rendered: Option<Rendered>,
+    /// The roll was last reported blocked (its event is published once).
+    pub(super) roll_blocked: bool,
 }
 
 /// Every cluster's memory.

@@ -20,6 +20,7 @@ use super::{Context, Error, act};
 use crate::cache;
 use crate::desired;
 use crate::names;
+use crate::roll;
 use crate::shape::ClusterShape;
 use crate::telemetry::Metrics;
 use crate::topology;
@@ -106,18 +107,20 @@ async fn reconcile_cluster(
         .collect();
     // The Redis side: form and reshape the cluster over RESP. The step acts
     // on Redis itself; its report is what the decision needs of it.
-    let report = if ctx.settings.manage_topology {
+    let mut report = if ctx.settings.manage_topology {
         redis_step(
             shape,
             loss_policy(&rc.spec),
             &pods,
             &current,
-            &ctx.settings.fence,
+            &step_options(ctx, None),
         )
         .await
     } else {
         None
     };
+    let roll = roll_step(rc, ctx, shape, (&sets, &pods), &current, &mut report).await;
+    ctx.metrics.set_pending_update(ns, name, roll.left);
     if let Some(Ok(r)) = &report {
         record_topology(&ctx.metrics, ns, name, r);
     }
@@ -144,10 +147,12 @@ async fn reconcile_cluster(
         range: ctx.settings.policy.autoscaling_range(&rc.spec),
         metrics_interval: ctx.settings.metrics_interval,
         now,
+        roll: Some(&roll),
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
         autoscale: mem.autoscale,
+        roll_blocked: mem.roll_blocked,
     };
     let live = LiveChildren {
         stores: &ctx.stores,
@@ -158,6 +163,46 @@ async fn reconcile_cluster(
 
     // Act.
     act::act(&ctx.writer, rc, ns, intent, mem).await
+}
+
+/// The rolling update's next step. A hand-over is carried out here, by a
+/// second topology step asked for it, whose report then stands; a pod to
+/// delete is left to `act`.
+async fn roll_step(
+    rc: &RedisCluster,
+    ctx: &Context,
+    shape: ClusterShape,
+    (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
+    current: &BTreeMap<u32, i32>,
+    report: &mut Option<Result<topology::Report, topology::TopologyError>>,
+) -> roll::Decision {
+    let roll_pods = roll::pods_of(sets, pods);
+    let stepped = match &*report {
+        Some(Ok(r)) => Some(r),
+        _ => None,
+    };
+    let decision = roll::decide(&roll::Inputs {
+        pods: &roll_pods,
+        readings: stepped.map(|r| &r.readings),
+        converged: stepped.is_some_and(|r| r.converged),
+        persistent: rc.spec.storage.is_some(),
+        allow_data_loss: rc.spec.allow_data_loss_on_update,
+    });
+    if !ctx.settings.manage_topology && decision.left > 0 {
+        let why = "the topology is not managed (--manage-topology=false): the operator cannot tell when a pod is safe to replace; delete pods by hand, one at a time";
+        return roll::Decision {
+            step: roll::Step::Blocked(why.into()),
+            ..decision
+        };
+    }
+    if let roll::Step::HandOver { shard, from, to } = decision.step {
+        let hand_over = topology::HandOver { shard, from, to };
+        let opts = step_options(ctx, Some(hand_over));
+        if let Some(again) = redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await {
+            *report = Some(again);
+        }
+    }
+    decision
 }
 
 /// Counts what the topology step did, and logs each action.
@@ -247,13 +292,23 @@ fn loss_policy(spec: &api::RedisClusterSpec) -> topology::LossPolicy {
     }
 }
 
+/// How a topology step runs: fenced by leadership, and with the hand-over a
+/// rolling update asks for, if any.
+fn step_options(ctx: &Context, hand_over: Option<topology::HandOver>) -> topology::StepOptions {
+    topology::StepOptions {
+        fence: ctx.settings.fence.clone(),
+        hand_over,
+        ..Default::default()
+    }
+}
+
 /// Runs one bounded topology step when every expected pod has an IP.
 async fn redis_step(
     shape: ClusterShape,
     loss: topology::LossPolicy,
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
-    fence: &topology::Fence,
+    opts: &topology::StepOptions,
 ) -> Option<Result<topology::Report, topology::TopologyError>> {
     let members: Vec<topology::Member> = pods
         .iter()
@@ -287,9 +342,5 @@ async fn redis_step(
         loss,
         ..shape.into()
     };
-    let opts = topology::StepOptions {
-        fence: fence.clone(),
-        ..Default::default()
-    };
-    Some(topology::step(&members, &desired, &opts).await)
+    Some(topology::step(&members, &desired, opts).await)
 }

@@ -29,13 +29,15 @@ mod fence;
 pub mod model;
 mod observe;
 pub mod plan;
+mod readings;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use error::TopologyError;
 pub use fence::Fence;
-pub use plan::{Action, Health, Limits, LostShard, NodeRef, Observation, Outcome, Plan};
+pub use plan::{Action, HandOver, Health, Limits, LostShard, NodeRef, Observation, Outcome, Plan};
+pub use readings::{NodeReading, Readings};
 
 /// One Redis pod: its shard (StatefulSet index), ordinal within the
 /// StatefulSet, and address (pod IP:6379).
@@ -104,6 +106,8 @@ pub struct StepOptions {
     pub settle_poll: Duration,
     /// Every command that changes Redis checks it first (leadership).
     pub fence: Fence,
+    /// A primary a rolling update asks to step down.
+    pub hand_over: Option<HandOver>,
 }
 
 impl Default for StepOptions {
@@ -119,6 +123,7 @@ impl Default for StepOptions {
             migrate_timeout: Duration::from_secs(10),
             settle_poll: Duration::from_millis(200),
             fence: Fence::default(),
+            hand_over: None,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Report {
     pub slots_left_to_move: u32,
     /// The current step, for status.
     pub message: String,
+    /// The last observation, as a rolling update reads it.
+    pub readings: Readings,
     /// StatefulSet indexes >= desired.shards whose nodes all answered, hold
     /// no slots and no keys, and have been forgotten by the rest: the
     /// operator may delete them. A member that did not answer keeps its
@@ -176,6 +183,7 @@ pub async fn step(
     let limits = Limits {
         max_slots: 512.min(opts.max_slots_per_step.max(1)),
         slots_per_batch: opts.slots_per_batch.max(1),
+        hand_over: opts.hand_over,
     };
     let mut report = Report::default();
     let mut logged = 0usize;
@@ -197,6 +205,7 @@ pub async fn step(
         // Recorded before acting: once the first FORGET is sent the data is
         // gone whatever happens next.
         report.data_lost.extend(plan.data_lost.iter().cloned());
+        report.readings = Readings::of(&obs, desired);
         match plan.outcome {
             Outcome::Converged | Outcome::Pending => break,
             Outcome::Settling => {

@@ -84,8 +84,10 @@ pub struct ReplInfo {
     pub link_up: bool,
     /// Replicas connected to this primary.
     pub connected_replicas: u32,
-    /// Replication offset (`slave_repl_offset` on a replica): among replicas
-    /// of a lost primary, the highest holds the most of its writes.
+    /// Replication offset: `master_repl_offset` (how far its replication
+    /// stream went; on a replica the primary's stream as applied, as
+    /// `slave_repl_offset` also says: the larger is kept). Among replicas of
+    /// a lost primary, the highest holds the most of its writes.
     pub offset: u64,
 }
 
@@ -223,7 +225,9 @@ pub fn parse_replication(text: &str) -> ReplInfo {
             "master_link_status" => link_up = v == "up",
             "master_sync_in_progress" => sync_in_progress = v != "0",
             "connected_slaves" => r.connected_replicas = v.parse().unwrap_or(0),
-            "slave_repl_offset" => r.offset = v.parse().unwrap_or(0),
+            "master_repl_offset" | "slave_repl_offset" => {
+                r.offset = r.offset.max(v.parse().unwrap_or(0))
+            }
             _ => {}
         }
     }
@@ -389,12 +393,14 @@ ab69dcacf45e411d3affb5748b0f05d08df96e4d 127.9.0.1:6379@16379 master - 0 1795488
     #[test]
     fn parses_replication_info() {
         let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.1.0.1\r\nmaster_port:6379\r\n\
-                       master_link_status:up\r\nmaster_sync_in_progress:0\r\n";
+                       master_link_status:up\r\nmaster_sync_in_progress:0\r\n\
+                       slave_repl_offset:4242\r\nmaster_repl_offset:4242\r\n";
         assert!(parse_replication(replica).link_up);
         let r = parse_replication(
             "role:slave\r\nmaster_link_status:down\r\nslave_repl_offset:1234\r\n",
         );
         assert_eq!(r.offset, 1234);
+        assert_eq!(parse_replication(replica).offset, 4242);
         let syncing = "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:1\r\n";
         assert!(!parse_replication(syncing).link_up);
         let down = "role:slave\r\nmaster_link_status:down\r\n";

@@ -230,13 +230,15 @@ pub struct LostShard {
     pub ranges: Vec<(u16, u16)>,
 }
 
-/// How much one plan may ask for.
+/// How much one plan may ask for, and what the caller asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Slots moved (or repaired) per plan.
     pub max_slots: u32,
     /// Slots per MoveSlots action (one pipelined batch).
     pub slots_per_batch: u32,
+    /// A primary to step down (a rolling update), as one being scaled away.
+    pub hand_over: Option<HandOver>,
 }
 
 impl Default for Limits {
@@ -244,8 +246,17 @@ impl Default for Limits {
         Self {
             max_slots: 512,
             slots_per_batch: 64,
+            hand_over: None,
         }
     }
+}
+
+/// The primary at `from` in `shard` hands over to its replica at `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandOver {
+    pub shard: u32,
+    pub from: u32,
+    pub to: u32,
 }
 
 /// A reachable member that answered with a `myself` line.
@@ -351,7 +362,7 @@ pub fn plan(obs: &Observation, d: &Desired, limits: &Limits) -> Plan {
         &|n| observed.open_slots(limits, n),
         &|n| observed.uncovered(&primaries, n),
         &|n| observed.replicate(&primaries, n),
-        &|n| observed.failover(&primaries, n),
+        &|n| observed.failover(&primaries, limits.hand_over, n),
         &|n| observed.balance(&primaries, moves.as_deref(), limits, n),
         &|n| observed.remove(&primaries, n),
     ];
@@ -1273,13 +1284,22 @@ impl<'a> ObservedCluster<'a> {
 
     // ---- phase 6: failover ------------------------------------------------
 
-    fn failover(&self, primaries: &[ShardPrimary], notes: &mut Vec<String>) -> Option<Step> {
+    fn failover(
+        &self,
+        primaries: &[ShardPrimary],
+        hand_over: Option<HandOver>,
+        notes: &mut Vec<String>,
+    ) -> Option<Step> {
         let mut actions = Vec::new();
         let mut waiting = Vec::new();
         for p in primaries {
             let ShardPrimary::Node(p) = *p else { continue };
             let pn = &self.nodes[p];
-            if pn.member.ordinal < self.desired.nodes_per_shard {
+            // A rolling update names the primary to step down and its heir.
+            let heir = hand_over
+                .filter(|h| (h.shard, h.from) == (pn.member.shard, pn.member.ordinal))
+                .map(|h| h.to);
+            if pn.member.ordinal < self.desired.nodes_per_shard && heir.is_none() {
                 continue;
             }
             let candidate = self
@@ -1287,6 +1307,7 @@ impl<'a> ObservedCluster<'a> {
                 .filter(|n| {
                     n.member.shard == pn.member.shard
                         && n.member.ordinal < self.desired.nodes_per_shard
+                        && heir.is_none_or(|o| n.member.ordinal == o)
                         && n.myself.flags.replica
                         && n.myself.master_id.as_deref() == Some(pn.state.id.as_str())
                         && n.state.repl.link_up

@@ -165,3 +165,28 @@ async fn a_drained_shard_loses_its_statefulset_and_pdb() {
     // Until the watch shows the StatefulSet gone, the cluster is resizing.
     assert_eq!(outcome.ok(), Some(Action::requeue(Duration::from_secs(3))));
 }
+
+#[tokio::test]
+async fn a_roll_step_deletes_exactly_one_pod_and_announces_it() {
+    let mut world = settled();
+    world.roll = Some(crate::roll::Decision {
+        step: crate::roll::Step::Delete {
+            pod: "cache-shard-1-0".into(),
+            shard: 1,
+            primary: false,
+        },
+        left: 2,
+        total: 4,
+    });
+    let (calls, outcome, _) = run(&world, world.decide()).await;
+    let rc = format!("/apis/redis.example.com/v1alpha1{NS}/redisclusters/cache");
+    assert_eq!(
+        calls,
+        [
+            format!("POST /apis/events.k8s.io/v1{NS}/events?"),
+            format!("DELETE /api/v1{NS}/pods/cache-shard-1-0?"),
+            apply_call(&format!("{rc}/status")),
+        ]
+    );
+    assert_eq!(outcome.ok(), Some(Action::requeue(Duration::from_secs(3))));
+}

@@ -342,3 +342,89 @@ fn a_recovered_loss_is_announced_as_a_warning_naming_shard_and_slots() {
         )
     );
 }
+
+fn roll(step: crate::roll::Step, left: u32) -> crate::roll::Decision {
+    crate::roll::Decision {
+        step,
+        left,
+        total: 4,
+    }
+}
+
+fn updating(intent: &Intent) -> (String, String, String) {
+    let c = intent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::UPDATING))
+        .expect("an Updating condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn a_roll_step_deletes_one_pod_tells_and_keeps_reconciling() {
+    let mut world = settled();
+    world.roll = Some(roll(
+        crate::roll::Step::Delete {
+            pod: "cache-shard-0-1".into(),
+            shard: 0,
+            primary: false,
+        },
+        4,
+    ));
+    let intent = world.decide();
+    assert_eq!(intent.delete_pod.as_deref(), Some("cache-shard-0-1"));
+    let text = "shard 0: replacing replica cache-shard-0-1; 4 of 4 pods left to update";
+    assert_eq!(intent.events, [Note::Rolling(text.into())]);
+    assert_eq!(intent.requeue, Duration::from_secs(3), "busy while rolling");
+    assert_eq!(
+        updating(&intent),
+        ("True".into(), "RollingUpdate".into(), text.into())
+    );
+    assert!(!intent.roll_blocked);
+}
+
+#[test]
+fn a_waiting_roll_deletes_nothing_and_says_why() {
+    let mut world = settled();
+    let why = "replica cache-shard-0-1 has not synced with its primary (master_link_status not up)";
+    world.roll = Some(roll(crate::roll::Step::Wait(why.into()), 3));
+    let intent = world.decide();
+    assert_eq!(intent.delete_pod, None);
+    assert_eq!(intent.events, []);
+    let (status, reason, message) = updating(&intent);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "UpdateWaiting")
+    );
+    assert_eq!(
+        message,
+        format!("waiting: {why}; 3 of 4 pods left to update")
+    );
+}
+
+#[test]
+fn a_blocked_roll_warns_once_and_says_why_in_status() {
+    let mut world = settled();
+    let why = "shard 0 has no replica and no persistent storage";
+    world.roll = Some(roll(crate::roll::Step::Blocked(why.into()), 4));
+    let intent = world.decide();
+    assert_eq!(intent.delete_pod, None);
+    assert_eq!(intent.events, [Note::RollBlocked(why.into())]);
+    assert!(intent.roll_blocked);
+    assert_eq!(updating(&intent).1, "UpdateBlocked");
+    // Announced already: not again, and no fast requeue for it.
+    world.roll_blocked = true;
+    let intent = world.decide();
+    assert_eq!(intent.events, []);
+    assert_eq!(intent.requeue, INTERVAL);
+}
+
+#[test]
+fn a_finished_roll_is_up_to_date() {
+    let mut world = settled();
+    world.roll = Some(roll(crate::roll::Step::Done, 0));
+    let intent = world.decide();
+    assert_eq!(intent.delete_pod, None);
+    assert_eq!(updating(&intent).1, "UpToDate");
+    assert_eq!(intent.requeue, INTERVAL);
+}

@@ -1604,3 +1604,43 @@ fn a_cluster_being_formed_is_not_unhealthy() {
     let p = plan(&fx.obs(), &d(3, 1), &Limits::default());
     assert_eq!(p.health, Health::default());
 }
+
+// ---- rolling update hand-over ----------------------------------------------------
+
+#[test]
+fn a_rolling_update_hands_a_primary_over_to_the_named_replica() {
+    let mut fx = Fx::healthy(2, 3);
+    let hand_over = HandOver {
+        shard: 1,
+        from: 0,
+        to: 2,
+    };
+    let limits = Limits {
+        hand_over: Some(hand_over),
+        ..Limits::default()
+    };
+    let p = plan(&fx.obs(), &d(2, 3), &limits);
+    assert_eq!(p.outcome, Outcome::Act, "{}", p.message);
+    assert_eq!(
+        p.actions,
+        [Action::Failover {
+            replica: NodeRef {
+                id: fx.n[fx.find(1, 2)].id.clone(),
+                addr: addr(1, 2)
+            }
+        }]
+    );
+    for a in &p.actions {
+        fx.apply(a);
+    }
+    // Done: the named replica is the primary; asking again changes nothing.
+    assert_eq!(
+        plan(&fx.obs(), &d(2, 3), &limits).outcome,
+        Outcome::Converged
+    );
+    // Without the request, a healthy cluster has no failover to do.
+    assert_eq!(
+        plan(&Fx::healthy(2, 3).obs(), &d(2, 3), &Limits::default()).outcome,
+        Outcome::Converged
+    );
+}

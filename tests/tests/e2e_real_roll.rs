@@ -1,0 +1,277 @@
+//! A rolling update on a real node, under a writer: a 3 x 2 RedisCluster
+//! holding enough data that a replica's full sync outlasts its start, its
+//! `spec.resources` changed, and the operator SIGKILLed mid-roll. Every pod
+//! must be replaced exactly once and no acknowledged write lost.
+//!
+//! Needs root and `make test-images` (as e2e_real).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use harness::real_setup::{
+    APPS, install_chart, is_ready, pods_of, rc_field, redis_cluster, wait_ready,
+};
+use harness::stack::NAMESPACE;
+use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
+use harness::{Cluster, ClusterOptions, wait_for};
+
+const NAME: &str = "roll";
+/// Bulk data: keys and value size (about 20 MB per shard).
+const BULK_KEYS: u64 = 60_000;
+const VALUE_BYTES: usize = 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resources_change_rolls_one_pod_at_a_time_and_loses_nothing() -> Result<()> {
+    harness::product::init_crypto();
+    let t0 = Instant::now();
+    let mut c = Cluster::start(ClusterOptions {
+        real_node: true,
+        start_timeout: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let result = scenario(&c, t0).await;
+    if result.is_err() {
+        c.keep_tmp();
+    }
+    c.stop();
+    result
+}
+
+/// Writes `BULK_KEYS` keys of `VALUE_BYTES` through a cluster client.
+async fn load(seeds: Vec<String>) -> Result<()> {
+    let client = redis::cluster::ClusterClient::new(seeds)?;
+    let mut con = client.get_async_connection().await?;
+    let value = vec![b'x'; VALUE_BYTES];
+    for chunk in 0..BULK_KEYS / 500 {
+        let sets = (chunk * 500..(chunk + 1) * 500).map(|i| {
+            let mut con = con.clone();
+            let value = value.clone();
+            async move {
+                redis::cmd("SET")
+                    .arg(format!("bulk:{i}"))
+                    .arg(value)
+                    .query_async::<()>(&mut con)
+                    .await
+            }
+        });
+        for r in futures::future::join_all(sets).await {
+            r.context("loading bulk data")?;
+        }
+    }
+    let _: () = redis::cmd("PING").query_async(&mut con).await?;
+    Ok(())
+}
+
+/// Keys held by the primaries (their DBSIZE summed).
+async fn keys_held(c: &Cluster, ips: Vec<String>) -> Result<i64> {
+    let mut total = 0;
+    for ip in ips {
+        let addr: SocketAddr = format!("{ip}:6379").parse()?;
+        let role: String = c
+            .netns_handle()?
+            .run_async(move || async move {
+                harness::redis::query(addr, &["INFO", "replication"]).await
+            })
+            .await?;
+        if role.contains("role:master") {
+            let n: i64 = c
+                .netns_handle()?
+                .run_async(move || async move { harness::redis::query(addr, &["DBSIZE"]).await })
+                .await?;
+            total += n;
+        }
+    }
+    Ok(total)
+}
+
+async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
+    let step = |what: &str| {
+        eprintln!(
+            "e2e-real-roll: {what} at {:.1}s",
+            t0.elapsed().as_secs_f64()
+        )
+    };
+    let images = c.with_real(|r| Ok(r.images.clone()))?;
+    install_chart(c).await?;
+    step("helm install done");
+    c.kubectl_apply(&redis_cluster(
+        NAME,
+        &images.redis,
+        "  shard_count: 3\n  replicas: 2\n  autoscaling_paused: true\n  resources:\n    requests: {cpu: 50m, memory: 64Mi}\n",
+    ))
+    .await?;
+    wait_ready(c, NAME, 2, Duration::from_secs(300)).await?;
+    step("RedisCluster 3x2 Ready");
+    let before = pods_of(c, NAME).await?;
+    ensure!(before.len() == 6, "{before:?}");
+    let seeds: Vec<String> = before
+        .iter()
+        .filter_map(|(_, _, ip)| Some(format!("redis://{}:6379", (*ip)?)))
+        .collect();
+    let s = seeds.clone();
+    c.netns_handle()?
+        .run_async(move || async move { load(s).await })
+        .await?;
+    let ips: Vec<String> = before
+        .iter()
+        .filter_map(|(_, _, ip)| Some((*ip)?.to_string()))
+        .collect();
+    let loaded = keys_held(c, ips).await?;
+    ensure!(
+        loaded == BULK_KEYS as i64,
+        "{loaded} keys after loading {BULK_KEYS}"
+    );
+    step(&format!("{BULK_KEYS} keys of {VALUE_BYTES} bytes loaded"));
+
+    let writer = Writer::new("w", seeds);
+    let running = {
+        let w = writer.clone();
+        let netns = c.netns_handle()?;
+        tokio::spawn(async move {
+            netns
+                .run_async(move || async move { w.run(WriteLimits::default()).await })
+                .await
+        })
+    };
+    wait_for(
+        "the writer's first 200 writes",
+        Duration::from_secs(60),
+        || async { Ok((writer.acked_count() >= 200).then_some(())) },
+    )
+    .await?;
+
+    // The change: a pod-template field, so every pod must be replaced.
+    let roll_start = Instant::now();
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        NAME,
+        "-n",
+        APPS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"cpu":"60m","memory":"64Mi"}}}}"#,
+    ])
+    .await?;
+    step("spec.resources changed");
+
+    // Every UID seen per pod name, polled through the roll.
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (n, u, _) in &before {
+        seen.entry(n.clone()).or_default().insert(u.clone());
+    }
+    let old: BTreeSet<String> = before.iter().map(|(_, u, _)| u.clone()).collect();
+    let mut killed = false;
+    let mut updating_seen = false;
+    wait_for_roll(c, &mut seen, &old, &mut killed, &mut updating_seen).await?;
+    let roll_time = roll_start.elapsed();
+    step("roll finished");
+    ensure!(killed, "the operator was not killed mid-roll");
+    ensure!(
+        updating_seen,
+        "the Updating condition never showed the roll"
+    );
+    for (name, uids) in &seen {
+        ensure!(
+            uids.len() == 2,
+            "pod {name} had {} incarnations: {uids:?}",
+            uids.len()
+        );
+    }
+
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let after = pods_of(c, NAME).await?;
+    let seeds: Vec<String> = after
+        .iter()
+        .filter_map(|(_, _, ip)| Some(format!("redis://{}:6379", (*ip)?)))
+        .collect();
+    let total = summary.acked.len();
+    let acked = summary.acked;
+    let lost = c
+        .netns_handle()?
+        .run_async(move || async move { lost_writes(seeds, "w", &acked).await })
+        .await?;
+    let ips: Vec<String> = after
+        .iter()
+        .filter_map(|(_, _, ip)| Some((*ip)?.to_string()))
+        .collect();
+    let held = keys_held(c, ips).await?;
+    eprintln!(
+        "e2e-real-roll: roll took {:.1}s; writer: {total} acknowledged, {} failed, {} lost, longest gap between acknowledged writes {:?}; keys held {held} (bulk {BULK_KEYS})",
+        roll_time.as_secs_f64(),
+        summary.failed,
+        lost.len(),
+        summary.longest_gap
+    );
+    ensure!(
+        lost.is_empty(),
+        "acknowledged writes lost: {} of {total}",
+        lost.len()
+    );
+    ensure!(
+        held >= BULK_KEYS as i64 + total as i64,
+        "bulk keys lost: {held} held"
+    );
+    Ok(())
+}
+
+/// Waits, bounded, for every pod to run at a new UID with the cluster Ready
+/// and the Updating condition False; kills the operator once, after the
+/// second replacement.
+async fn wait_for_roll(
+    c: &Cluster,
+    seen: &mut BTreeMap<String, BTreeSet<String>>,
+    old: &BTreeSet<String>,
+    killed: &mut bool,
+    updating_seen: &mut bool,
+) -> Result<()> {
+    let state = std::sync::Mutex::new((std::mem::take(seen), false, false));
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    wait_for("the roll to finish", Duration::from_secs(1200), || async {
+        let pods = pods_of(c, NAME).await?;
+        let replaced = pods.iter().filter(|(_, u, _)| !old.contains(u)).count();
+        let updating = rc_field(
+            c,
+            NAME,
+            r#"{.status.conditions[?(@.type=="Updating")].status}"#,
+        )
+        .await?;
+        let kill = {
+            let mut st = lock();
+            for (n, u, _) in &pods {
+                st.0.entry(n.clone()).or_default().insert(u.clone());
+            }
+            st.2 |= updating == "True";
+            let kill = replaced >= 2 && !st.1;
+            st.1 |= kill;
+            kill
+        };
+        if kill {
+            c.kubectl_ok([
+                "delete",
+                "pod",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ])
+            .await?;
+            eprintln!("e2e-real-roll: operator killed after {replaced} replacements");
+        }
+        let done =
+            pods.len() == 6 && replaced == 6 && updating == "False" && is_ready(c, NAME, 2).await?;
+        Ok(done.then_some(()))
+    })
+    .await?;
+    let st = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    (*seen, *killed, *updating_seen) = st;
+    Ok(())
+}
