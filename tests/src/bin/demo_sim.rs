@@ -61,7 +61,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     // kwok simulates the kubelet; each Redis pod gets a real redis-server on its pod IP.
-    let _redis = harness::pod_redis::PodRedis::start(&cluster)?;
+    let redis = harness::pod_redis::PodRedis::start(&cluster)?;
     println!("== helm install charts/redis-operator (webhook and operator run as local processes)");
     let stack = Stack::install(
         &cluster,
@@ -120,6 +120,8 @@ async fn main() -> Result<()> {
         }
     };
     drop(stack);
+    // Before the apiserver goes, or its pod watch logs connection errors.
+    drop(redis);
     cluster.stop();
     result
 }
