@@ -1,5 +1,5 @@
 # redis-operator: every build, test and install step lives here.
-# `make demo` runs the product on a local control plane; `make test` runs every test.
+# `make demo` runs the product on a real local node; `make test` runs every test.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -9,7 +9,7 @@ export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
 .PHONY: help build release test unit lint fmt fmt-check clippy deny docs-check crds crds-check certs bench-slots \
-        run-webhook run-operator chart-lint cluster-tools e2e demo deps bench image test-images e2e-real
+        run-webhook run-operator chart-lint cluster-tools e2e demo demo-sim root deps bench image test-images e2e-real
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -118,8 +118,15 @@ e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
 	  $(CARGO) test -p redis-operator-tests --test e2e_real -- --test-threads=1 --nocapture
 
-demo: deps cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo
+# A real node needs root; say so before a long first build, not after it.
+root:
+	@[ "$$(id -u)" = 0 ] || { echo "make demo runs a real node (containerd, kubelet) and needs root: sudo make demo; make demo-sim needs no root"; exit 1; }
+
+demo: root deps cluster-tools build test-images ## a real node, the chart in-cluster, a RedisCluster scaling on real CPU, until Ctrl-C (root)
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" $(CARGO) run -q -p redis-operator-tests --bin demo
+
+demo-sim: deps cluster-tools build ## simulated kwok nodes, local operator and webhook, a RedisCluster on simulated CPU, until Ctrl-C
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo-sim
 
 bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
 	TOOLS_BIN="$(TOOLS_BIN)" bash bench/run.sh

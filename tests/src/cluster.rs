@@ -10,6 +10,7 @@
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Mutex;
@@ -175,7 +176,9 @@ impl Cluster {
                 opts.pod_cidr.clone()
             },
             children: Mutex::new(Vec::new()),
-            keep_tmp: true,
+            // Kept when boot fails (below) or panics; removed when the
+            // start is cancelled (`make demo` interrupted while starting).
+            keep_tmp: std::env::var(KEEP_TMP_ENV).is_ok_and(|v| v == "1"),
             startup: Duration::ZERO,
             real: Mutex::new(real),
             netns,
@@ -183,7 +186,6 @@ impl Cluster {
         let deadline = started + opts.start_timeout;
         match cluster.boot(&opts, api_port, deadline).await {
             Ok(()) => {
-                cluster.keep_tmp = std::env::var(KEEP_TMP_ENV).is_ok_and(|v| v == "1");
                 cluster.startup = started.elapsed();
                 eprintln!(
                     "harness: cluster ready in {:.1}s at {} (kubeconfig {})",
@@ -195,6 +197,7 @@ impl Cluster {
             }
             Err(e) => {
                 let tmp = cluster.tmp.clone();
+                cluster.keep_tmp = true;
                 cluster.shutdown();
                 Err(e.context(format!(
                     "starting the test cluster failed; logs kept in {}",
@@ -841,6 +844,7 @@ impl Cluster {
             };
             let (program, pre) = self.in_netns(&bin, Vec::new());
             std::process::Command::new(program)
+                .process_group(0)
                 .args(pre)
                 .arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
                 .arg("--request-timeout=10s")
@@ -915,7 +919,10 @@ async fn run(mut cmd: tokio::process::Command, stdin: Option<&str>) -> Result<Ou
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    .kill_on_drop(true)
+    // Out of the terminal's process group: a Ctrl-C meant for `make demo`
+    // must not kill the command mid-call; the caller decides how to stop.
+    .process_group(0);
     let fut = async {
         let mut child = cmd.spawn().with_context(|| format!("running {desc}"))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod cluster;
+pub mod in_cluster;
 pub mod pki;
 pub mod pod_redis;
 pub mod process;

@@ -25,6 +25,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+// Commands run in a process group of their own (`process_group(0)`), so a
+// terminal's Ctrl-C meant for `make demo` cannot cut a set-up or teardown
+// step short; the caller decides how to stop.
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -299,6 +303,7 @@ impl NetnsHandle {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let (p, a) = self.wrap(Path::new(program), &args);
         let out = Command::new(&p)
+            .process_group(0)
             .args(&a)
             .output()
             .with_context(|| format!("running {program} in the node's netns"))?;
@@ -572,6 +577,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for t in self.images.tarballs() {
             let started = Instant::now();
             let out = Command::new("/usr/bin/ctr")
+                .process_group(0)
                 .arg(format!("--address={}", s(&self.containerd_socket())))
                 .args(["-n", "k8s.io", "images", "import"])
                 .arg(&t)
@@ -596,6 +602,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// True once containerd answers on its socket.
     pub fn containerd_ready(&self) -> bool {
         Command::new("/usr/bin/ctr")
+            .process_group(0)
             .arg(format!("--address={}", s(&self.containerd_socket())))
             .arg("version")
             .output()
@@ -605,6 +612,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Running containerd tasks (containers and sandboxes) in `k8s.io`.
     pub fn running_tasks(&self) -> Result<usize> {
         let out = Command::new("/usr/bin/ctr")
+            .process_group(0)
             .arg(format!("--address={}", s(&self.containerd_socket())))
             .args(["-n", "k8s.io", "tasks", "ls", "-q"])
             .output()
@@ -1028,6 +1036,7 @@ fn cluster_ip(kubectl: &Path, kubeconfig: &Path, netns: &Path, name: &str) -> Op
         return None;
     }
     let out = Command::new("/usr/bin/nsenter")
+        .process_group(0)
         .arg(format!("--net={}", s(netns)))
         .arg("--")
         .arg(kubectl)

@@ -1,4 +1,4 @@
-//! The product on a local cluster, the way `make demo` and the e2e suite
+//! The product on a local cluster, the way `make demo-sim` and the e2e suite
 //! run it: the chart installed with helm in out-of-cluster mode
 //! (`webhook.url`, `operator.enabled=false`), and the webhook and operator
 //! running as local processes against the cluster, each under its chart

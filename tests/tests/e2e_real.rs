@@ -13,146 +13,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::real_node::Images;
+use harness::in_cluster::{
+    APPS, client_pod, helm_install, image_values, load_pod, pod_ips, pod_phase, pod_result,
+    rc_field, redis_cluster, redis_query, wait_ready,
+};
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
 use harness::{Cluster, ClusterOptions, wait_for};
 
-const APPS: &str = "apps";
 const REDIS: &str = "ten";
-
-fn restricted_namespace(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/enforce-version: latest\n"
-    )
-}
-
-/// The values that differ from the chart's defaults: the images only.
-fn image_values(images: &Images) -> Vec<String> {
-    let (repo, tag) = Images::split(&images.product);
-    let (trepo, ttag) = Images::split(&images.curl);
-    [
-        format!("image.repository={repo}"),
-        format!("image.tag={tag}"),
-        format!("tests.image.repository={trepo}"),
-        format!("tests.image.tag={ttag}"),
-    ]
-    .into_iter()
-    .flat_map(|v| ["--set".to_string(), v])
-    .collect()
-}
-
-fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: {APPS}\nspec:\n  image: {image}\n{spec}"
-    )
-}
-
-/// A restricted-compliant pod running `script` in the test Redis image.
-fn client_pod(name: &str, image: &str, script: &str) -> String {
-    let script = serde_json::to_string(script).unwrap_or_default();
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {APPS}
-spec:
-  restartPolicy: Never
-  automountServiceAccountToken: false
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 999
-    runAsGroup: 999
-    seccompProfile: {{type: RuntimeDefault}}
-  containers:
-  - name: client
-    image: {image}
-    imagePullPolicy: Never
-    command: ["sh", "-c", {script}]
-    resources:
-      requests: {{cpu: 50m, memory: 32Mi}}
-    securityContext:
-      allowPrivilegeEscalation: false
-      readOnlyRootFilesystem: true
-      capabilities: {{drop: [ALL]}}
-"#
-    )
-}
-
-/// Waits for a pod to finish and returns its log; an error if it failed.
-async fn pod_result(c: &Cluster, name: &str, timeout: Duration) -> Result<String> {
-    let phase = wait_for(&format!("pod {name} to finish"), timeout, || async {
-        let p = c
-            .kubectl_ok([
-                "get",
-                "pod",
-                name,
-                "-n",
-                APPS,
-                "-o",
-                "jsonpath={.status.phase}",
-            ])
-            .await?;
-        Ok(matches!(p.as_str(), "Succeeded" | "Failed").then_some(p))
-    })
-    .await?;
-    let log = c.kubectl_ok(["logs", name, "-n", APPS]).await?;
-    ensure!(phase == "Succeeded", "pod {name} {phase}:\n{log}");
-    Ok(log)
-}
-
-async fn rc_field(c: &Cluster, name: &str, path: &str) -> Result<String> {
-    c.kubectl_ok([
-        "get",
-        "rediscluster",
-        name,
-        "-n",
-        APPS,
-        "-o",
-        &format!("jsonpath={path}"),
-    ])
-    .await
-}
-
-async fn wait_ready(c: &Cluster, name: &str, replicas: u32, timeout: Duration) -> Result<()> {
-    wait_for(&format!("RedisCluster {name} Ready"), timeout, || async {
-        let ready = rc_field(c, name, "{.status.ready_replicas}").await?;
-        let cond = rc_field(
-            c,
-            name,
-            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
-        )
-        .await?;
-        Ok((ready == replicas.to_string() && cond == "True").then_some(()))
-    })
-    .await
-}
-
-/// `pod name -> pod IP` for a RedisCluster's pods.
-async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>> {
-    let out = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={name}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-        ])
-        .await?;
-    let mut pods = Vec::new();
-    for line in out.lines() {
-        if let Some((n, ip)) = line.split_once(' ')
-            && let Ok(ip) = ip.trim().parse()
-        {
-            pods.push((n.to_owned(), ip));
-        }
-    }
-    Ok(pods)
-}
 
 /// The primaries' addresses, from one node's CLUSTER NODES (run in the netns).
 async fn primaries(c: &Cluster, seed: Ipv4Addr) -> Result<Vec<Ipv4Addr>> {
@@ -228,20 +97,8 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     step("cluster up");
 
     // --- helm install, only the image values changed -----------------------
-    c.kubectl_apply(&restricted_namespace(NAMESPACE)).await?;
-    c.kubectl_apply(&restricted_namespace(APPS)).await?;
+    helm_install(c, &images, &[]).await?;
     let chart = chart_dir().display().to_string();
-    let mut install = vec![
-        "install".to_string(),
-        RELEASE.into(),
-        chart.clone(),
-        "-n".into(),
-        NAMESPACE.into(),
-        "--wait".into(),
-        "--timeout=180s".into(),
-    ];
-    install.extend(image_values(&images));
-    c.helm_ok(&install).await.context("helm install")?;
     step("helm install done");
 
     // The pods run our image under the chart's ServiceAccounts, as 65532.
@@ -550,5 +407,331 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         "left cluster-wide:\n{cluster_wide}"
     );
     step("helm uninstall left the CRD and the RedisCluster only");
+    Ok(())
+}
+
+// --- CPU autoscaling on real CPU ------------------------------------------
+
+const HOT: &str = "hot";
+const MAX_REPLICAS: u32 = 3;
+/// Low, so that a pipelined redis-benchmark crosses it by far and an idle
+/// Redis (a few millicores of its 100m request) stays well below it.
+const THRESHOLD: f64 = 30.0;
+
+/// One look at the RedisCluster: what the autoscaler wrote and what status says.
+#[derive(Debug, Clone, PartialEq)]
+struct Obs {
+    spec: u32,
+    status: Option<u32>,
+    ready: Option<u32>,
+    cpu: Option<f64>,
+    ready_cond: bool,
+}
+
+async fn observe(c: &Cluster, name: &str) -> Result<Obs> {
+    let raw = rc_field(
+        c,
+        name,
+        r#"{.spec.replicas}|{.status.replicas}|{.status.ready_replicas}|{.status.current_cpu}|{.status.conditions[?(@.type=="Ready")].status}"#,
+    )
+    .await?;
+    let f: Vec<&str> = raw.split('|').collect();
+    ensure!(f.len() == 5, "unexpected RedisCluster fields {raw:?}");
+    Ok(Obs {
+        spec: f[0]
+            .parse()
+            .with_context(|| format!("spec.replicas {raw:?}"))?,
+        status: f[1].parse().ok(),
+        ready: f[2].parse().ok(),
+        cpu: f[3].parse().ok(),
+        ready_cond: f[4] == "True",
+    })
+}
+
+/// Readings of `status.current_cpu` as they change, with when they were seen.
+#[derive(Default)]
+struct Log(std::sync::Mutex<Vec<(f64, u32, Option<f64>)>>);
+
+impl Log {
+    fn record(&self, t0: Instant, o: &Obs) {
+        if let Ok(mut v) = self.0.lock()
+            && v.last().is_none_or(|l| (l.1, l.2) != (o.spec, o.cpu))
+        {
+            v.push((t0.elapsed().as_secs_f64(), o.spec, o.cpu));
+        }
+    }
+    fn render(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|(t, r, cpu)| match cpu {
+                        Some(cpu) => format!("{t:.0}s: {r} replicas, {cpu:.0}%"),
+                        None => format!("{t:.0}s: {r} replicas, no reading"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `INFO replication` of a pod, as `role` and (for a replica) its primary
+/// and link state.
+async fn replication(c: &Cluster, ip: Ipv4Addr) -> Result<(String, Option<(Ipv4Addr, bool)>)> {
+    let info: String = redis_query(c, ip, &["INFO", "replication"]).await?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix(':'))
+            .map(str::to_owned)
+    };
+    let role = field("role").context("no role in INFO replication")?;
+    let primary = match (field("master_host"), field("master_link_status")) {
+        (Some(h), Some(link)) => Some((h.parse()?, link == "up")),
+        _ => None,
+    };
+    Ok((role, primary))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_autoscaling_on_a_real_node() -> Result<()> {
+    harness::product::init_crypto();
+    let t0 = Instant::now();
+    let mut c = Cluster::start(ClusterOptions {
+        real_node: true,
+        metrics_server: true,
+        start_timeout: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let result = autoscaling(&c, t0).await;
+    if result.is_err() {
+        c.keep_tmp();
+    }
+    c.stop();
+    eprintln!(
+        "e2e-real autoscaling: torn down at {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    result
+}
+
+async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {
+    let images = c.with_real(|r| Ok(r.images.clone()))?;
+    let step = |what: &str| {
+        eprintln!(
+            "e2e-real autoscaling: {what} at {:.1}s",
+            t0.elapsed().as_secs_f64()
+        )
+    };
+    step("cluster up");
+    // The operator reads PodMetrics every 5 s (a chart value), so the waits
+    // below measure the kubelet, metrics-server and the scaling rules.
+    helm_install(c, &images, &["operator.metricsInterval=5s"]).await?;
+    step("helm install done");
+
+    // One shard, so the load lands on one primary and the new pods can only
+    // be its replicas. Short cooldown and window keep the test short.
+    c.kubectl_apply(&redis_cluster(
+        HOT,
+        &images.redis,
+        &format!(
+            "  shard_count: 1\n  replicas: 1\n  min_replicas: 1\n  max_replicas: {MAX_REPLICAS}\n  scaling_threshold: {THRESHOLD}\n  scale_up_cooldown_seconds: 10\n  scale_down_stabilization_seconds: 30\n  resources:\n    requests: {{cpu: 100m, memory: 64Mi}}\n"
+        ),
+    ))
+    .await?;
+    wait_ready(c, HOT, 1, Duration::from_secs(240)).await?;
+    step("RedisCluster 1x1 Ready");
+
+    // Idle: a reading from the kubelet, below the threshold, and no step.
+    let log = Log::default();
+    let idle = wait_for("an idle CPU reading", Duration::from_secs(120), || async {
+        let o = observe(c, HOT).await?;
+        log.record(t0, &o);
+        Ok(o.cpu.map(|cpu| (cpu, o.spec)))
+    })
+    .await?;
+    ensure!(
+        idle.0 < THRESHOLD && idle.1 == 1,
+        "idle: {idle:?}; readings: {}",
+        log.render()
+    );
+    step(&format!("idle reading {:.1}%", idle.0));
+
+    // --- load: replicas grow to the maximum, never past it ------------------
+    // Straight at the primary: its pod IP, since the client Service also
+    // leads to replicas, which would only answer MOVED.
+    let primary = pod_ips(c, HOT).await?;
+    ensure!(primary.len() == 1, "{primary:?}");
+    c.kubectl_apply(&load_pod(
+        "load",
+        &images.redis,
+        &format!("-h {}", primary[0].1),
+        2000,
+        Duration::from_secs(600),
+    ))
+    .await?;
+    let load_started = Instant::now();
+    let load_failed = || async {
+        if pod_phase(c, "load").await? == "Failed" {
+            let l = c.kubectl_ok(["logs", "load", "-n", APPS]).await?;
+            return Err(harness::fatal(anyhow::anyhow!("the load pod failed:\n{l}")));
+        }
+        Ok(())
+    };
+    let first_step = wait_for(
+        "spec.replicas to grow under load",
+        Duration::from_secs(240),
+        || async {
+            load_failed().await?;
+            let o = observe(c, HOT).await?;
+            log.record(t0, &o);
+            Ok((o.spec >= 2).then_some(load_started.elapsed()))
+        },
+    )
+    .await
+    .with_context(|| format!("readings: {}", log.render()))?;
+    step(&format!(
+        "replicas grew after {:.0}s of load",
+        first_step.as_secs_f64()
+    ));
+    let at_max = wait_for(
+        "the maximum, every pod ready, under load",
+        Duration::from_secs(300),
+        || async {
+            load_failed().await?;
+            let o = observe(c, HOT).await?;
+            log.record(t0, &o);
+            if o.spec > MAX_REPLICAS {
+                return Err(harness::fatal(anyhow::anyhow!(
+                    "scaled past max_replicas: {o:?}"
+                )));
+            }
+            Ok((o.spec == MAX_REPLICAS
+                && o.status == Some(MAX_REPLICAS)
+                && o.ready == Some(MAX_REPLICAS)
+                && o.ready_cond)
+                .then_some(load_started.elapsed()))
+        },
+    )
+    .await
+    .with_context(|| format!("readings: {}", log.render()))?;
+    step(&format!(
+        "{MAX_REPLICAS} replicas ready after {:.0}s of load",
+        at_max.as_secs_f64()
+    ));
+
+    // The new pods joined as replicas of the one primary, in sync.
+    let pods = pod_ips(c, HOT).await?;
+    ensure!(pods.len() == MAX_REPLICAS as usize, "{pods:?}");
+    wait_for(
+        "one primary and in-sync replicas",
+        Duration::from_secs(60),
+        || async {
+            let mut primaries = Vec::new();
+            let mut replicas = Vec::new();
+            for (_, ip) in &pods {
+                match replication(c, *ip).await? {
+                    (role, _) if role == "master" => primaries.push(*ip),
+                    (role, Some((of, up))) if role == "slave" => replicas.push((of, up)),
+                    other => bail!("{ip}: unexpected {other:?}"),
+                }
+            }
+            Ok((primaries.len() == 1
+                && replicas.len() == pods.len() - 1
+                && replicas.iter().all(|(of, up)| *of == primaries[0] && *up))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let nodes: String = redis_query(c, pods[0].1, &["CLUSTER", "NODES"]).await?;
+    let slaves = nodes.lines().filter(|l| l.contains("slave")).count();
+    ensure!(
+        slaves == MAX_REPLICAS as usize - 1,
+        "CLUSTER NODES:\n{nodes}"
+    );
+    let sts = c
+        .kubectl_ok([
+            "get",
+            "statefulsets",
+            "-n",
+            APPS,
+            "-l",
+            &format!("redis.example.com/cluster={HOT}"),
+            "-o",
+            "jsonpath={.items[*].spec.replicas}",
+        ])
+        .await?;
+    ensure!(
+        sts == MAX_REPLICAS.to_string(),
+        "StatefulSet replicas {sts}"
+    );
+    step("the new pods are replicas of the primary");
+
+    // --- load stops: back down to the minimum -------------------------------
+    c.kubectl_ok(["delete", "pod", "load", "-n", APPS, "--grace-period=1"])
+        .await?;
+    let load_stopped = Instant::now();
+    step("load stopped");
+    let down = wait_for(
+        "spec.replicas back to 1 without load",
+        Duration::from_secs(360),
+        || async {
+            let o = observe(c, HOT).await?;
+            log.record(t0, &o);
+            let pods = pod_ips(c, HOT).await?;
+            Ok((o.spec == 1
+                && o.status == Some(1)
+                && o.ready == Some(1)
+                && o.ready_cond
+                && pods.len() == 1)
+                .then_some(load_stopped.elapsed()))
+        },
+    )
+    .await
+    .with_context(|| format!("readings: {}", log.render()))?;
+    step(&format!(
+        "back to 1 replica {:.0}s after the load stopped",
+        down.as_secs_f64()
+    ));
+    let last = pod_ips(c, HOT).await?;
+    let ip = last.first().map(|p| p.1).context("no pod left")?;
+    let (role, _) = replication(c, ip).await?;
+    ensure!(role == "master", "the last pod is a {role}");
+    // The removed replicas are forgotten, and the slots are all served.
+    wait_for(
+        "CLUSTER NODES to list only the last pod",
+        Duration::from_secs(60),
+        || async {
+            let nodes: String = redis_query(c, ip, &["CLUSTER", "NODES"]).await?;
+            let info: String = redis_query(c, ip, &["CLUSTER", "INFO"]).await?;
+            Ok((nodes.lines().count() == 1
+                && info.contains("cluster_state:ok")
+                && info.contains("cluster_slots_assigned:16384"))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let reasons = c
+        .kubectl_ok([
+            "get",
+            "events",
+            "-n",
+            APPS,
+            "--field-selector",
+            &format!("involvedObject.name={HOT}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.reason}{"\n"}{end}"#,
+        ])
+        .await?;
+    let count = |r: &str| reasons.lines().filter(|l| *l == r).count();
+    let (ups, downs) = (count("ScaledUp"), count("ScaledDown"));
+    let steps = MAX_REPLICAS as usize - 1;
+    ensure!(
+        ups == steps && downs == steps,
+        "events: {ups} ScaledUp, {downs} ScaledDown, want {steps} each:\n{reasons}"
+    );
+    eprintln!("e2e-real autoscaling: readings: {}", log.render());
+    step("scaled up and down on real CPU");
     Ok(())
 }

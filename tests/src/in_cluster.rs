@@ -1,0 +1,224 @@
+//! The product on the real node, installed the way users install it: the
+//! chart with helm, the operator and the webhook as pods under the chart's
+//! ServiceAccounts, in namespaces that enforce the restricted Pod Security
+//! Standard. Used by `tests/tests/e2e_real.rs` and `make demo`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::cluster::Cluster;
+use crate::real_node::Images;
+use crate::stack::{NAMESPACE, RELEASE, chart_dir};
+use crate::wait::wait_for;
+
+/// Where the RedisClusters and the client pods go.
+pub const APPS: &str = "apps";
+
+/// A hard bound on any client pod's run time (`activeDeadlineSeconds`), so
+/// a load generator cannot outlive what started it by much.
+pub const CLIENT_POD_DEADLINE: Duration = Duration::from_secs(900);
+
+pub fn restricted_namespace(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/enforce-version: latest\n"
+    )
+}
+
+/// The values that differ from the chart's defaults: the images only.
+pub fn image_values(images: &Images) -> Vec<String> {
+    let (repo, tag) = Images::split(&images.product);
+    let (trepo, ttag) = Images::split(&images.curl);
+    [
+        format!("image.repository={repo}"),
+        format!("image.tag={tag}"),
+        format!("tests.image.repository={trepo}"),
+        format!("tests.image.tag={ttag}"),
+    ]
+    .into_iter()
+    .flat_map(|v| ["--set".to_string(), v])
+    .collect()
+}
+
+/// `helm install --wait` of the chart into [`NAMESPACE`], with the image
+/// values and `extra` (`key=value` each); both namespaces are created
+/// restricted first.
+pub async fn helm_install(c: &Cluster, images: &Images, extra: &[&str]) -> Result<()> {
+    c.kubectl_apply(&restricted_namespace(NAMESPACE)).await?;
+    c.kubectl_apply(&restricted_namespace(APPS)).await?;
+    let mut install = vec![
+        "install".to_string(),
+        RELEASE.into(),
+        chart_dir().display().to_string(),
+        "-n".into(),
+        NAMESPACE.into(),
+        "--wait".into(),
+        "--timeout=180s".into(),
+    ];
+    install.extend(image_values(images));
+    for v in extra {
+        install.extend(["--set".to_string(), v.to_string()]);
+    }
+    c.helm_ok(&install).await.context("helm install")?;
+    Ok(())
+}
+
+/// A RedisCluster in [`APPS`]; `spec` is indented YAML under `spec:`.
+pub fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: {APPS}\nspec:\n  image: {image}\n{spec}"
+    )
+}
+
+/// A restricted-compliant pod in [`APPS`] running `script` in the test
+/// Redis image, ended by the kubelet after [`CLIENT_POD_DEADLINE`].
+pub fn client_pod(name: &str, image: &str, script: &str) -> String {
+    let script = serde_json::to_string(script).unwrap_or_default();
+    let deadline = CLIENT_POD_DEADLINE.as_secs();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {APPS}
+spec:
+  restartPolicy: Never
+  activeDeadlineSeconds: {deadline}
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 999
+    runAsGroup: 999
+    seccompProfile: {{type: RuntimeDefault}}
+  containers:
+  - name: client
+    image: {image}
+    imagePullPolicy: Never
+    command: ["sh", "-c", {script}]
+    resources:
+      requests: {{cpu: 50m, memory: 32Mi}}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL]}}
+"#
+    )
+}
+
+/// The client Service of a RedisCluster in [`APPS`], by name.
+pub fn service_host(cluster: &str) -> String {
+    format!("{cluster}.{APPS}.svc.cluster.local")
+}
+
+/// A client pod that loads Redis with `redis-benchmark <target> -t set,get`
+/// (pipelined, 100,000 requests a round), for at most `rounds` rounds and
+/// at most `duration`; deleting the pod stops it sooner. It fails if a round
+/// fails. `target` is `-h <primary IP>`, or `--cluster -h <service>` for a
+/// cluster of two shards or more (redis-benchmark refuses one primary).
+pub fn load_pod(name: &str, image: &str, target: &str, rounds: u32, duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let script = format!(
+        "end=$(( $(date +%s) + {secs} )); i=0\n\
+         while [ $i -lt {rounds} ] && [ $(date +%s) -lt $end ]; do\n\
+         \x20 redis-benchmark {target} -p 6379 -c 16 -P 8 -n 100000 -t set,get -q >/dev/null || {{ echo \"round $i failed\"; exit 1; }}\n\
+         \x20 i=$((i+1)); echo \"round $i done\"\n\
+         done\n\
+         echo \"load finished after $i rounds\""
+    );
+    client_pod(name, image, &script)
+}
+
+/// `pod name -> pod IP` for a RedisCluster's pods in [`APPS`].
+pub async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-n",
+            APPS,
+            "-l",
+            &format!("redis.example.com/cluster={name}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+        ])
+        .await?;
+    let mut pods = Vec::new();
+    for line in out.lines() {
+        if let Some((n, ip)) = line.split_once(' ')
+            && let Ok(ip) = ip.trim().parse()
+        {
+            pods.push((n.to_owned(), ip));
+        }
+    }
+    Ok(pods)
+}
+
+/// A field of a RedisCluster in [`APPS`], by JSONPath.
+pub async fn rc_field(c: &Cluster, name: &str, path: &str) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        "rediscluster",
+        name,
+        "-n",
+        APPS,
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
+    .await
+}
+
+/// Waits until every shard has `replicas` ready pods and `Ready` is True.
+pub async fn wait_ready(c: &Cluster, name: &str, replicas: u32, timeout: Duration) -> Result<()> {
+    wait_for(&format!("RedisCluster {name} Ready"), timeout, || async {
+        let ready = rc_field(c, name, "{.status.ready_replicas}").await?;
+        let cond = rc_field(
+            c,
+            name,
+            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+        )
+        .await?;
+        Ok((ready == replicas.to_string() && cond == "True").then_some(()))
+    })
+    .await
+}
+
+/// Runs one Redis command against `ip:6379` from inside the node's netns.
+pub async fn redis_query<T>(c: &Cluster, ip: Ipv4Addr, args: &[&str]) -> Result<T>
+where
+    T: redis::FromRedisValue + Send + 'static,
+{
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    c.netns_handle()?
+        .run_async(move || async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::redis::query(SocketAddr::new(ip.into(), 6379), &args).await
+        })
+        .await
+}
+
+/// Waits until a pod in [`APPS`] has finished and returns its log; an
+/// error if it failed.
+pub async fn pod_result(c: &Cluster, name: &str, timeout: Duration) -> Result<String> {
+    let phase = wait_for(&format!("pod {name} to finish"), timeout, || async {
+        let p = pod_phase(c, name).await?;
+        Ok(matches!(p.as_str(), "Succeeded" | "Failed").then_some(p))
+    })
+    .await?;
+    let log = c.kubectl_ok(["logs", name, "-n", APPS]).await?;
+    ensure!(phase == "Succeeded", "pod {name} {phase}:\n{log}");
+    Ok(log)
+}
+
+pub async fn pod_phase(c: &Cluster, name: &str) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        "pod",
+        name,
+        "-n",
+        APPS,
+        "-o",
+        "jsonpath={.status.phase}",
+    ])
+    .await
+}
