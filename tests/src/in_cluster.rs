@@ -168,19 +168,53 @@ pub async fn rc_field(c: &Cluster, name: &str, path: &str) -> Result<String> {
     .await
 }
 
-/// Waits until every shard has `replicas` ready pods and `Ready` is True.
+/// Whether every shard has `replicas` ready pods and `Ready` is True.
+pub async fn is_ready(c: &Cluster, name: &str, replicas: u32) -> Result<bool> {
+    let ready = rc_field(c, name, "{.status.ready_replicas}").await?;
+    let cond = rc_field(
+        c,
+        name,
+        r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+    )
+    .await?;
+    Ok(ready == replicas.to_string() && cond == "True")
+}
+
+/// Waits until [`is_ready`].
 pub async fn wait_ready(c: &Cluster, name: &str, replicas: u32, timeout: Duration) -> Result<()> {
     wait_for(&format!("RedisCluster {name} Ready"), timeout, || async {
-        let ready = rc_field(c, name, "{.status.ready_replicas}").await?;
-        let cond = rc_field(
-            c,
-            name,
-            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
-        )
-        .await?;
-        Ok((ready == replicas.to_string() && cond == "True").then_some(()))
+        Ok(is_ready(c, name, replicas).await?.then_some(()))
     })
     .await
+}
+
+/// `(pod name, uid, pod IP)` of a RedisCluster's pods, IP absent until
+/// assigned.
+pub async fn pods_of(c: &Cluster, name: &str) -> Result<Vec<(String, String, Option<Ipv4Addr>)>> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-n",
+            APPS,
+            "-l",
+            &format!("redis.example.com/cluster={name}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.podIP}{"\n"}{end}"#,
+        ])
+        .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (n, u) = (f.next()?, f.next()?);
+            Some((
+                n.to_owned(),
+                u.to_owned(),
+                f.next().and_then(|ip| ip.parse().ok()),
+            ))
+        })
+        .collect())
 }
 
 /// Runs one Redis command against `ip:6379` from inside the node's netns.

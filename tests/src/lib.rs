@@ -28,7 +28,6 @@ pub mod process;
 pub mod product;
 pub mod proxy;
 pub mod real_node;
-pub mod real_setup;
 pub mod redis;
 pub mod stack;
 pub mod tools;

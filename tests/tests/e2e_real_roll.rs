@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use harness::real_setup::{
-    APPS, install_chart, is_ready, pods_of, rc_field, redis_cluster, wait_ready,
+use harness::in_cluster::{
+    APPS, helm_install, is_ready, pods_of, rc_field, redis_cluster, wait_ready,
 };
 use harness::stack::NAMESPACE;
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
@@ -95,7 +95,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         )
     };
     let images = c.with_real(|r| Ok(r.images.clone()))?;
-    install_chart(c).await?;
+    helm_install(c, &images, &[]).await?;
     step("helm install done");
     c.kubectl_apply(&redis_cluster(
         NAME,
