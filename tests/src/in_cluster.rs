@@ -4,11 +4,11 @@
 //! Standard. Used by `tests/tests/e2e_real.rs` and `make demo`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::real_node::Images;
 use crate::stack::{NAMESPACE, RELEASE, chart_dir};
 use crate::wait::wait_for;
@@ -39,6 +39,34 @@ pub fn image_values(images: &Images) -> Vec<String> {
     .into_iter()
     .flat_map(|v| ["--set".to_string(), v])
     .collect()
+}
+
+/// Starts a real node (with metrics-server if asked), runs `scenario` on
+/// it with the start time, and tears it down; on failure its files are kept
+/// for the post-mortem (the path is printed).
+pub async fn on_real_node<F>(metrics_server: bool, scenario: F) -> Result<()>
+where
+    F: AsyncFnOnce(&Cluster, Instant) -> Result<()>,
+{
+    crate::product::init_crypto();
+    let t0 = Instant::now();
+    let mut c = Cluster::start(ClusterOptions {
+        real_node: true,
+        metrics_server,
+        start_timeout: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let result = scenario(&c, t0).await;
+    if result.is_err() {
+        c.keep_tmp();
+    }
+    c.stop();
+    eprintln!(
+        "harness: real node torn down at {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    result
 }
 
 /// `helm install --wait` of the chart into [`NAMESPACE`], with the image

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, helm_install, image_values, load_pod, pod_ips, pod_phase, pod_result,
-    rc_field, redis_cluster, redis_query, wait_ready,
+    APPS, client_pod, helm_install, image_values, load_pod, on_real_node, pod_ips, pod_phase,
+    pod_result, rc_field, redis_cluster, redis_query, wait_ready,
 };
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
-use harness::{Cluster, ClusterOptions, wait_for};
+use harness::{Cluster, wait_for};
 
 const REDIS: &str = "ten";
 
@@ -72,23 +72,7 @@ async fn pod_memory(c: &Cluster, ns: &str) -> Result<Vec<(String, String)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_operator_and_redis_on_a_real_node() -> Result<()> {
-    harness::product::init_crypto();
-    let t0 = Instant::now();
-    let mut c = Cluster::start(ClusterOptions {
-        real_node: true,
-        metrics_server: true,
-        start_timeout: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
-    let result = scenario(&c, t0).await;
-    if result.is_err() {
-        // Logs and certs stay for the post-mortem (the path is printed).
-        c.keep_tmp();
-    }
-    c.stop();
-    eprintln!("e2e-real: torn down at {:.1}s", t0.elapsed().as_secs_f64());
-    result
+    on_real_node(true, scenario).await
 }
 
 async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
@@ -495,25 +479,7 @@ async fn replication(c: &Cluster, ip: Ipv4Addr) -> Result<(String, Option<(Ipv4A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_autoscaling_on_a_real_node() -> Result<()> {
-    harness::product::init_crypto();
-    let t0 = Instant::now();
-    let mut c = Cluster::start(ClusterOptions {
-        real_node: true,
-        metrics_server: true,
-        start_timeout: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
-    let result = autoscaling(&c, t0).await;
-    if result.is_err() {
-        c.keep_tmp();
-    }
-    c.stop();
-    eprintln!(
-        "e2e-real autoscaling: torn down at {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
-    result
+    on_real_node(true, autoscaling).await
 }
 
 async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, helm_install, is_ready, pods_of, rc_field, redis_cluster, wait_ready,
+    APPS, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster, wait_ready,
 };
 use harness::stack::NAMESPACE;
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
-use harness::{Cluster, ClusterOptions, wait_for};
+use harness::{Cluster, wait_for};
 
 const NAME: &str = "roll";
 /// Bulk data: keys and value size (about 20 MB per shard).
@@ -24,20 +24,7 @@ const VALUE_BYTES: usize = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resources_change_rolls_one_pod_at_a_time_and_loses_nothing() -> Result<()> {
-    harness::product::init_crypto();
-    let t0 = Instant::now();
-    let mut c = Cluster::start(ClusterOptions {
-        real_node: true,
-        start_timeout: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
-    let result = scenario(&c, t0).await;
-    if result.is_err() {
-        c.keep_tmp();
-    }
-    c.stop();
-    result
+    on_real_node(false, scenario).await
 }
 
 /// Writes `BULK_KEYS` keys of `VALUE_BYTES` through a cluster client.

@@ -173,25 +173,35 @@ async fn patch(c: &Cluster, spec: &str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<()> {
-    let _serial = SERIAL.lock().await;
+/// A control plane of 3 kwok nodes, a redis-server per Redis pod, and the
+/// chart with `operators` local operator processes (`--metrics-interval 5s`
+/// and `extra` flags).
+async fn start(operators: usize, extra: &[&str]) -> Result<(Cluster, PodRedis, Stack)> {
     harness::product::init_crypto();
     let c = Cluster::start(ClusterOptions {
         nodes: 3,
         ..ClusterOptions::default()
     })
     .await?;
-    let _redis = PodRedis::start(&c)?;
-    let _stack = Stack::install(
+    let redis = PodRedis::start(&c)?;
+    let mut operator_args = vec!["--metrics-interval".to_string(), "5s".into()];
+    operator_args.extend(extra.iter().map(|a| a.to_string()));
+    let stack = Stack::install(
         &c,
         StackOptions {
-            operators: 1,
-            operator_args: vec!["--metrics-interval".into(), "5s".into()],
+            operators,
+            operator_args,
             ..StackOptions::default()
         },
     )
     .await?;
+    Ok((c, redis, stack))
+}
+
+#[tokio::test]
+async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (c, _redis, _stack) = start(1, &[]).await?;
     let long = Duration::from_secs(240);
 
     c.kubectl_apply(&format!(
@@ -292,27 +302,7 @@ async fn lease(c: &Cluster) -> Result<(String, String)> {
 #[tokio::test]
 async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    harness::product::init_crypto();
-    let c = Cluster::start(ClusterOptions {
-        nodes: 3,
-        ..ClusterOptions::default()
-    })
-    .await?;
-    let _redis = PodRedis::start(&c)?;
-    let mut stack = Stack::install(
-        &c,
-        StackOptions {
-            operators: 0,
-            operator_args: vec![
-                "--metrics-interval".into(),
-                "5s".into(),
-                "--lease-duration-seconds".into(),
-                "6".into(),
-            ],
-            ..StackOptions::default()
-        },
-    )
-    .await?;
+    let (c, _redis, mut stack) = start(0, &["--lease-duration-seconds", "6"]).await?;
     let api: SocketAddr = c
         .server_url()
         .trim_start_matches("https://")
@@ -454,22 +444,7 @@ async fn claims(c: &Cluster) -> Result<Vec<String>> {
 #[tokio::test]
 async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    harness::product::init_crypto();
-    let c = Cluster::start(ClusterOptions {
-        nodes: 3,
-        ..ClusterOptions::default()
-    })
-    .await?;
-    let _redis = PodRedis::start(&c)?;
-    let _stack = Stack::install(
-        &c,
-        StackOptions {
-            operators: 1,
-            operator_args: vec!["--metrics-interval".into(), "5s".into()],
-            ..StackOptions::default()
-        },
-    )
-    .await?;
+    let (c, _redis, _stack) = start(1, &[]).await?;
     let long = Duration::from_secs(240);
     // 4 claims at first, 3 new ones when growing back.
     c.kubectl_apply(&static_volumes("e2e-static", 7)).await?;
