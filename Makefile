@@ -112,25 +112,25 @@ test: deps cluster-tools lint build test-images ## every test: unit, integration
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" $(CARGO) test --workspace --no-fail-fast
 
 e2e: deps cluster-tools build ## the end-to-end suite only
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-tests --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) test -p redis-operator-harness --test e2e --test e2e_operator --test e2e_redis -- --test-threads=1
 
 e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
-	  $(CARGO) test -p redis-operator-tests --test e2e_real --test e2e_real_roll -- --test-threads=1 --nocapture
+	  $(CARGO) test -p redis-operator-harness --test e2e_real --test e2e_real_roll -- --test-threads=1 --nocapture
 
 # A real node needs root; say so before a long first build, not after it.
 root:
 	@[ "$$(id -u)" = 0 ] || { echo "make demo runs a real node (containerd, kubelet) and needs root: sudo make demo; make demo-sim needs no root"; exit 1; }
 
 demo: root deps cluster-tools build test-images ## a real node, the chart in-cluster, a RedisCluster scaling on real CPU, until Ctrl-C (root)
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" $(CARGO) run -q -p redis-operator-tests --bin demo
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" $(CARGO) run -q -p redis-operator-demo --bin demo
 
 demo-sim: deps cluster-tools build ## simulated kwok nodes, local operator and webhook, a RedisCluster on simulated CPU, until Ctrl-C
-	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo-sim
+	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-demo --bin demo-sim
 
 bench: cluster-tools release bench-slots ## Rust vs a Go controller-runtime twin, one table (BENCH_QUICK=1: short run); see bench/README.md
 	TOOLS_BIN="$(TOOLS_BIN)" bash bench/run.sh
 
 bench-slots: deps ## slot-migration rate (keys/s): operator::topology beside redis-cli --cluster rebalance
 	mkdir -p bench/results/tmp
-	SLOT_BENCH_OUT=bench/results/tmp/slots.json $(CARGO) run -q --release -p redis-operator-tests --bin slot-bench
+	SLOT_BENCH_OUT=bench/results/tmp/slots.json $(CARGO) run -q --release -p redis-operator-slot-bench --bin slot-bench

@@ -35,7 +35,7 @@ if ! "$cache/tools/bin/oha" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
 fi
 
 log "local-cluster (tests harness)"
-(cd "$repo" && cargo build -q -p redis-operator-tests --bin local-cluster)
+(cd "$repo" && cargo build -q -p redis-operator-harness --bin local-cluster)
 
 MATPLOTLIB_VERSION=3.11.2
 if ! "$cache/venv/bin/python" -c "import matplotlib" 2>/dev/null; then

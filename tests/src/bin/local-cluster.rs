@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! CLUSTER_TOOLS_BIN=$(bash tests/cluster/build-tools.sh | tail -1) \
-//!   cargo run -p redis-operator-tests --bin local-cluster -- --kubeconfig-out /tmp/kc-path
+//!   cargo run -p redis-operator-harness --bin local-cluster -- --kubeconfig-out /tmp/kc-path
 //! ```
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! the whole growth (join, wait for agreement, moves). Prints keys/s:
 //! median, min and max.
 //!
-//! `cargo run --release -p redis-operator-tests --bin slot-bench` (part of
+//! `cargo run --release -p redis-operator-slot-bench` (part of
 //! `make bench`). SLOT_BENCH_KEYS and SLOT_BENCH_RUNS override the sizes;
 //! SLOT_BENCH_OUT names a JSON file for the samples.
 
