@@ -310,6 +310,8 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
             run_as_non_root: Some(true),
             run_as_user: Some(REDIS_UID),
             run_as_group: Some(REDIS_UID),
+            // Redis writes only to /data (its volume).
+            read_only_root_filesystem: Some(true),
             ..Default::default()
         }),
         ..Default::default()
@@ -393,6 +395,10 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
                         ..Default::default()
                     }),
                     termination_grace_period_seconds: Some(30),
+                    // Redis needs no API access, and no environment
+                    // variables for every Service in the namespace.
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
                     ..Default::default()
                 }),
             },
@@ -561,6 +567,12 @@ mod tests {
         );
         assert!(ctr.readiness_probe.is_some() && ctr.liveness_probe.is_some());
         assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        // Hardened: no API token, no Service links, a read-only root.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.enable_service_links, Some(false));
+        let sc = ctr.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
         let strategy = c.statefulsets[0]
             .spec
             .as_ref()

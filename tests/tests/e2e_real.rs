@@ -188,6 +188,36 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .await?;
     ensure!(info.contains("cluster_state:ok"), "{info}");
     ensure!(info.contains("cluster_slots_assigned:16384"), "{info}");
+    // The Redis container is hardened: a read-only root, no API token, no
+    // Service environment variables.
+    let probe = c
+        .kubectl([
+            "exec",
+            "-n",
+            APPS,
+            &pods[0].0,
+            "-c",
+            "redis",
+            "--",
+            "sh",
+            "-c",
+            "touch /probe 2>&1; ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1; env | grep _SERVICE_HOST= | grep -vc ^KUBERNETES_",
+        ])
+        .await?;
+    let out = String::from_utf8_lossy(&probe.stdout);
+    ensure!(
+        out.contains("Read-only file system"),
+        "root is writable: {out}"
+    );
+    ensure!(
+        out.contains("No such file or directory"),
+        "a token is mounted: {out}"
+    );
+    ensure!(
+        out.trim_end().ends_with('0'),
+        "Service links are set: {out}"
+    );
+    step("Redis pods are hardened");
 
     // A client pod writes and reads through the client Service by name
     // (DNS), following the cluster's redirects (-c).
