@@ -51,6 +51,10 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
 /// omitted. A CPU request is needed: utilisation is measured against it.
 pub const DEFAULT_CPU_REQUEST: &str = "100m";
 pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+/// The default memory limit: Redis gets `maxmemory` from it, so a node that
+/// fills up refuses writes (or evicts, per `maxmemory_policy`) instead of
+/// being OOM-killed.
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
 #[cfg(test)]
 mod tests {

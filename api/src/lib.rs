@@ -10,9 +10,11 @@ pub mod bounds;
 pub mod crd;
 pub mod defaults;
 pub mod policy;
+pub mod quantity;
 pub mod types;
 
 pub use policy::{Policy, Range, Violation};
 pub use types::{
-    MigrationStatus, OnDataLoss, RedisCluster, RedisClusterSpec, RedisClusterStatus, StorageSpec,
+    MaxmemoryPolicy, MigrationStatus, OnDataLoss, RedisCluster, RedisClusterSpec,
+    RedisClusterStatus, StorageSpec,
 };

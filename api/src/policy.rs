@@ -427,6 +427,16 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
                 .to_string(),
         );
     }
+    let memory_limit = spec
+        .and_then(|s| s.get("resources"))
+        .and_then(|r| r.get("limits"))
+        .and_then(|l| l.get("memory"));
+    if spec.and_then(|s| s.get("resources")).is_some() && memory_limit.is_none() {
+        out.push(
+            "spec.resources.limits.memory is not set: Redis gets no maxmemory, so a full node is OOM-killed instead of refusing writes"
+                .to_string(),
+        );
+    }
     if spec
         .and_then(|s| s.get("allow_data_loss_on_update"))
         .and_then(Value::as_bool)

@@ -139,12 +139,49 @@ pub struct RedisClusterSpec {
     /// the node to come back with its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_data_loss: Option<OnDataLoss>,
+
+    /// What Redis does once its data reaches `maxmemory` (three quarters of
+    /// the container's memory limit): `noeviction` (absent) refuses writes
+    /// and keeps every key; the others evict keys, as Redis names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory_policy: Option<MaxmemoryPolicy>,
     /// Lets a rolling update replace the only pod of a shard that has no
     /// replica and no persistent storage, which loses that shard's data.
     /// Left out (false), such a shard is not rolled and the `Updating`
     /// condition says why.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_data_loss_on_update: bool,
+}
+
+/// See [`RedisClusterSpec::maxmemory_policy`]; the values are Redis's own.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxmemoryPolicy {
+    #[default]
+    Noeviction,
+    AllkeysLru,
+    AllkeysLfu,
+    AllkeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl MaxmemoryPolicy {
+    /// The name `redis-server --maxmemory-policy` takes.
+    pub fn as_redis(self) -> &'static str {
+        match self {
+            MaxmemoryPolicy::Noeviction => "noeviction",
+            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
+            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
+            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
+            MaxmemoryPolicy::VolatileLru => "volatile-lru",
+            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
+            MaxmemoryPolicy::VolatileRandom => "volatile-random",
+            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
 }
 
 /// See [`RedisClusterSpec::on_data_loss`].
@@ -252,6 +289,10 @@ pub fn default_resources() -> ResourceRequirements {
                 Quantity(bounds::DEFAULT_MEMORY_REQUEST.to_string()),
             ),
         ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(bounds::DEFAULT_MEMORY_LIMIT.to_string()),
+        )])),
         ..Default::default()
     }
 }
@@ -272,6 +313,27 @@ impl Default for RedisClusterSpec {
             storage: None,
             on_data_loss: None,
             allow_data_loss_on_update: false,
+            maxmemory_policy: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn maxmemory_policies_serialise_as_redis_names_them() {
+        use super::MaxmemoryPolicy::*;
+        for p in [
+            Noeviction,
+            AllkeysLru,
+            AllkeysLfu,
+            AllkeysRandom,
+            VolatileLru,
+            VolatileLfu,
+            VolatileRandom,
+            VolatileTtl,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_redis());
         }
     }
 }

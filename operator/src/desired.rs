@@ -146,6 +146,33 @@ pub fn redis_conf() -> String {
     .join("\n")
 }
 
+/// `maxmemory` for a container limited to `limit` bytes: three quarters,
+/// leaving room for client and replication buffers, fragmentation, and the
+/// pages a background save's fork copies.
+pub fn maxmemory(limit: u64) -> u64 {
+    limit / 4 * 3
+}
+
+/// How the Redis container starts: the shared config, the pod IP to
+/// announce (other nodes and clients must reach the node by it), and the
+/// memory bound and eviction policy of this cluster's spec.
+fn server_command(spec: &api::RedisClusterSpec) -> String {
+    let limit = spec
+        .resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .and_then(|q| api::quantity::bytes(&q.0));
+    let policy = spec.maxmemory_policy.unwrap_or_default().as_redis();
+    let mut cmd =
+        String::from("exec redis-server /etc/redis/redis.conf --cluster-announce-ip \"$POD_IP\"");
+    if let Some(limit) = limit {
+        cmd.push_str(&format!(" --maxmemory {}", maxmemory(limit)));
+    }
+    cmd.push_str(&format!(" --maxmemory-policy {policy}"));
+    cmd
+}
+
 /// The children for `rc`, with `plan.replicas[i]` pods in shard `i`
 /// (shards planned at 0 pods are left out: the controller deletes them).
 pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
@@ -243,13 +270,7 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
     let container = Container {
         name: "redis".into(),
         image: Some(spec.image.clone()),
-        command: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            // Announce the pod IP: other nodes and clients must reach this
-            // node by the address it advertises.
-            "exec redis-server /etc/redis/redis.conf --cluster-announce-ip \"$POD_IP\"".into(),
-        ]),
+        command: Some(vec!["sh".into(), "-c".into(), server_command(spec)]),
         env: Some(vec![EnvVar {
             name: "POD_IP".into(),
             value_from: Some(EnvVarSource {
@@ -567,6 +588,12 @@ mod tests {
         );
         assert!(ctr.readiness_probe.is_some() && ctr.liveness_probe.is_some());
         assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        // Memory: three quarters of the default 512Mi limit, noeviction.
+        let cmd = &ctr.command.as_ref().unwrap()[2];
+        assert!(
+            cmd.ends_with("--maxmemory 402653184 --maxmemory-policy noeviction"),
+            "{cmd}"
+        );
         // Hardened: no API token, no Service links, a read-only root.
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.enable_service_links, Some(false));
@@ -591,6 +618,24 @@ mod tests {
                 .iter()
                 .any(|v| v.empty_dir.is_some())
         );
+    }
+
+    #[test]
+    fn maxmemory_follows_the_limit_and_the_policy_the_spec() {
+        let mut s = spec(1, 1);
+        s.maxmemory_policy = Some(api::MaxmemoryPolicy::AllkeysLru);
+        s.resources.limits = Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("1Gi".into()),
+        )]));
+        assert!(
+            server_command(&s).ends_with("--maxmemory 805306368 --maxmemory-policy allkeys-lru")
+        );
+        // No limit, no bound: Redis's own default (unlimited).
+        s.resources.limits = None;
+        let cmd = server_command(&s);
+        assert!(!cmd.contains("--maxmemory "), "{cmd}");
+        assert!(cmd.ends_with("--maxmemory-policy allkeys-lru"), "{cmd}");
     }
 
     #[test]
