@@ -116,7 +116,7 @@ e2e: deps cluster-tools build ## the end-to-end suite only
 
 e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
-	  $(CARGO) test -p redis-operator-tests --test e2e_real -- --test-threads=1 --nocapture
+	  $(CARGO) test -p redis-operator-tests --test e2e_real --test e2e_real_loss -- --test-threads=1 --nocapture
 
 demo: deps cluster-tools build ## a local cluster with the chart installed and a RedisCluster, until Ctrl-C
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" $(CARGO) run -q -p redis-operator-tests --bin demo

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod chart;
 pub mod cluster;
 pub mod pki;
 pub mod pod_redis;

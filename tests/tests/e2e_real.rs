@@ -13,40 +13,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::real_node::Images;
+use harness::chart::{APPS, image_values, pod_ips, rc_field, redis_cluster, wait_ready};
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
 use harness::{Cluster, ClusterOptions, wait_for};
 
-const APPS: &str = "apps";
 const REDIS: &str = "ten";
-
-fn restricted_namespace(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/enforce-version: latest\n"
-    )
-}
-
-/// The values that differ from the chart's defaults: the images only.
-fn image_values(images: &Images) -> Vec<String> {
-    let (repo, tag) = Images::split(&images.product);
-    let (trepo, ttag) = Images::split(&images.curl);
-    [
-        format!("image.repository={repo}"),
-        format!("image.tag={tag}"),
-        format!("tests.image.repository={trepo}"),
-        format!("tests.image.tag={ttag}"),
-    ]
-    .into_iter()
-    .flat_map(|v| ["--set".to_string(), v])
-    .collect()
-}
-
-fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n  namespace: {APPS}\nspec:\n  image: {image}\n{spec}"
-    )
-}
 
 /// A restricted-compliant pod running `script` in the test Redis image.
 fn client_pod(name: &str, image: &str, script: &str) -> String {
@@ -100,58 +72,6 @@ async fn pod_result(c: &Cluster, name: &str, timeout: Duration) -> Result<String
     let log = c.kubectl_ok(["logs", name, "-n", APPS]).await?;
     ensure!(phase == "Succeeded", "pod {name} {phase}:\n{log}");
     Ok(log)
-}
-
-async fn rc_field(c: &Cluster, name: &str, path: &str) -> Result<String> {
-    c.kubectl_ok([
-        "get",
-        "rediscluster",
-        name,
-        "-n",
-        APPS,
-        "-o",
-        &format!("jsonpath={path}"),
-    ])
-    .await
-}
-
-async fn wait_ready(c: &Cluster, name: &str, replicas: u32, timeout: Duration) -> Result<()> {
-    wait_for(&format!("RedisCluster {name} Ready"), timeout, || async {
-        let ready = rc_field(c, name, "{.status.ready_replicas}").await?;
-        let cond = rc_field(
-            c,
-            name,
-            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
-        )
-        .await?;
-        Ok((ready == replicas.to_string() && cond == "True").then_some(()))
-    })
-    .await
-}
-
-/// `pod name -> pod IP` for a RedisCluster's pods.
-async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>> {
-    let out = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={name}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-        ])
-        .await?;
-    let mut pods = Vec::new();
-    for line in out.lines() {
-        if let Some((n, ip)) = line.split_once(' ')
-            && let Ok(ip) = ip.trim().parse()
-        {
-            pods.push((n.to_owned(), ip));
-        }
-    }
-    Ok(pods)
 }
 
 /// The primaries' addresses, from one node's CLUSTER NODES (run in the netns).
@@ -228,20 +148,8 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     step("cluster up");
 
     // --- helm install, only the image values changed -----------------------
-    c.kubectl_apply(&restricted_namespace(NAMESPACE)).await?;
-    c.kubectl_apply(&restricted_namespace(APPS)).await?;
+    harness::chart::install(c, &images).await?;
     let chart = chart_dir().display().to_string();
-    let mut install = vec![
-        "install".to_string(),
-        RELEASE.into(),
-        chart.clone(),
-        "-n".into(),
-        NAMESPACE.into(),
-        "--wait".into(),
-        "--timeout=180s".into(),
-    ];
-    install.extend(image_values(&images));
-    c.helm_ok(&install).await.context("helm install")?;
     step("helm install done");
 
     // The pods run our image under the chart's ServiceAccounts, as 65532.
