@@ -118,8 +118,11 @@ async fn reconcile_cluster(
     } else {
         None
     };
-    if let Some(Ok(r)) = &report {
-        record_topology(&ctx.metrics, ns, name, r);
+    // A failed step still counts what it did before the error.
+    match &report {
+        Some(Ok(r)) => record_topology(&ctx.metrics, ns, name, r),
+        Some(Err(e)) => record_topology(&ctx.metrics, ns, name, &e.report),
+        None => {}
     }
     let now = Timestamp::now();
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
@@ -130,7 +133,7 @@ async fn reconcile_cluster(
         None if !ctx.settings.manage_topology => Topology::Unmanaged,
         None => Topology::Waiting,
         Some(Ok(r)) => Topology::Stepped(r),
-        Some(Err(e)) => Topology::Failed(e),
+        Some(Err(e)) => Topology::Failed(&e.error, &e.report),
     };
     let inputs = Inputs {
         rc,
@@ -254,7 +257,7 @@ async fn redis_step(
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
     fence: &topology::Fence,
-) -> Option<Result<topology::Report, topology::TopologyError>> {
+) -> Option<Result<topology::Report, topology::StepError>> {
     let members: Vec<topology::Member> = pods
         .iter()
         .filter(|(_, p)| !p.deleting && p.running)

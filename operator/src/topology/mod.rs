@@ -157,6 +157,26 @@ pub struct Report {
     pub data_lost: Vec<LostShard>,
 }
 
+/// A [`step`] that failed part-way, with what it did before the error:
+/// that still happened (a lost node's FORGET cannot be undone), so its
+/// report must still be recorded, and a loss reported exactly once.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StepError {
+    pub error: TopologyError,
+    /// What the step did, and observed, before the error.
+    pub report: Box<Report>,
+}
+
+impl From<TopologyError> for StepError {
+    fn from(error: TopologyError) -> Self {
+        StepError {
+            error,
+            report: Box::default(),
+        }
+    }
+}
+
 /// Upper bound on observe/plan/act rounds in one call (the time budget
 /// normally ends it much earlier).
 const MAX_ROUNDS: u32 = 10_000;
@@ -164,12 +184,29 @@ const MAX_ROUNDS: u32 = 10_000;
 const MAX_ACTION_LOG: usize = 200;
 
 /// Moves the cluster formed by `members` towards `desired`, within `opts`.
+/// On error, what was done before it comes with the error.
 pub async fn step(
     members: &[Member],
     desired: &Desired,
     opts: &StepOptions,
-) -> Result<Report, TopologyError> {
+) -> Result<Report, StepError> {
     validate(members, desired)?;
+    let mut report = Report::default();
+    match step_into(members, desired, opts, &mut report).await {
+        Ok(()) => Ok(report),
+        Err(error) => Err(StepError {
+            error,
+            report: Box::new(report),
+        }),
+    }
+}
+
+async fn step_into(
+    members: &[Member],
+    desired: &Desired,
+    opts: &StepOptions,
+    report: &mut Report,
+) -> Result<(), TopologyError> {
     let start = Instant::now();
     let mut budget = exec::Budget::new(start + opts.time_budget, opts);
     let mut conns = exec::Conns::new(opts);
@@ -177,7 +214,6 @@ pub async fn step(
         max_slots: 512.min(opts.max_slots_per_step.max(1)),
         slots_per_batch: opts.slots_per_batch.max(1),
     };
-    let mut report = Report::default();
     let mut logged = 0usize;
     for round in 0..MAX_ROUNDS {
         let obs = observe::observe_with(&mut conns, members, desired).await;
@@ -194,9 +230,6 @@ pub async fn step(
         report.removable_shards = plan.removable_shards.clone();
         report.replicas_removable = plan.replicas_removable;
         report.health = plan.health.clone();
-        // Recorded before acting: once the first FORGET is sent the data is
-        // gone whatever happens next.
-        report.data_lost.extend(plan.data_lost.iter().cloned());
         match plan.outcome {
             Outcome::Converged | Outcome::Pending => break,
             Outcome::Settling => {
@@ -214,7 +247,18 @@ pub async fn step(
         for action in &plan.actions {
             let t0 = Instant::now();
             tracing::debug!(%action, "topology action");
-            let detail = exec::run(&mut conns, action, opts, &mut budget).await?;
+            // A loss is recorded as its FORGET is sent: from then on the
+            // node is gone whatever happens next, and the next step sees
+            // the slots as merely uncovered.
+            if let Action::Forget { id, .. } = action {
+                report
+                    .data_lost
+                    .extend(plan.data_lost.iter().filter(|l| l.node_id == *id).cloned());
+            }
+            let detail = exec::run(&mut conns, action, opts, &mut budget).await;
+            report.slots_moved = budget.slots_moved;
+            report.keys_moved = budget.keys_moved;
+            let detail = detail?;
             if matches!(action, Action::MoveSlots { .. }) {
                 report.migration_time += t0.elapsed();
             }
@@ -240,7 +284,7 @@ pub async fn step(
     }
     report.slots_moved = budget.slots_moved;
     report.keys_moved = budget.keys_moved;
-    Ok(report)
+    Ok(())
 }
 
 fn validate(members: &[Member], d: &Desired) -> Result<(), TopologyError> {
