@@ -157,7 +157,7 @@ pub fn load_pod(name: &str, image: &str, target: &str, rounds: u32, duration: Du
     client_pod(name, image, &script)
 }
 
-/// `pod name -> pod IP` for a RedisCluster's pods in [`APPS`].
+/// `(pod name, pod IP)` of a RedisCluster's pods in [`APPS`] that have an IP, by name.
 pub async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>> {
     let out = c
         .kubectl_ok([
@@ -179,6 +179,7 @@ pub async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>>
             pods.push((n.to_owned(), ip));
         }
     }
+    pods.sort();
     Ok(pods)
 }
 
@@ -283,4 +284,78 @@ pub async fn pod_phase(c: &Cluster, name: &str) -> Result<String> {
         "jsonpath={.status.phase}",
     ])
     .await
+}
+
+/// A condition of a RedisCluster in [`APPS`]: status, reason, message.
+pub async fn condition(c: &Cluster, name: &str, kind: &str) -> Result<(String, String, String)> {
+    let get = |f: &str| format!(r#"{{.status.conditions[?(@.type=="{kind}")].{f}}}"#);
+    Ok((
+        rc_field(c, name, &get("status")).await?,
+        rc_field(c, name, &get("reason")).await?,
+        rc_field(c, name, &get("message")).await?,
+    ))
+}
+
+/// `redis://ip:6379` seeds for a cluster client.
+pub fn seeds(pods: &[(String, Ipv4Addr)]) -> Vec<String> {
+    pods.iter()
+        .map(|(_, ip)| format!("redis://{ip}:6379"))
+        .collect()
+}
+
+/// The sum of a counter over the operator's pods (only the leader counts),
+/// read from their `/metrics` endpoints inside the node.
+pub async fn operator_counter(c: &Cluster, metric: &str) -> Result<f64> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            r#"jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}"#,
+        ])
+        .await?;
+    let netns = c.netns_handle()?;
+    let mut sum = 0.0;
+    let mut pods = 0;
+    for ip in out
+        .lines()
+        .filter_map(|l| l.trim().parse::<Ipv4Addr>().ok())
+    {
+        let body = netns
+            .http_get((ip, 8080), "/metrics")
+            .with_context(|| format!("GET {ip}:8080/metrics"))?;
+        pods += 1;
+        sum += body
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|name| name == metric || name.starts_with(&format!("{metric}{{")))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    anyhow::ensure!(pods > 0, "no operator pod with an IP in {NAMESPACE}");
+    Ok(sum)
+}
+
+/// Messages of the events of `reason` about a RedisCluster in [`APPS`].
+pub async fn events(c: &Cluster, name: &str, reason: &str) -> Result<Vec<String>> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "events",
+            "-n",
+            APPS,
+            "--field-selector",
+            &format!("involvedObject.kind=RedisCluster,involvedObject.name={name},reason={reason}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.message}{"\n"}{end}"#,
+        ])
+        .await?;
+    Ok(out.lines().map(str::to_owned).collect())
 }

@@ -596,6 +596,8 @@ pub struct Converged {
     pub migration_time: Duration,
     pub elapsed: Duration,
     pub actions: Vec<String>,
+    /// Every loss the steps reported.
+    pub data_lost: Vec<topology::LostShard>,
     pub last: Report,
 }
 
@@ -627,6 +629,7 @@ pub async fn converge(
                 c.keys_moved += r.keys_moved;
                 c.migration_time += r.migration_time;
                 c.actions.extend(r.actions_taken.iter().cloned());
+                c.data_lost.extend(r.data_lost.iter().cloned());
                 let done = r.converged;
                 let idle = r.actions_taken.is_empty();
                 c.last = r;
@@ -639,6 +642,9 @@ pub async fn converge(
                 }
             }
             Err(e) => {
+                // What the failed step did still happened.
+                c.actions.extend(e.report.actions_taken.iter().cloned());
+                c.data_lost.extend(e.report.data_lost.iter().cloned());
                 eprintln!("step error (retrying): {e}");
                 c.errors.push(e.to_string());
                 ensure!(

@@ -671,6 +671,70 @@ async fn restarted_nodes_rejoin_without_rebootstrap() -> Result<()> {
     Ok(())
 }
 
+/// The only node of a shard dies with its data, and the step that forgets
+/// it fails before it can give the slots to the shard's new node (here the
+/// new node refuses ADDSLOTSRANGE through an ACL). The loss must still be
+/// reported, and only once: the next steps see the slots merely uncovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_failing_after_forgetting_a_lost_node_still_reports_the_loss_once() -> Result<()> {
+    let mut fleet = RedisFleet::new("lossreport")?;
+    fleet.start_grid(0..3, 1).await?;
+    let d = Desired {
+        shards: 3,
+        nodes_per_shard: 1,
+        loss: topology::LossPolicy {
+            persistent: false,
+            recover_empty: true,
+        },
+    };
+    rh::converge(&fleet.members(), d, &opts(), CONVERGE).await?;
+    rh::load(fleet.addr(0, 0), &vec![1u32; 2_000]).await?;
+
+    // A new, empty pod at the same address.
+    fleet.node(1, 0)?.kill();
+    fleet.remove(1, 0);
+    let fresh = fleet.start(1, 0).await?.addr;
+    let _: String = rh::query(
+        fresh,
+        &["ACL", "SETUSER", "default", "-cluster|addslotsrange"],
+    )
+    .await?;
+
+    let mut reported = Vec::new();
+    let mut failed = None;
+    let start = Instant::now();
+    while failed.is_none() {
+        ensure!(
+            start.elapsed() < CONVERGE,
+            "no step failed on the refused ADDSLOTSRANGE; reported {reported:?}"
+        );
+        match topology::step(&fleet.members(), &d, &opts()).await {
+            Ok(r) => reported.extend(r.data_lost),
+            Err(e) => {
+                reported.extend(e.report.data_lost.iter().cloned());
+                failed = Some(e.to_string());
+            }
+        }
+    }
+    let failed = failed.unwrap_or_default();
+    ensure!(
+        failed.contains("ADDSLOTSRANGE"),
+        "unexpected failure: {failed}"
+    );
+
+    let _: String = rh::query(fresh, &["ACL", "SETUSER", "default", "+@all"]).await?;
+    let c = rh::converge(&fleet.members(), d, &opts(), CONVERGE)
+        .await
+        .with_context(|| fleet.logs(20))?;
+    reported.extend(c.data_lost);
+    ensure!(
+        reported.len() == 1 && reported[0].shard == 1,
+        "the loss of shard 1 must be reported once, got {reported:?} (step error: {failed})"
+    );
+    assert_healthy(&addrs(&fleet), 3).await?;
+    Ok(())
+}
+
 /// Bad input is an error naming the problem, never a panic or a guess.
 #[tokio::test]
 async fn invalid_desired_is_rejected() -> Result<()> {
@@ -681,13 +745,16 @@ async fn invalid_desired_is_rejected() -> Result<()> {
     }];
     for d in [desired(0, 1), desired(1, 0), desired(20_000, 1)] {
         match topology::step(&m, &d, &opts()).await {
-            Err(topology::TopologyError::InvalidDesired(_)) => {}
+            Err(e) if matches!(e.error, topology::TopologyError::InvalidDesired(_)) => {}
             other => bail!("{d:?}: {other:?}"),
         }
     }
     let dup = vec![m[0].clone(), m[0].clone()];
     match topology::step(&dup, &desired(1, 1), &opts()).await {
-        Err(topology::TopologyError::InvalidDesired(why)) => ensure!(
+        Err(topology::StepError {
+            error: topology::TopologyError::InvalidDesired(why),
+            ..
+        }) => ensure!(
             why == format!("address {} is listed for two members", m[0].addr),
             "{why}"
         ),

@@ -106,7 +106,8 @@ pub enum Topology<'a> {
     /// Not every expected pod runs yet: no step was taken.
     Waiting,
     Stepped(&'a Report),
-    Failed(&'a TopologyError),
+    /// The step failed; the report says what it did before the error.
+    Failed(&'a TopologyError, &'a Report),
 }
 
 /// Everything a decision is made from.
@@ -227,7 +228,8 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     if let Some(note) = redis.note {
         events.push(note);
     }
-    if let Topology::Stepped(r) = i.topology {
+    // A loss is announced even when the step that caused it failed later.
+    if let Topology::Stepped(r) | Topology::Failed(_, r) = i.topology {
         events.extend(r.data_lost.iter().cloned().map(Note::DataLost));
     }
     let was_available = i.prior.and_then(|p| p.is_true(status::METRICS_AVAILABLE));
@@ -341,7 +343,7 @@ impl RedisView {
                 note: None,
             },
             Topology::Waiting => nothing(RedisState::Unknown),
-            Topology::Failed(why) => nothing(RedisState::Error(why.to_string())),
+            Topology::Failed(why, _) => nothing(RedisState::Error(why.to_string())),
             Topology::Stepped(r) => RedisView {
                 state: if r.converged {
                     RedisState::Converged

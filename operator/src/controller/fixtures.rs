@@ -133,9 +133,11 @@ impl World {
             .iter()
             .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
             .collect();
+        let nothing_done = Report::default();
         let topology = match (&self.report, &self.topology_error) {
             _ if self.unmanaged => Topology::Unmanaged,
-            (_, Some(e)) => Topology::Failed(e),
+            // `report` is then what the failed step did before the error.
+            (r, Some(e)) => Topology::Failed(e, r.as_ref().unwrap_or(&nothing_done)),
             (Some(r), None) => Topology::Stepped(r),
             (None, None) => Topology::Waiting,
         };

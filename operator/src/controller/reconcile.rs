@@ -121,8 +121,11 @@ async fn reconcile_cluster(
     };
     let roll = roll_step(rc, ctx, shape, (&sets, &pods), &current, &mut report).await;
     ctx.metrics.set_pending_update(ns, name, roll.left);
-    if let Some(Ok(r)) = &report {
-        record_topology(&ctx.metrics, ns, name, r);
+    // A failed step still counts what it did before the error.
+    match &report {
+        Some(Ok(r)) => record_topology(&ctx.metrics, ns, name, r),
+        Some(Err(e)) => record_topology(&ctx.metrics, ns, name, &e.report),
+        None => {}
     }
     let now = Timestamp::now();
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
@@ -133,7 +136,7 @@ async fn reconcile_cluster(
         None if !ctx.settings.manage_topology => Topology::Unmanaged,
         None => Topology::Waiting,
         Some(Ok(r)) => Topology::Stepped(r),
-        Some(Err(e)) => Topology::Failed(e),
+        Some(Err(e)) => Topology::Failed(&e.error, &e.report),
     };
     let inputs = Inputs {
         rc,
@@ -174,7 +177,7 @@ async fn roll_step(
     shape: ClusterShape,
     (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
     current: &BTreeMap<u32, i32>,
-    report: &mut Option<Result<topology::Report, topology::TopologyError>>,
+    report: &mut Option<Result<topology::Report, topology::StepError>>,
 ) -> roll::Decision {
     let roll_pods = roll::pods_of(sets, pods);
     let stepped = match &*report {
@@ -198,7 +201,17 @@ async fn roll_step(
     if let roll::Step::HandOver { shard, from, to } = decision.step {
         let hand_over = topology::HandOver { shard, from, to };
         let opts = step_options(ctx, Some(hand_over));
-        if let Some(again) = redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await {
+        if let Some(mut again) =
+            redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
+        {
+            // The first step's actions and losses stay reported.
+            if let Some(Ok(first)) = report.take() {
+                let second = match &mut again {
+                    Ok(r) => r,
+                    Err(e) => &mut e.report,
+                };
+                second.absorb(first);
+            }
             *report = Some(again);
         }
     }
@@ -309,7 +322,7 @@ async fn redis_step(
     pods: &[(String, cache::PodState)],
     current: &BTreeMap<u32, i32>,
     opts: &topology::StepOptions,
-) -> Option<Result<topology::Report, topology::TopologyError>> {
+) -> Option<Result<topology::Report, topology::StepError>> {
     let members: Vec<topology::Member> = pods
         .iter()
         .filter(|(_, p)| !p.deleting && p.running)

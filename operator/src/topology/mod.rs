@@ -164,6 +164,44 @@ pub struct Report {
     pub data_lost: Vec<LostShard>,
 }
 
+/// A [`step`] that failed part-way, with what it did before the error:
+/// that still happened (a lost node's FORGET cannot be undone), so its
+/// report must still be recorded, and a loss reported exactly once.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StepError {
+    pub error: TopologyError,
+    /// What the step did, and observed, before the error.
+    pub report: Box<Report>,
+}
+
+impl From<TopologyError> for StepError {
+    fn from(error: TopologyError) -> Self {
+        StepError {
+            error,
+            report: Box::default(),
+        }
+    }
+}
+
+impl Report {
+    /// Takes in an earlier step's actions and losses, so that a second step
+    /// in the same reconcile does not hide what the first one did.
+    pub fn absorb(&mut self, earlier: Report) {
+        let mut actions = earlier.actions_taken;
+        actions.append(&mut self.actions_taken);
+        actions.truncate(MAX_ACTION_LOG);
+        self.actions_taken = actions;
+        self.actions += earlier.actions;
+        self.slots_moved += earlier.slots_moved;
+        self.keys_moved += earlier.keys_moved;
+        self.migration_time += earlier.migration_time;
+        let mut lost = earlier.data_lost;
+        lost.append(&mut self.data_lost);
+        self.data_lost = lost;
+    }
+}
+
 /// Upper bound on observe/plan/act rounds in one call (the time budget
 /// normally ends it much earlier).
 const MAX_ROUNDS: u32 = 10_000;
@@ -171,12 +209,29 @@ const MAX_ROUNDS: u32 = 10_000;
 const MAX_ACTION_LOG: usize = 200;
 
 /// Moves the cluster formed by `members` towards `desired`, within `opts`.
+/// On error, what was done before it comes with the error.
 pub async fn step(
     members: &[Member],
     desired: &Desired,
     opts: &StepOptions,
-) -> Result<Report, TopologyError> {
+) -> Result<Report, StepError> {
     validate(members, desired)?;
+    let mut report = Report::default();
+    match step_into(members, desired, opts, &mut report).await {
+        Ok(()) => Ok(report),
+        Err(error) => Err(StepError {
+            error,
+            report: Box::new(report),
+        }),
+    }
+}
+
+async fn step_into(
+    members: &[Member],
+    desired: &Desired,
+    opts: &StepOptions,
+    report: &mut Report,
+) -> Result<(), TopologyError> {
     let start = Instant::now();
     let mut budget = exec::Budget::new(start + opts.time_budget, opts);
     let mut conns = exec::Conns::new(opts);
@@ -185,7 +240,6 @@ pub async fn step(
         slots_per_batch: opts.slots_per_batch.max(1),
         hand_over: opts.hand_over,
     };
-    let mut report = Report::default();
     let mut logged = 0usize;
     for round in 0..MAX_ROUNDS {
         let obs = observe::observe_with(&mut conns, members, desired).await;
@@ -202,9 +256,6 @@ pub async fn step(
         report.removable_shards = plan.removable_shards.clone();
         report.replicas_removable = plan.replicas_removable;
         report.health = plan.health.clone();
-        // Recorded before acting: once the first FORGET is sent the data is
-        // gone whatever happens next.
-        report.data_lost.extend(plan.data_lost.iter().cloned());
         report.readings = Readings::of(&obs, desired);
         match plan.outcome {
             Outcome::Converged | Outcome::Pending => break,
@@ -223,7 +274,18 @@ pub async fn step(
         for action in &plan.actions {
             let t0 = Instant::now();
             tracing::debug!(%action, "topology action");
-            let detail = exec::run(&mut conns, action, opts, &mut budget).await?;
+            // A loss is recorded as its FORGET is sent: from then on the
+            // node is gone whatever happens next, and the next step sees
+            // the slots as merely uncovered.
+            if let Action::Forget { id, .. } = action {
+                report
+                    .data_lost
+                    .extend(plan.data_lost.iter().filter(|l| l.node_id == *id).cloned());
+            }
+            let detail = exec::run(&mut conns, action, opts, &mut budget).await;
+            report.slots_moved = budget.slots_moved;
+            report.keys_moved = budget.keys_moved;
+            let detail = detail?;
             if matches!(action, Action::MoveSlots { .. }) {
                 report.migration_time += t0.elapsed();
             }
@@ -249,7 +311,7 @@ pub async fn step(
     }
     report.slots_moved = budget.slots_moved;
     report.keys_moved = budget.keys_moved;
-    Ok(report)
+    Ok(())
 }
 
 fn validate(members: &[Member], d: &Desired) -> Result<(), TopologyError> {
@@ -284,4 +346,38 @@ fn validate(members: &[Member], d: &Desired) -> Result<(), TopologyError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_step_keeps_the_first_steps_actions_and_losses() {
+        let lost = LostShard {
+            shard: 1,
+            node_id: "a".repeat(40),
+            ranges: vec![(5462, 10922)],
+        };
+        let first = Report {
+            actions_taken: vec!["CLUSTER FORGET".into()],
+            actions: 2,
+            data_lost: vec![lost.clone()],
+            ..Report::default()
+        };
+        let mut second = Report {
+            actions_taken: vec!["CLUSTER FAILOVER".into()],
+            actions: 1,
+            converged: true,
+            ..Report::default()
+        };
+        second.absorb(first);
+        assert_eq!(second.actions_taken, ["CLUSTER FORGET", "CLUSTER FAILOVER"]);
+        assert_eq!(second.actions, 3);
+        assert_eq!(second.data_lost, [lost]);
+        assert!(
+            second.converged,
+            "the later step says where the cluster stands"
+        );
+    }
 }

@@ -767,8 +767,11 @@ impl<'a> ObservedCluster<'a> {
                 out.forgotten += 1;
                 continue;
             }
-            // A node that still answers the cluster bus is not gone.
-            if !(l.flags.pfail || l.flags.fail) {
+            // A node that still answers the cluster bus is not gone. One
+            // whose address now answers with another id (`noaddr`: its pod's
+            // IP went to a new pod) is not pinged any more, so it is never
+            // flagged failing: it is gone as surely.
+            if !(l.flags.pfail || l.flags.fail || l.flags.noaddr) {
                 out.notes.push(format!(
                     "waiting for {} to see lost node {id} as failing",
                     anchor.member.addr

@@ -320,6 +320,30 @@ fn a_shard_without_a_live_owner_is_degraded() {
     );
 }
 
+/// The step forgot the lost node, then failed before the slots were
+/// given to the new node: the loss happened, and is announced now (the
+/// next step only sees uncovered slots and would not).
+#[test]
+fn a_loss_is_announced_even_when_its_step_failed_afterwards() {
+    let mut world = lost_shard();
+    let lost = crate::topology::LostShard {
+        shard: 1,
+        node_id: "a".repeat(40),
+        ranges: vec![(5462, 10922)],
+    };
+    world.report = Some(Report {
+        data_lost: vec![lost.clone()],
+        ..Report::default()
+    });
+    world.topology_error = Some(TopologyError::Refused {
+        addr: "10.0.0.2:6379".parse().unwrap(),
+        command: "CLUSTER ADDSLOTSRANGE 5462 10922".into(),
+        message: "NOPERM".into(),
+    });
+    let intent = world.decide();
+    assert_eq!(intent.events, [Note::DataLost(lost)]);
+}
+
 #[test]
 fn a_recovered_loss_is_announced_as_a_warning_naming_shard_and_slots() {
     let mut world = lost_shard();

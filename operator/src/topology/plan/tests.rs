@@ -1416,6 +1416,37 @@ fn lost_only_copy_on_ephemeral_storage_goes_to_the_new_empty_node_and_is_reporte
     );
 }
 
+/// The replacement pod got the old pod's IP: the cluster pinged the old
+/// node's address, the new node answered with its own id, so every view
+/// marks the old node `noaddr` and stops pinging it. It is then never
+/// flagged failing, and waiting for that would leave the slots unserved
+/// for ever (found on real Redis).
+#[test]
+fn lost_only_copy_whose_address_was_reused_is_recovered_without_a_fail_flag() {
+    let mut fx = Fx::healthy(3, 1);
+    let (old, fresh) = replace_pod(&mut fx, 1, 0);
+    fx.n[fresh].joined = true;
+    let mut obs = obs_after_loss(&fx);
+    for n in &mut obs.nodes {
+        if let Ok(st) = n.state.as_mut() {
+            for l in st.view.iter_mut().filter(|l| l.id == fx.n[old].id) {
+                l.flags.pfail = false;
+                l.flags.noaddr = true;
+                l.addr = None;
+            }
+        }
+    }
+    let p = plan(&obs, &with_loss(d(3, 1), EPHEMERAL), &Limits::default());
+    assert_eq!(p.outcome, Outcome::Act, "{}", p.message);
+    assert!(
+        matches!(&p.actions[0], Action::Forget { id, .. } if *id == fx.n[old].id),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.data_lost.len(), 1, "{:?}", p.data_lost);
+    assert_eq!(p.data_lost[0].shard, 1);
+}
+
 #[test]
 fn lost_only_copy_waits_for_a_human_when_the_policy_says_so() {
     let mut fx = Fx::healthy(3, 1);

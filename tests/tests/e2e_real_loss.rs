@@ -1,0 +1,484 @@
+//! Lost pods on a real node, under a writer that records every acknowledged
+//! write (issue 13, "lost pods"). One cluster, three scenarios in turn:
+//!
+//! 1. 3 shards x 1, emptyDir (the defaults): the only pod of a shard is
+//!    deleted. Availability comes back, a `DataLost` event names the shard
+//!    and its slots, `redis_operator_data_loss_total` counts it, `Degraded`
+//!    is true while the slots have no live owner and false after; exactly
+//!    the keys of those slots are lost.
+//! 2. The same cluster with `on_data_loss: Wait`: nothing is reassigned,
+//!    `Degraded` says a human must decide, nothing is counted. Switching to
+//!    `RecoverEmpty` (the README's way out) then recovers as in 1.
+//! 3. 3 shards x 2 with persistent storage (static hostPath volumes): every
+//!    pod deleted at once, as after a node restart. The pods come back (new
+//!    IPs) and the cluster returns with every acknowledged key.
+//!
+//! Needs root, `make deps`, `make cluster-tools` and `make test-images`
+//! (`make e2e-real` does all of it). A missing prerequisite fails the test.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use harness::in_cluster::{
+    APPS, condition, events, helm_install, on_real_node, operator_counter, pod_ips, rc_field,
+    redis_cluster, redis_query, seeds, wait_ready,
+};
+use harness::redis::key_slot;
+use harness::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
+use harness::{Cluster, wait_for};
+use operator::topology::model::fmt_ranges;
+
+/// The emptyDir cluster of scenarios 1 and 2.
+const LOSE: &str = "lose";
+/// The cluster with storage of scenario 3.
+const KEEP: &str = "keep";
+const DATA_LOSS: &str = "redis_operator_data_loss_total";
+const STORAGE_CLASS: &str = "loss-static";
+/// How long a lost shard may take to serve again.
+const RECOVERY: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_pods_on_a_real_node() -> Result<()> {
+    on_real_node(false, scenarios).await
+}
+
+async fn scenarios(c: &Cluster, t0: Instant) -> Result<()> {
+    let images = c.with_real(|r| Ok(r.images.clone()))?;
+    let step = |what: &str| {
+        eprintln!(
+            "e2e-real-loss: {what} at {:.1}s",
+            t0.elapsed().as_secs_f64()
+        )
+    };
+    helm_install(c, &images, &[]).await?;
+    step("helm install done");
+
+    // --- 1 and 2: the only copy of a shard lost ------------------------------
+    c.kubectl_apply(&redis_cluster(
+        LOSE,
+        &images.redis,
+        "  shard_count: 3\n  replicas: 1\n  autoscaling_paused: true\n",
+    ))
+    .await?;
+    wait_ready(c, LOSE, 1, Duration::from_secs(240)).await?;
+    step("3x1 Ready");
+    only_copy_lost(c, 1, "a", false)
+        .await
+        .context("scenario 1: RecoverEmpty")?;
+    step("scenario 1 (RecoverEmpty) passed");
+    only_copy_lost(c, 2, "b", true)
+        .await
+        .context("scenario 2: Wait")?;
+    step("scenario 2 (Wait, then RecoverEmpty) passed");
+    c.kubectl_ok(["delete", "rediscluster", LOSE, "-n", APPS, "--wait=true"])
+        .await?;
+
+    // --- 3: every pod of a 3x2 cluster with storage deleted at once ----------
+    c.kubectl_apply(&static_volumes(c.tmp_dir(), 6)?).await?;
+    c.kubectl_apply(&redis_cluster(
+        KEEP,
+        &images.redis,
+        &format!(
+            "  shard_count: 3\n  replicas: 2\n  autoscaling_paused: true\n  storage:\n    size: 1Gi\n    storage_class_name: {STORAGE_CLASS}\n"
+        ),
+    ))
+    .await?;
+    wait_ready(c, KEEP, 2, Duration::from_secs(240)).await?;
+    step("3x2 with storage Ready");
+    every_pod_restarted(c).await.context("scenario 3")?;
+    step("scenario 3 (every pod with storage deleted) passed");
+    Ok(())
+}
+
+/// Scenarios 1 and 2: deletes the only pod of `shard` of [`LOSE`] under a
+/// writer of `<prefix>:<i>` keys. With `wait_first`, the cluster is set to
+/// `on_data_loss: Wait` first, checked to do nothing, and then set back.
+async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool) -> Result<()> {
+    let pods = pod_ips(c, LOSE).await?;
+    let victim = format!("{LOSE}-shard-{shard}-0");
+    let victim_ip = pods
+        .iter()
+        .find(|(n, _)| *n == victim)
+        .map(|(_, ip)| *ip)
+        .with_context(|| format!("no pod {victim} in {pods:?}"))?;
+    let survivor = pods
+        .iter()
+        .find(|(n, _)| *n != victim)
+        .map(|(_, ip)| *ip)
+        .context("no other pod")?;
+    let ranges = own_slots(c, victim_ip).await?;
+    ensure!(!ranges.is_empty(), "{victim} owns no slot");
+    let slots = fmt_ranges(&ranges);
+    let counted = operator_counter(c, DATA_LOSS).await?;
+    let reported = events(c, LOSE, "DataLost").await?;
+    if wait_first {
+        c.kubectl_ok([
+            "patch",
+            "rediscluster",
+            LOSE,
+            "-n",
+            APPS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"on_data_loss":"Wait"}}"#,
+        ])
+        .await?;
+    }
+
+    let writer = Writer::new(prefix, seeds(&pods));
+    let running = spawn_writer(c, &writer)?;
+    let acks = || writer.acked_count();
+    wait_for(
+        "the writer's first 500 acknowledged writes",
+        Duration::from_secs(60),
+        || async { Ok((acks() >= 500).then_some(())) },
+    )
+    .await?;
+    c.kubectl_ok(["delete", "pod", &victim, "-n", APPS, "--wait=false"])
+        .await?;
+    let deleted = Instant::now();
+    // Everything acknowledged from here may have reached the old node's
+    // slots before it died or the new node's after: only what was
+    // acknowledged before is certainly gone.
+    let acked_before = writer.summary().acked;
+
+    let seen_degraded = RefCell::new(BTreeSet::new());
+    if wait_first {
+        // The operator sees the loss and leaves it to a human.
+        let (_, _, message) = wait_for(
+            "Degraded to say the lost shard awaits a decision",
+            RECOVERY,
+            || async {
+                let d = condition(c, LOSE, "Degraded").await?;
+                Ok((d.0 == "True" && d.1 == "DataLossAwaitingDecision").then_some(d))
+            },
+        )
+        .await?;
+        ensure!(
+            message.contains(&format!("shard {shard} (slots {slots})")),
+            "Degraded does not name shard {shard} and slots {slots}: {message}"
+        );
+        // Nothing was reassigned: the dead node still claims the slots, the
+        // cluster refuses writes, nothing was counted or announced.
+        let nodes: String = redis_query(c, survivor, &["CLUSTER", "NODES"]).await?;
+        let first = fmt_ranges(&ranges[..1]);
+        let claim = nodes
+            .lines()
+            .find(|l| l.split_whitespace().skip(8).any(|r| r == first))
+            .with_context(|| format!("no node claims {first}:\n{nodes}"))?;
+        ensure!(
+            claim.contains("fail"),
+            "slots {slots} were reassigned under Wait: {claim}"
+        );
+        let info: String = redis_query(c, survivor, &["CLUSTER", "INFO"]).await?;
+        ensure!(info.contains("cluster_state:fail"), "{info}");
+        ensure!(
+            operator_counter(c, DATA_LOSS).await? == counted,
+            "{DATA_LOSS} counted a loss under Wait"
+        );
+        ensure!(
+            events(c, LOSE, "DataLost").await? == reported,
+            "a DataLost event under Wait"
+        );
+        seen_degraded
+            .borrow_mut()
+            .insert("DataLossAwaitingDecision".to_string());
+        eprintln!("e2e-real-loss: under Wait: {message}");
+        c.kubectl_ok([
+            "patch",
+            "rediscluster",
+            LOSE,
+            "-n",
+            APPS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"on_data_loss":"RecoverEmpty"}}"#,
+        ])
+        .await?;
+    }
+
+    // Recovered: the loss reported once, counted once, every slot served,
+    // Degraded false again, and the writer is acknowledged again.
+    let want_event = format!("shard {shard} lost its only copy");
+    let at_recovery = Cell::new(None);
+    wait_for("the lost shard to serve again", RECOVERY, || async {
+        let d = condition(c, LOSE, "Degraded").await?;
+        if d.0 == "True" {
+            seen_degraded.borrow_mut().insert(d.1.clone());
+            at_recovery.set(None);
+            return Ok(None);
+        }
+        let new: Vec<String> = events(c, LOSE, "DataLost")
+            .await?
+            .into_iter()
+            .filter(|e| !reported.contains(e))
+            .collect();
+        if new.is_empty() {
+            return Ok(None);
+        }
+        let info: String = redis_query(c, survivor, &["CLUSTER", "INFO"]).await?;
+        if !(info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")) {
+            return Ok(None);
+        }
+        let from = at_recovery.get().unwrap_or_else(acks);
+        at_recovery.set(Some(from));
+        Ok((acks() >= from + 500).then_some(()))
+    })
+    .await?;
+    let recovered = deleted.elapsed();
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let seen_degraded = seen_degraded.into_inner();
+
+    // Status and events told the truth.
+    // Each of these names slots without a live owner (under Wait, the
+    // reason says a human must decide).
+    ensure!(
+        [
+            "SlotsUnowned",
+            "ClusterStateFail",
+            "DataLossAwaitingDecision"
+        ]
+        .iter()
+        .any(|r| seen_degraded.contains(*r)),
+        "Degraded never said the slots had no live owner (seen: {seen_degraded:?})"
+    );
+    let new: Vec<String> = events(c, LOSE, "DataLost")
+        .await?
+        .into_iter()
+        .filter(|e| !reported.contains(e))
+        .collect();
+    ensure!(
+        new.len() == 1,
+        "expected one new DataLost event, got {new:?}"
+    );
+    ensure!(
+        new[0].contains(&want_event) && new[0].contains(&format!("slots {slots} serve again")),
+        "the DataLost event does not name shard {shard} and slots {slots}: {}",
+        new[0]
+    );
+    let after = operator_counter(c, DATA_LOSS).await?;
+    ensure!(
+        after == counted + 1.0,
+        "{DATA_LOSS} went from {counted} to {after}, expected one more"
+    );
+    ensure!(
+        condition(c, LOSE, "Degraded").await?.0 == "False",
+        "still Degraded"
+    );
+
+    // Exactly that shard's keys are lost.
+    let pods = pod_ips(c, LOSE).await?;
+    let acked = summary.acked.clone();
+    let p = prefix.to_owned();
+    let lost = c
+        .netns_handle()?
+        .run_async(move || async move { lost_writes(seeds(&pods), &p, &acked).await })
+        .await?;
+    let in_lost_slots = |i: &u64| {
+        let s = key_slot(format!("{prefix}:{i}").as_bytes());
+        ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+    };
+    let stray: Vec<u64> = lost.iter().copied().filter(|i| !in_lost_slots(i)).collect();
+    ensure!(
+        stray.is_empty(),
+        "{} acknowledged keys outside slots {slots} lost: {:?}",
+        stray.len(),
+        &stray[..stray.len().min(20)]
+    );
+    let lost_set: BTreeSet<u64> = lost.iter().copied().collect();
+    let kept_in_lost_slots: Vec<u64> = acked_before
+        .iter()
+        .copied()
+        .filter(|i| in_lost_slots(i) && !lost_set.contains(i))
+        .collect();
+    ensure!(
+        kept_in_lost_slots.is_empty(),
+        "keys of the lost shard written before its pod died survived (was the data really lost?): {:?}",
+        &kept_in_lost_slots[..kept_in_lost_slots.len().min(20)]
+    );
+    report(
+        &format!(
+            "only copy of shard {shard} lost ({})",
+            if wait_first {
+                "Wait, then RecoverEmpty"
+            } else {
+                "RecoverEmpty"
+            }
+        ),
+        &summary,
+        lost.len(),
+        recovered,
+    );
+    eprintln!(
+        "e2e-real-loss: Degraded reasons seen: {seen_degraded:?}; event: {}",
+        new[0]
+    );
+    Ok(())
+}
+
+/// Scenario 3: every pod of [`KEEP`] deleted at once.
+async fn every_pod_restarted(c: &Cluster) -> Result<()> {
+    let pods = pod_ips(c, KEEP).await?;
+    ensure!(pods.len() == 6, "{pods:?}");
+    let old: BTreeSet<Ipv4Addr> = pods.iter().map(|(_, ip)| *ip).collect();
+    let writer = Writer::new("c", seeds(&pods));
+    let running = spawn_writer(c, &writer)?;
+    let acks = || writer.acked_count();
+    wait_for(
+        "the writer's first 500 acknowledged writes",
+        Duration::from_secs(60),
+        || async { Ok((acks() >= 500).then_some(())) },
+    )
+    .await?;
+    c.kubectl_ok([
+        "delete",
+        "pods",
+        "-n",
+        APPS,
+        "-l",
+        &format!("redis.example.com/cluster={KEEP}"),
+        "--wait=false",
+    ])
+    .await?;
+    let deleted = Instant::now();
+    // Back: six new pods running (the writer reconnects through their
+    // addresses), Ready, and writes acknowledged again.
+    let at_ready = Cell::new(None);
+    wait_for(
+        "every pod back and the cluster serving",
+        RECOVERY,
+        || async {
+            let now = pod_ips(c, KEEP).await?;
+            let terminating = c
+                .kubectl_ok([
+                    "get",
+                    "pods",
+                    "-n",
+                    APPS,
+                    "-l",
+                    &format!("redis.example.com/cluster={KEEP}"),
+                    "-o",
+                    "jsonpath={.items[*].metadata.deletionTimestamp}",
+                ])
+                .await?;
+            if now.len() != 6 || !terminating.trim().is_empty() {
+                return Ok(None);
+            }
+            writer.set_seeds(seeds(&now));
+            let ready = rc_field(c, KEEP, "{.status.ready_replicas}").await? == "2"
+                && condition(c, KEEP, "Ready").await?.0 == "True";
+            if !ready {
+                at_ready.set(None);
+                return Ok(None);
+            }
+            let from = at_ready.get().unwrap_or_else(acks);
+            at_ready.set(Some(from));
+            Ok((acks() >= from + 500).then_some(()))
+        },
+    )
+    .await?;
+    let recovered = deleted.elapsed();
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let pods = pod_ips(c, KEEP).await?;
+    let new: BTreeSet<Ipv4Addr> = pods.iter().map(|(_, ip)| *ip).collect();
+    eprintln!(
+        "e2e-real-loss: pod IPs {} -> {} ({} changed)",
+        old.len(),
+        new.len(),
+        new.difference(&old).count()
+    );
+    let acked = summary.acked.clone();
+    let lost = c
+        .netns_handle()?
+        .run_async(move || async move { lost_writes(seeds(&pods), "c", &acked).await })
+        .await?;
+    report(
+        "every pod of 3x2 with storage deleted",
+        &summary,
+        lost.len(),
+        recovered,
+    );
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    ensure!(
+        condition(c, KEEP, "Degraded").await?.0 == "False",
+        "still Degraded"
+    );
+    ensure!(
+        operator_counter(c, DATA_LOSS).await? == 2.0,
+        "{DATA_LOSS} counted a loss with storage"
+    );
+    Ok(())
+}
+
+/// Runs `writer` inside the node's network namespace.
+fn spawn_writer(c: &Cluster, writer: &Writer) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let w = writer.clone();
+    let netns = c.netns_handle()?;
+    Ok(tokio::spawn(async move {
+        netns
+            .run_async(move || async move { w.run(WriteLimits::default()).await })
+            .await
+    }))
+}
+
+/// The slot ranges a node owns, from its own `CLUSTER NODES` line.
+async fn own_slots(c: &Cluster, ip: Ipv4Addr) -> Result<Vec<(u16, u16)>> {
+    let nodes: String = redis_query(c, ip, &["CLUSTER", "NODES"]).await?;
+    let me = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .with_context(|| format!("{ip}: no myself line:\n{nodes}"))?;
+    me.split_whitespace()
+        .skip(8)
+        .filter(|r| !r.starts_with('['))
+        .map(|r| -> Result<(u16, u16)> {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Ok((a.parse()?, b.parse()?))
+        })
+        .collect()
+}
+
+/// A StorageClass without a provisioner and `count` hostPath volumes under
+/// the run's temporary directory, owned by Redis's uid (the kubelet applies
+/// no fsGroup to hostPath volumes).
+fn static_volumes(tmp: &Path, count: usize) -> Result<String> {
+    let mut y = format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {STORAGE_CLASS}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
+    );
+    for i in 0..count {
+        let dir = tmp.join(format!("pv-{i}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::os::unix::fs::chown(&dir, Some(999), Some(999))
+            .with_context(|| format!("chown {}", dir.display()))?;
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {STORAGE_CLASS}-{i}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: {STORAGE_CLASS}\n  hostPath: {{path: {}, type: Directory}}\n",
+            dir.display()
+        ));
+    }
+    Ok(y)
+}
+
+fn report(what: &str, s: &Summary, lost: usize, recovered: Duration) {
+    eprintln!(
+        "e2e-real-loss: {what}: {} writes acknowledged ({} failed, {} client rebuilds), {lost} lost, \
+         longest gap between acknowledged writes {:.1}s, recovered {:.1}s after the deletion",
+        s.acked.len(),
+        s.failed,
+        s.rebuilds,
+        s.longest_gap.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+}
