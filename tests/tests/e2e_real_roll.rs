@@ -15,7 +15,7 @@ use harness::in_cluster::{
 };
 use harness::stack::NAMESPACE;
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
-use harness::{Cluster, wait_for};
+use harness::{Cluster, fatal, wait_for};
 
 const NAME: &str = "roll";
 /// Bulk data: keys and value size (about 20 MB per shard).
@@ -207,6 +207,41 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     Ok(())
 }
 
+/// Shards of the cluster (`<name>-shard-<i>-<ordinal>`) with fewer than two
+/// pods that are Ready and not being deleted.
+async fn shards_not_serving(c: &Cluster) -> Result<BTreeSet<String>> {
+    let out = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-n",
+            APPS,
+            "-l",
+            &format!("redis.example.com/cluster={NAME}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+        ])
+        .await?;
+    let mut serving: BTreeMap<String, u32> = (0..3).map(|s| (format!("{s}"), 0)).collect();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let shard = f
+            .first()
+            .and_then(|n| n.strip_prefix(&format!("{NAME}-shard-")))
+            .and_then(|rest| rest.split('-').next());
+        if let (Some(shard), [_, "True"]) = (shard, f.as_slice())
+            && let Some(n) = serving.get_mut(shard)
+        {
+            *n += 1;
+        }
+    }
+    Ok(serving
+        .into_iter()
+        .filter(|(_, n)| *n < 2)
+        .map(|(s, _)| s)
+        .collect())
+}
+
 /// Waits, bounded, for every pod to run at a new UID with the cluster Ready
 /// and the Updating condition False; kills the operator once, after the
 /// second replacement.
@@ -228,6 +263,15 @@ async fn wait_for_roll(
             r#"{.status.conditions[?(@.type=="Updating")].status}"#,
         )
         .await?;
+        // One shard at a time: count the shards with a pod missing, not
+        // Ready, or being deleted. A StatefulSet RollingUpdate would roll
+        // every shard at once.
+        let busy = shards_not_serving(c).await?;
+        if busy.len() > 1 {
+            return Err(fatal(anyhow::anyhow!(
+                "shards {busy:?} had pods out of service at the same time"
+            )));
+        }
         let kill = {
             let mut st = lock();
             for (n, u, _) in &pods {
