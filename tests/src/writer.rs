@@ -10,7 +10,9 @@
 //! last gave it ([`Writer::set_seeds`]).
 //!
 //! [`Writer::run`] is a plain future: run it wherever the addresses are
-//! reachable (inside a real node's network namespace, for instance).
+//! reachable (inside a real node's network namespace, for instance). It
+//! ends when stopped, at a limit, or once the test has dropped every other
+//! handle (a test that failed half-way must not leave it writing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,7 +118,9 @@ impl Writer {
         let mut conn = None;
         let mut failing_since: Option<Instant> = None;
         let mut i = 0u64;
+        // The handles are the test's and this one: alone, nobody reads on.
         while !self.stop.load(Ordering::Relaxed)
+            && Arc::strong_count(&self.stop) > 1
             && i < limits.max_writes
             && started.elapsed() < limits.max_time
         {
@@ -200,4 +204,22 @@ pub async fn lost_writes(seeds: Vec<String>, prefix: &str, acked: &[u64]) -> Res
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere leaves the data usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_writer_whose_test_dropped_it_ends() {
+        // No server at this address: every connect fails fast.
+        let w = Writer::new("t", vec!["redis://127.0.0.1:1".into()]);
+        let running = tokio::spawn(w.clone().run(Limits::default()));
+        drop(w);
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the writer kept running after its test let go")
+            .expect("joining the writer")
+            .expect("the writer's run");
+    }
 }
