@@ -8,7 +8,8 @@
 //!
 //! Rules, in order; the first that applies wins:
 //! 1. nothing left to update: done;
-//! 2. a pod is being deleted, not running, or did not answer: wait;
+//! 2. a pod is being deleted, not running, not Ready (its probe lags the
+//!    Redis readings by up to a period), or did not answer: wait;
 //! 3. a slot is uncovered, a node reports `cluster_state:fail`, a slot is
 //!    open (migration) or the topology has not converged: wait;
 //! 4. one shard at a time: a shard already partly updated goes first, else
@@ -44,6 +45,8 @@ pub struct RollPod {
     pub updated: bool,
     /// Running, with an IP, and not being deleted.
     pub running: bool,
+    /// Its readiness probe passes (it serves, or is a synced replica).
+    pub ready: bool,
 }
 
 /// Everything a roll decision is made from.
@@ -130,6 +133,9 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
 fn ready_to_roll<'a>(i: &Inputs<'a>) -> Result<(&'a Readings, u32), Step> {
     if let Some(p) = i.pods.iter().find(|p| !p.running) {
         return Err(Step::Wait(format!("pod {} is not running yet", p.name)));
+    }
+    if let Some(p) = i.pods.iter().find(|p| !p.ready) {
+        return Err(Step::Wait(format!("pod {} is not Ready yet", p.name)));
     }
     let Some(r) = i.readings else {
         return Err(Step::Wait("no Redis observation yet".into()));
@@ -261,6 +267,7 @@ pub fn pods_of(sets: &[SetState], pods: &[(String, PodState)]) -> Vec<RollPod> {
                 ordinal,
                 updated: target.is_none() || p.revision == target,
                 running: p.running && !p.deleting && p.ip.is_some(),
+                ready: p.ready_since.is_some(),
             })
         })
         .collect()
