@@ -62,7 +62,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 name: name.clone(),
                 identity: identity.clone(),
                 duration_secs: args.lease_duration_seconds.max(2),
-                grace_secs: (args.lease_duration_seconds / 3).max(1),
+                // Renewed at half the duration; Redis actions stop at three
+                // quarters without a renewal seen (leader.rs), a quarter
+                // before a standby can take over.
+                grace_secs: (args.lease_duration_seconds / 2).max(1),
             };
             let mut leadership = Leadership::start(client.clone(), &cfg)
                 .await

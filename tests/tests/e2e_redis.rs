@@ -12,6 +12,7 @@ use harness::pod_redis::PodRedis;
 use harness::proxy::TcpProxy;
 use harness::redis::{cluster_check, cluster_info, open_slots, slot_counts};
 use harness::stack::{LEASE, NAMESPACE, Stack, StackOptions};
+use harness::wait::wait_for_every;
 use harness::writer::{Limits, Writer, lost_writes};
 use harness::{Cluster, ClusterOptions, wait_for};
 use redis::AsyncCommands;
@@ -350,9 +351,12 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> 
     .await?;
     proxy.cut();
     let cut = std::time::Instant::now();
-    wait_for(
+    // Polled every 10 ms: the exit time is compared with the standby's
+    // acquireTime below.
+    wait_for_every(
         "the cut-off leader to exit",
         Duration::from_secs(30),
+        Duration::from_millis(10),
         || {
             let gone = stack.operators[leader].child.check_running().is_err();
             async move { Ok(gone.then_some(())) }
@@ -370,6 +374,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> 
         .1
         .parse()
         .context("the Lease's acquireTime")?;
+    eprintln!(
+        "the old leader was gone {} ms before the standby acquired the Lease",
+        (acquired - exited).get_milliseconds()
+    );
     ensure!(
         exited < acquired,
         "the old leader was still running at {exited}, after the standby acquired at {acquired}"
