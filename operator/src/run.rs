@@ -94,7 +94,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     // flight at once: a standby may lead soon, and every
                     // topology step can stop between any two commands.
                     why = leadership.lost() => {
-                        Err(anyhow::anyhow!("lost the leader lease {namespace}/{name}: {why}; exiting at once so a fresh process stands by"))
+                        // Exit now, as controller-runtime does: unwinding the
+                        // runtime (drains, connection pools) took seconds
+                        // here, and a standby may lead soon.
+                        tracing::error!(lease = %format_args!("{namespace}/{name}"), %why, "lost the leader lease; exiting at once so a fresh process stands by");
+                        eprintln!("Error: lost the leader lease {namespace}/{name}: {why}; exiting at once so a fresh process stands by");
+                        std::process::exit(1)
                     }
                 }
             } else {

@@ -174,8 +174,17 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
             claim.contains("fail"),
             "slots {slots} were reassigned under Wait: {claim}"
         );
-        let info: String = redis_query(c, survivor, &["CLUSTER", "INFO"]).await?;
-        ensure!(info.contains("cluster_state:fail"), "{info}");
+        // The survivors first suspect the dead node (PFAIL, state still ok),
+        // then agree it failed: from then on the cluster refuses service.
+        wait_for(
+            "the survivors to report cluster_state:fail",
+            Duration::from_secs(60),
+            || async {
+                let info: String = redis_query(c, survivor, &["CLUSTER", "INFO"]).await?;
+                Ok(info.contains("cluster_state:fail").then_some(()))
+            },
+        )
+        .await?;
         ensure!(
             operator_counter(c, DATA_LOSS).await? == counted,
             "{DATA_LOSS} counted a loss under Wait"
