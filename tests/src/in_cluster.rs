@@ -89,6 +89,27 @@ pub async fn helm_install(c: &Cluster, images: &Images, extra: &[&str]) -> Resul
         install.extend(["--set".to_string(), v.to_string()]);
     }
     c.helm_ok(&install).await.context("helm install")?;
+    // Ready webhook pods can still be unreachable through their Service
+    // for a moment (kube-proxy programs the rules after the endpoints):
+    // wait until a server-side dry run passes through the webhook.
+    let probe = c.tmp_dir().join("webhook-probe.yaml");
+    std::fs::write(
+        &probe,
+        redis_cluster("webhook-probe", "probe:1", "  replicas: 2\n"),
+    )
+    .with_context(|| format!("writing {}", probe.display()))?;
+    let probe = probe.display().to_string();
+    wait_for(
+        "the webhook to answer through its Service",
+        Duration::from_secs(60),
+        || async {
+            let out = c
+                .kubectl(["create", "--dry-run=server", "-f", probe.as_str()])
+                .await?;
+            Ok(out.status.success().then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 
