@@ -180,26 +180,11 @@ pub fn load_pod(name: &str, image: &str, target: &str, rounds: u32, duration: Du
 
 /// `(pod name, pod IP)` of a RedisCluster's pods in [`APPS`] that have an IP, by name.
 pub async fn pod_ips(c: &Cluster, name: &str) -> Result<Vec<(String, Ipv4Addr)>> {
-    let out = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={name}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-        ])
-        .await?;
-    let mut pods = Vec::new();
-    for line in out.lines() {
-        if let Some((n, ip)) = line.split_once(' ')
-            && let Ok(ip) = ip.trim().parse()
-        {
-            pods.push((n.to_owned(), ip));
-        }
-    }
+    let mut pods: Vec<(String, Ipv4Addr)> = pods_of(c, name)
+        .await?
+        .into_iter()
+        .filter_map(|(n, _, ip)| Some((n, ip?)))
+        .collect();
     pods.sort();
     Ok(pods)
 }

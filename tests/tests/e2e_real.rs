@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, helm_install, image_values, load_pod, on_real_node, pod_ips, pod_phase,
-    pod_result, rc_field, redis_cluster, redis_query, wait_ready,
+    APPS, client_pod, events, helm_install, image_values, load_pod, on_real_node, pod_ips,
+    pod_phase, pod_result, rc_field, redis_cluster, redis_query, wait_ready,
 };
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
@@ -708,24 +708,12 @@ async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {
         },
     )
     .await?;
-    let reasons = c
-        .kubectl_ok([
-            "get",
-            "events",
-            "-n",
-            APPS,
-            "--field-selector",
-            &format!("involvedObject.name={HOT}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.reason}{"\n"}{end}"#,
-        ])
-        .await?;
-    let count = |r: &str| reasons.lines().filter(|l| *l == r).count();
-    let (ups, downs) = (count("ScaledUp"), count("ScaledDown"));
+    let ups = events(c, HOT, "ScaledUp").await?;
+    let downs = events(c, HOT, "ScaledDown").await?;
     let steps = MAX_REPLICAS as usize - 1;
     ensure!(
-        ups == steps && downs == steps,
-        "events: {ups} ScaledUp, {downs} ScaledDown, want {steps} each:\n{reasons}"
+        ups.len() == steps && downs.len() == steps,
+        "events: ScaledUp {ups:?}, ScaledDown {downs:?}, want {steps} each"
     );
     eprintln!("e2e-real autoscaling: readings: {}", log.render());
     step("scaled up and down on real CPU");

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, condition, events, helm_install, on_real_node, operator_counter, pod_ips, rc_field,
+    APPS, condition, events, helm_install, is_ready, on_real_node, operator_counter, pod_ips,
     redis_cluster, redis_query, seeds, wait_ready,
 };
 use harness::redis::key_slot;
@@ -380,9 +380,7 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
                 return Ok(None);
             }
             writer.set_seeds(seeds(&now));
-            let ready = rc_field(c, KEEP, "{.status.ready_replicas}").await? == "2"
-                && condition(c, KEEP, "Ready").await?.0 == "True";
-            if !ready {
+            if !is_ready(c, KEEP, 2).await? {
                 at_ready.set(None);
                 return Ok(None);
             }
