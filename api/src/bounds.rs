@@ -47,6 +47,8 @@ pub const DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS: i32 = 300;
 pub const DEFAULT_SCALE_UP_COOLDOWN_SECONDS: i32 = 60;
 pub const DEFAULT_AUTOSCALING_PAUSED: bool = false;
 pub const DEFAULT_IMAGE: &str = "redis:7.2";
+/// Seconds both the old and the new password work after a change.
+pub const DEFAULT_ROTATION_OVERLAP_SECONDS: i32 = 300;
 /// CPU and memory requested by each Redis container when `resources` is
 /// omitted. A CPU request is needed: utilisation is measured against it.
 pub const DEFAULT_CPU_REQUEST: &str = "100m";

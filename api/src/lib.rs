@@ -15,6 +15,6 @@ pub mod types;
 
 pub use policy::{Policy, Range, Violation};
 pub use types::{
-    MaxmemoryPolicy, MigrationStatus, OnDataLoss, RedisCluster, RedisClusterSpec,
-    RedisClusterStatus, StorageSpec,
+    AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, OnDataLoss, RedisCluster,
+    RedisClusterSpec, RedisClusterStatus, StorageSpec,
 };

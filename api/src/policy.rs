@@ -325,6 +325,7 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     }
     r.object("resources");
     r.object("storage");
+    r.object("auth");
 
     // Cross-field rules, only between values that are in range themselves,
     // so one mistake is reported once.
@@ -434,6 +435,17 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
     if spec.and_then(|s| s.get("resources")).is_some() && memory_limit.is_none() {
         out.push(
             "spec.resources.limits.memory is not set: Redis gets no maxmemory, so a full node is OOM-killed instead of refusing writes"
+                .to_string(),
+        );
+    }
+    if spec
+        .and_then(|s| s.get("auth"))
+        .and_then(|a| a.get("enabled"))
+        .and_then(Value::as_bool)
+        == Some(false)
+    {
+        out.push(
+            "spec.auth.enabled is false: any pod that can reach the Redis port can read, change or wipe every key and break the cluster"
                 .to_string(),
         );
     }
@@ -743,5 +755,12 @@ mod tests {
         ));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("allow_data_loss_on_update"), "{w:?}");
+        let w = warnings(Some(
+            &json!({"replicas": 2, "storage": storage, "auth": {"enabled": false}}),
+        ));
+        assert!(
+            w.len() == 1 && w[0].contains("spec.auth.enabled is false"),
+            "{w:?}"
+        );
     }
 }

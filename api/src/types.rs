@@ -151,6 +151,59 @@ pub struct RedisClusterSpec {
     /// condition says why.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_data_loss_on_update: bool,
+
+    /// Who may talk to Redis. Absent means on: clients authenticate as
+    /// `default` with the password in the Secret `<name>-auth` (key
+    /// `password`), which the operator generates if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// See [`RedisClusterSpec::auth`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct AuthSpec {
+    /// False turns authentication off: any pod that can reach the port can
+    /// read, change or wipe every key, and break the cluster.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Secret in the cluster's namespace whose key `password` is the
+    /// clients' password. Absent means `<name>-auth`, generated when
+    /// missing. Changing the password rotates it without a restart: both
+    /// passwords work for `rotation_overlap_seconds`, then only the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// The ACL user clients log in as; absent means `default`. With a name,
+    /// the `default` user is switched off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][-_.A-Za-z0-9]*$")
+    )]
+    pub username: Option<String>,
+    /// How long the old password keeps working after the Secret changed.
+    #[serde(default = "default_rotation_overlap_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub rotation_overlap_seconds: i32,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_name: None,
+            username: None,
+            rotation_overlap_seconds: default_rotation_overlap_seconds(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_rotation_overlap_seconds() -> i32 {
+    bounds::DEFAULT_ROTATION_OVERLAP_SECONDS
 }
 
 /// See [`RedisClusterSpec::maxmemory_policy`]; the values are Redis's own.
@@ -240,6 +293,26 @@ pub struct RedisClusterStatus {
     /// Progress of the Redis-side work (slot moves, joins, failovers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
+    /// How clients log in, when authentication is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
+}
+
+/// See [`RedisClusterStatus::auth`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct AuthStatus {
+    /// The Secret whose key `password` clients use.
+    pub secret_name: String,
+    /// The ACL user clients log in as.
+    pub username: String,
+    /// When the last password change finished (the old one stopped
+    /// working); absent until a first rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<Time>,
+    /// While a password change rolls in: when the old password stops
+    /// working. Clients should switch to the new one before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_password_expires_at: Option<Time>,
 }
 
 /// Where the Redis Cluster topology work stands.
@@ -314,6 +387,7 @@ impl Default for RedisClusterSpec {
             on_data_loss: None,
             allow_data_loss_on_update: false,
             maxmemory_policy: None,
+            auth: None,
         }
     }
 }

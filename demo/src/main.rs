@@ -218,6 +218,7 @@ async fn run(c: &Cluster, t0: Instant) -> Result<()> {
     c.kubectl_apply(&load_pod(
         "load",
         &images.redis,
+        NAME,
         &format!("--cluster -h {}", service_host(NAME)),
         1000,
         LOAD,

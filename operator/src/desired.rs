@@ -17,15 +17,16 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::auth;
 use crate::names::{
     CLUSTER_LABEL, SPEC_HASH, cluster_labels, config_name, headless_service_name, shard_labels,
     shard_selector, statefulset_name,
@@ -35,6 +36,8 @@ use crate::shape::ClusterShape;
 pub const REDIS_PORT: i32 = 6379;
 pub const BUS_PORT: i32 = 16379;
 const REDIS_UID: i64 = 999;
+/// The pod volume of the internal Secret.
+const AUTH_VOLUME: &str = "auth";
 
 /// Everything the operator applies for one cluster.
 #[derive(Debug, Clone)]
@@ -122,9 +125,11 @@ fn meta(rc: &RedisCluster, name: String, labels: BTreeMap<String, String>) -> Ob
     }
 }
 
-/// `redis.conf` for every node of the cluster.
-pub fn redis_conf() -> String {
-    [
+/// `redis.conf` for every node of the cluster. With `auth`, the users and
+/// the replication login come from the mounted internal Secret (see
+/// [`crate::auth`]).
+pub fn redis_conf(auth: bool) -> String {
+    let mut lines = vec![
         "# Managed by redis-operator.",
         "port 6379",
         "bind * -::*",
@@ -141,9 +146,15 @@ pub fn redis_conf() -> String {
         // Replicas attach without waiting for more replicas to batch with.
         "repl-diskless-sync-delay 0",
         "dir /data",
-        "",
-    ]
-    .join("\n")
+    ];
+    let acl = format!("aclfile {}/{}", auth::MOUNT, auth::ACL_FILE);
+    let include = format!("include {}/{}", auth::MOUNT, auth::CONF_FILE);
+    if auth {
+        lines.push(&acl);
+        lines.push(&include);
+    }
+    lines.push("");
+    lines.join("\n")
 }
 
 /// `maxmemory` for a container limited to `limit` bytes: three quarters,
@@ -180,7 +191,10 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
     let labels = cluster_labels(&name);
     let config = ConfigMap {
         metadata: meta(rc, config_name(&name), labels.clone()),
-        data: Some(BTreeMap::from([("redis.conf".to_string(), redis_conf())])),
+        data: Some(BTreeMap::from([(
+            "redis.conf".to_string(),
+            redis_conf(auth::enabled(&rc.spec)),
+        )])),
         ..Default::default()
     };
     let ports = vec![
@@ -250,24 +264,41 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
 /// its primary with no sync in progress. A node that is not (yet) part of a
 /// healthy cluster is not ready; the operator forms the cluster from
 /// running pods, so nothing waits on this for formation.
-pub const READINESS: &str = "i=$(redis-cli -h 127.0.0.1 cluster info) || exit 1; \
+pub const READINESS: &str = "i=$(redis-cli $LOGIN -h 127.0.0.1 cluster info) || exit 1; \
 case \"$i\" in *cluster_state:ok*) ;; *) exit 1 ;; esac; \
-r=$(redis-cli -h 127.0.0.1 info replication) || exit 1; \
+r=$(redis-cli $LOGIN -h 127.0.0.1 info replication) || exit 1; \
 case \"$r\" in *role:master*) exit 0 ;; esac; \
 case \"$r\" in *master_link_status:up*) ;; *) exit 1 ;; esac; \
 case \"$r\" in *master_sync_in_progress:0*) exit 0 ;; esac; \
 exit 1";
 
+/// The readiness script, logged in as the probe user when `auth` (the
+/// password is read at each run, from the mounted Secret).
+pub fn readiness(auth: bool) -> String {
+    let login = if auth {
+        format!(
+            "export REDISCLI_AUTH=\"$(cat {}/{})\"; LOGIN='--user {}'; ",
+            auth::MOUNT,
+            auth::PROBE_KEY,
+            auth::PROBE_USER
+        )
+    } else {
+        "LOGIN=''; ".to_string()
+    };
+    format!("{login}{READINESS}")
+}
+
 fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
     let name = rc.name_any();
     let spec = &rc.spec;
+    let auth = auth::enabled(spec);
     let labels = shard_labels(&name, shard);
     let data_mount = VolumeMount {
         name: "data".into(),
         mount_path: "/data".into(),
         ..Default::default()
     };
-    let container = Container {
+    let mut container = Container {
         name: "redis".into(),
         image: Some(spec.image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), server_command(spec)]),
@@ -297,7 +328,7 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
         resources: Some(spec.resources.clone()),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
-                command: Some(vec!["sh".into(), "-c".into(), READINESS.into()]),
+                command: Some(vec!["sh".into(), "-c".into(), readiness(auth)]),
             }),
             period_seconds: Some(5),
             timeout_seconds: Some(2),
@@ -345,6 +376,26 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
         }),
         ..Default::default()
     }];
+    if auth {
+        volumes.push(Volume {
+            name: AUTH_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth::internal_secret_name(&name)),
+                // Readable by the Redis group only (fsGroup).
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        if let Some(mounts) = container.volume_mounts.as_mut() {
+            mounts.push(VolumeMount {
+                name: AUTH_VOLUME.into(),
+                mount_path: auth::MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+    }
     let claims = match &spec.storage {
         Some(storage) => Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
@@ -747,7 +798,7 @@ mod tests {
             std::env::var("PATH").unwrap_or_default()
         );
         let status = std::process::Command::new("sh")
-            .args(["-c", READINESS])
+            .args(["-c", &readiness(false)])
             .env("PATH", path)
             .env("INFO", info)
             .env("REPL", repl)

@@ -8,6 +8,7 @@
 //! executor and [`leader`].
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod autoscale;
 pub mod cache;
 pub mod cli;

@@ -112,6 +112,7 @@ pub struct Observed<'a> {
     pub selector: String,
     pub last_scale_time: Option<Time>,
     pub migration: Option<MigrationStatus>,
+    pub auth: Option<api::AuthStatus>,
 }
 
 /// The migration progress after a topology step: totals accumulate across
@@ -308,6 +309,7 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
         phase: Some(phase.as_str().into()),
         last_scale_time: o.last_scale_time.clone(),
         selector: Some(o.selector.clone()),
+        auth: o.auth.clone(),
         migration: o.migration.clone(),
     };
     Built { status, phase }
@@ -418,6 +420,7 @@ mod tests {
             selector: "redis.example.com/cluster=c".into(),
             last_scale_time: None,
             migration: None,
+            auth: None,
         }
     }
 

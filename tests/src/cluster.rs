@@ -91,10 +91,24 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Free loopback ports; the small race until the process binds is accepted.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr().context("reading bound port")?.port())
+/// A free loopback port below the kernel's ephemeral range (32768 and up),
+/// so that no outgoing connection takes it before the component binds it
+/// (seen once: kube-apiserver refused to start on a port taken meanwhile);
+/// the small race with other test processes picking ports is accepted.
+pub(crate) fn free_port() -> Result<u16> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (seed.wrapping_add(n.wrapping_mul(2_654_435_761)) % SPAN);
+        let port = u16::try_from(port).context("port arithmetic")?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 fn make_tmp_dir() -> Result<PathBuf> {

@@ -121,10 +121,18 @@ pub fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
 }
 
 /// A restricted-compliant pod in [`APPS`] running `script` in the test
-/// Redis image, ended by the kubelet after [`CLIENT_POD_DEADLINE`].
-pub fn client_pod(name: &str, image: &str, script: &str) -> String {
+/// Redis image, ended by the kubelet after [`CLIENT_POD_DEADLINE`]. With
+/// `cluster`, it gets that RedisCluster's password from its Secret as an
+/// application would, in `REDISCLI_AUTH` (which `redis-cli` reads).
+pub fn client_pod(name: &str, image: &str, cluster: Option<&str>, script: &str) -> String {
     let script = serde_json::to_string(script).unwrap_or_default();
     let deadline = CLIENT_POD_DEADLINE.as_secs();
+    let env = match cluster {
+        Some(cluster) => format!(
+            "    env:\n    - name: REDISCLI_AUTH\n      valueFrom:\n        secretKeyRef: {{name: {cluster}-auth, key: password}}\n"
+        ),
+        None => String::new(),
+    };
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -145,7 +153,7 @@ spec:
     image: {image}
     imagePullPolicy: Never
     command: ["sh", "-c", {script}]
-    resources:
+{env}    resources:
       requests: {{cpu: 50m, memory: 32Mi}}
     securityContext:
       allowPrivilegeEscalation: false
@@ -165,17 +173,25 @@ pub fn service_host(cluster: &str) -> String {
 /// at most `duration`; deleting the pod stops it sooner. It fails if a round
 /// fails. `target` is `-h <primary IP>`, or `--cluster -h <service>` for a
 /// cluster of two shards or more (redis-benchmark refuses one primary).
-pub fn load_pod(name: &str, image: &str, target: &str, rounds: u32, duration: Duration) -> String {
+/// It logs in with the password of RedisCluster `cluster`.
+pub fn load_pod(
+    name: &str,
+    image: &str,
+    cluster: &str,
+    target: &str,
+    rounds: u32,
+    duration: Duration,
+) -> String {
     let secs = duration.as_secs();
     let script = format!(
         "end=$(( $(date +%s) + {secs} )); i=0\n\
          while [ $i -lt {rounds} ] && [ $(date +%s) -lt $end ]; do\n\
-         \x20 redis-benchmark {target} -p 6379 -c 16 -P 8 -n 100000 -t set,get -q >/dev/null || {{ echo \"round $i failed\"; exit 1; }}\n\
+         \x20 redis-benchmark {target} -a \"$REDISCLI_AUTH\" -p 6379 -c 16 -P 8 -n 100000 -t set,get -q >/dev/null || {{ echo \"round $i failed\"; exit 1; }}\n\
          \x20 i=$((i+1)); echo \"round $i done\"\n\
          done\n\
          echo \"load finished after $i rounds\""
     );
-    client_pod(name, image, &script)
+    client_pod(name, image, Some(cluster), &script)
 }
 
 /// `(pod name, pod IP)` of a RedisCluster's pods in [`APPS`] that have an IP, by name.
@@ -305,8 +321,42 @@ pub async fn condition(c: &Cluster, name: &str, kind: &str) -> Result<(String, S
 /// `redis://ip:6379` seeds for a cluster client.
 pub fn seeds(pods: &[(String, Ipv4Addr)]) -> Vec<String> {
     pods.iter()
-        .map(|(_, ip)| format!("redis://{ip}:6379"))
+        .map(|(_, ip)| crate::redis::url(SocketAddr::new((*ip).into(), 6379)))
         .collect()
+}
+
+/// The clients' password of RedisCluster `name` in `ns` (its Secret
+/// `<name>-auth`, once the operator made it).
+pub async fn client_password(c: &Cluster, ns: &str, name: &str) -> Result<String> {
+    let secret = format!("{name}-auth");
+    wait_for(
+        &format!("Secret {ns}/{secret}"),
+        Duration::from_secs(120),
+        || async {
+            let out = c
+                .kubectl([
+                    "get",
+                    "secret",
+                    "-n",
+                    ns,
+                    &secret,
+                    "-o",
+                    "go-template={{.data.password | base64decode}}",
+                ])
+                .await?;
+            Ok((out.status.success() && !out.stdout.is_empty())
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+        },
+    )
+    .await
+}
+
+/// Makes the harness's Redis helpers log in with the clients' password of
+/// RedisCluster `name` in `ns`; returns it.
+pub async fn use_client_password(c: &Cluster, ns: &str, name: &str) -> Result<String> {
+    let password = client_password(c, ns, name).await?;
+    crate::redis::set_password(Some(password.clone()));
+    Ok(password)
 }
 
 /// The sum of a counter over the operator's pods (only the leader counts),

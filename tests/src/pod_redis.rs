@@ -39,6 +39,8 @@ pub const RESTART_GAP: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The StatefulSet volume (and claim template) that holds Redis data.
 const DATA_VOLUME: &str = "data";
+/// The pod volume with the internal auth Secret.
+const AUTH_VOLUME: &str = "auth";
 
 /// Supervises one `redis-server` per running Redis pod until dropped.
 pub struct PodRedis {
@@ -64,6 +66,9 @@ pub struct RunningPod {
     /// What holds that claim's data: its bound PersistentVolume (the
     /// claim's UID while unbound), filled in once the claims are listed.
     pub volume: Option<String>,
+    /// The Secret mounted as the pod's `auth` volume (ACL users and the
+    /// replication login), if any.
+    pub auth_secret: Option<String>,
 }
 
 impl RunningPod {
@@ -147,6 +152,8 @@ impl PodRedis {
         let task = tokio::spawn(async move {
             let mut supervisor = Supervisor {
                 base,
+                kubectl: kubectl.clone(),
+                kubeconfig: kubeconfig.clone(),
                 nodes: HashMap::new(),
                 stopped_at: HashMap::new(),
             };
@@ -253,17 +260,26 @@ pub fn running_pod(p: &serde_json::Value) -> Option<RunningPod> {
         .find(|v| v["name"] == DATA_VOLUME)
         .and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str())
         .map(str::to_owned);
+    let auth_secret = volumes
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == AUTH_VOLUME)
+        .and_then(|v| v["secret"]["secretName"].as_str())
+        .map(str::to_owned);
     Some(RunningPod {
         key: format!("{}/{}", meta["namespace"].as_str()?, meta["name"].as_str()?),
         uid: meta["uid"].as_str()?.to_owned(),
         ip,
         claim,
         volume: None,
+        auth_secret,
     })
 }
 
 struct Supervisor {
     base: PathBuf,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
     /// By pod UID.
     nodes: HashMap<String, Node>,
     /// By pod `namespace/name`.
@@ -310,7 +326,19 @@ impl Supervisor {
         for uid in &plan.start {
             let Some(pod) = pods.get(uid) else { continue };
             let dir = pod.data_dir(&self.base);
-            match RedisNode::start(pod.ip, &dir, "") {
+            // As a kubelet, the pod starts once its Secret volume can be
+            // mounted, with the Secret's content at that moment.
+            let extra = match &pod.auth_secret {
+                None => String::new(),
+                Some(secret) => match self.mount_auth(pod, secret).await {
+                    Ok(conf) => conf,
+                    Err(e) => {
+                        eprintln!("pod-redis: {}: mounting {secret}: {e:#}", pod.key);
+                        continue;
+                    }
+                },
+            };
+            match RedisNode::start(pod.ip, &dir, &extra) {
                 Ok(server) => {
                     let pod = pod.clone();
                     self.nodes.insert(uid.clone(), Node { pod, server });
@@ -321,6 +349,45 @@ impl Supervisor {
                 ),
             }
         }
+    }
+
+    /// Writes the pod's auth Secret (`users.acl`, `auth.conf`) where its
+    /// server reads them, and returns the config lines that load them.
+    async fn mount_auth(&self, pod: &RunningPod, secret: &str) -> Result<String> {
+        let ns = pod.key.split('/').next().unwrap_or_default();
+        let dir = self.base.join("auth").join(&pod.uid);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for key in ["users.acl", "auth.conf"] {
+            let template = format!("--template={{{{index .data \"{key}\" | base64decode}}}}");
+            let out = tokio::process::Command::new(&self.kubectl)
+                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args([
+                    "get",
+                    "secret",
+                    "-n",
+                    ns,
+                    secret,
+                    "-o",
+                    "go-template",
+                    &template,
+                ])
+                .output()
+                .await
+                .context("running kubectl")?;
+            if !out.status.success() {
+                bail!(
+                    "kubectl get secret: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::fs::write(dir.join(key), &out.stdout)
+                .with_context(|| format!("writing {key} in {}", dir.display()))?;
+        }
+        Ok(format!(
+            "aclfile {}/users.acl\ninclude {}/auth.conf",
+            dir.display(),
+            dir.display()
+        ))
     }
 
     /// Stops a pod's server as a kubelet would, and drops its data unless a
@@ -354,6 +421,7 @@ mod tests {
             ip: Ipv4Addr::from(ip),
             claim: None,
             volume: None,
+            auth_secret: None,
         };
         (uid.into(), p)
     }
@@ -451,12 +519,14 @@ mod tests {
             "metadata": {"namespace": "ns", "name": "a-0", "uid": "u1"},
             "spec": {"volumes": [
                 {"name": "config", "configMap": {"name": "c"}},
-                {"name": "data", "persistentVolumeClaim": {"claimName": "data-a-0"}}
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-a-0"}},
+                {"name": "auth", "secret": {"secretName": "a-internal-auth"}}
             ]},
             "status": {"phase": "Running", "podIP": "127.1.0.4"}
         });
         let p = running_pod(&json).expect("a running pod");
         assert_eq!(p.claim.as_deref(), Some("data-a-0"));
+        assert_eq!(p.auth_secret.as_deref(), Some("a-internal-auth"));
         assert_eq!(p.key, "ns/a-0");
 
         let mut deleting = json.clone();

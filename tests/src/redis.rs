@@ -349,9 +349,41 @@ impl Drop for RedisFleet {
 
 // ---- talking to nodes ---------------------------------------------------------
 
+/// The clients' password the helpers below log in with (as `default`);
+/// `None` for nodes without authentication. One per test process: a test
+/// sets it for the cluster it made (tests that make clusters with auth run
+/// one at a time).
+static PASSWORD: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Sets the password the helpers log in with, see [`PASSWORD`].
+pub fn set_password(password: Option<String>) {
+    *PASSWORD.write().unwrap_or_else(|e| e.into_inner()) = password;
+}
+
+fn password() -> Option<String> {
+    PASSWORD.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A `redis://` URL for `addr` that logs in with [`set_password`]'s.
+pub fn url(addr: SocketAddr) -> String {
+    url_with(addr, password().as_deref())
+}
+
+/// A `redis://` URL for `addr`, logged in as `default` with `password`.
+pub fn url_with(addr: SocketAddr, password: Option<&str>) -> String {
+    match password {
+        Some(p) => format!("redis://:{p}@{addr}"),
+        None => format!("redis://{addr}"),
+    }
+}
+
 pub async fn connect(addr: SocketAddr) -> Result<MultiplexedConnection> {
-    let info =
+    let mut info =
         redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()?;
+    if let Some(p) = password() {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
     let client = redis::Client::open(info)?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -442,7 +474,11 @@ pub async fn slot_counts(addr: SocketAddr) -> Result<BTreeMap<SocketAddr, usize>
 
 /// `redis-cli --cluster check`: exit 0, no `[ERR]`, no open slot.
 pub fn cluster_check(addr: SocketAddr) -> Result<String> {
-    let out = Command::new(redis_binary("redis-cli")?)
+    let mut cmd = Command::new(redis_binary("redis-cli")?);
+    if let Some(p) = password() {
+        cmd.env("REDISCLI_AUTH", p);
+    }
+    let out = cmd
         .args(["--cluster", "check", &addr.to_string()])
         .output()
         .context("running redis-cli --cluster check")?;

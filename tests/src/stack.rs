@@ -4,7 +4,6 @@
 //! running as local processes against the cluster, each under its chart
 //! ServiceAccount's token (never the admin kubeconfig).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,10 +26,7 @@ pub const OPERATOR_SA: &str = "redis-operator-operator";
 pub const WEBHOOK_SA: &str = "redis-operator-webhook";
 pub const CRD: &str = "redisclusters.redis.example.com";
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr().context("reading bound port")?.port())
-}
+use crate::cluster::free_port;
 
 /// What to install and start.
 #[derive(Debug, Clone)]

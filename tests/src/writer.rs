@@ -60,6 +60,8 @@ pub struct Writer {
     prefix: Arc<str>,
     stop: Arc<AtomicBool>,
     seeds: Arc<Mutex<Vec<String>>>,
+    /// Set by [`Writer::reconnect`]: drop the client before the next write.
+    reconnect: Arc<AtomicBool>,
     state: Arc<Mutex<State>>,
 }
 
@@ -81,6 +83,7 @@ impl Writer {
             prefix: prefix.into(),
             stop: Arc::new(AtomicBool::new(false)),
             seeds: Arc::new(Mutex::new(seeds)),
+            reconnect: Arc::default(),
             state: Arc::default(),
         }
     }
@@ -88,6 +91,13 @@ impl Writer {
     /// The addresses to reconnect to when every known one failed.
     pub fn set_seeds(&self, seeds: Vec<String>) {
         *lock(&self.seeds) = seeds;
+    }
+
+    /// Connects anew to `seeds` before the next write, as an application
+    /// does that picked up a new password: the old connections go.
+    pub fn reconnect(&self, seeds: Vec<String>) {
+        self.set_seeds(seeds);
+        self.reconnect.store(true, Ordering::Relaxed);
     }
 
     /// Acknowledged writes so far.
@@ -124,6 +134,9 @@ impl Writer {
             && i < limits.max_writes
             && started.elapsed() < limits.max_time
         {
+            if self.reconnect.swap(false, Ordering::Relaxed) {
+                conn = None;
+            }
             if conn.is_none() {
                 conn = self.connect().await?;
                 if conn.is_none() {

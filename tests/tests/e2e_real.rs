@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use harness::in_cluster::{
     APPS, client_pod, events, helm_install, image_values, load_pod, on_real_node, pod_ips,
-    pod_phase, pod_result, rc_field, redis_cluster, redis_query, wait_ready,
+    pod_phase, pod_result, rc_field, redis_cluster, redis_query, use_client_password, wait_ready,
 };
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
@@ -180,6 +180,17 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     let pods = pod_ips(c, REDIS).await?;
     ensure!(pods.len() == 6, "{pods:?}");
     let seed = pods[0].1;
+    // Authentication is on: nothing is served without the password.
+    harness::redis::set_password(None);
+    let refused = redis_query::<String>(c, seed, &["CLUSTER", "INFO"]).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("NOAUTH")),
+        "served without a password: {refused:?}"
+    );
+    use_client_password(c, APPS, REDIS).await?;
+    step("a client without the password is refused");
     let info: String = c
         .netns_handle()?
         .run_async(move || async move {
@@ -227,7 +238,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
          n=0; for i in $(seq 1 300); do v=$(redis-cli -c -h {host} get key:$i); [ \"$v\" = \"val:$i\" ] && n=$((n+1)); done\n\
          echo \"read back $n of 300\""
     );
-    c.kubectl_apply(&client_pod("client", &images.redis, &script))
+    c.kubectl_apply(&client_pod("client", &images.redis, Some(REDIS), &script))
         .await?;
     let log = pod_result(c, "client", Duration::from_secs(180)).await?;
     ensure!(log.contains("read back 300 of 300"), "{log}");
@@ -261,7 +272,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .context("no pod has the primary's IP")?;
     let seeds: Vec<String> = pods
         .iter()
-        .map(|(_, ip)| format!("redis://{ip}:6379"))
+        .map(|(_, ip)| harness::redis::url(SocketAddr::new((*ip).into(), 6379)))
         .collect();
     let writer = Writer::new("w", seeds);
     let running = {
@@ -307,7 +318,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     let new_pods = pod_ips(c, REDIS).await?;
     let seeds: Vec<String> = new_pods
         .iter()
-        .map(|(_, ip)| format!("redis://{ip}:6379"))
+        .map(|(_, ip)| harness::redis::url(SocketAddr::new((*ip).into(), 6379)))
         .collect();
     let total = summary.acked.len();
     let acked = summary.acked;
@@ -537,6 +548,7 @@ async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {
     ))
     .await?;
     wait_ready(c, HOT, 1, Duration::from_secs(240)).await?;
+    use_client_password(c, APPS, HOT).await?;
     step("RedisCluster 1x1 Ready");
 
     // Idle: a reading from the kubelet, below the threshold, and no step.
@@ -562,6 +574,7 @@ async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {
     c.kubectl_apply(&load_pod(
         "load",
         &images.redis,
+        HOT,
         &format!("-h {}", primary[0].1),
         2000,
         Duration::from_secs(600),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
     APPS, condition, events, helm_install, is_ready, on_real_node, operator_counter, pod_ips,
-    redis_cluster, redis_query, seeds, wait_ready,
+    redis_cluster, redis_query, seeds, use_client_password, wait_ready,
 };
 use harness::redis::key_slot;
 use harness::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
@@ -65,6 +65,7 @@ async fn scenarios(c: &Cluster, t0: Instant) -> Result<()> {
     ))
     .await?;
     wait_ready(c, LOSE, 1, Duration::from_secs(240)).await?;
+    use_client_password(c, APPS, LOSE).await?;
     step("3x1 Ready");
     only_copy_lost(c, 1, "a", false)
         .await
@@ -88,6 +89,7 @@ async fn scenarios(c: &Cluster, t0: Instant) -> Result<()> {
     ))
     .await?;
     wait_ready(c, KEEP, 2, Duration::from_secs(240)).await?;
+    use_client_password(c, APPS, KEEP).await?;
     step("3x2 with storage Ready");
     every_pod_restarted(c).await.context("scenario 3")?;
     step("scenario 3 (every pod with storage deleted) passed");

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster, wait_ready,
+    APPS, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster,
+    use_client_password, wait_ready,
 };
 use harness::stack::NAMESPACE;
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
@@ -91,12 +92,13 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     ))
     .await?;
     wait_ready(c, NAME, 2, Duration::from_secs(300)).await?;
+    use_client_password(c, APPS, NAME).await?;
     step("RedisCluster 3x2 Ready");
     let before = pods_of(c, NAME).await?;
     ensure!(before.len() == 6, "{before:?}");
     let seeds: Vec<String> = before
         .iter()
-        .filter_map(|(_, _, ip)| Some(format!("redis://{}:6379", (*ip)?)))
+        .filter_map(|(_, _, ip)| Some(harness::redis::url(SocketAddr::new((*ip)?.into(), 6379))))
         .collect();
     let s = seeds.clone();
     c.netns_handle()?
@@ -175,7 +177,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     let after = pods_of(c, NAME).await?;
     let seeds: Vec<String> = after
         .iter()
-        .filter_map(|(_, _, ip)| Some(format!("redis://{}:6379", (*ip)?)))
+        .filter_map(|(_, _, ip)| Some(harness::redis::url(SocketAddr::new((*ip)?.into(), 6379))))
         .collect();
     let total = summary.acked.len();
     let acked = summary.acked;

@@ -40,6 +40,25 @@ async fn pod_addrs(c: &Cluster) -> Result<Vec<SocketAddr>> {
         .collect())
 }
 
+/// Logs the harness's Redis helpers in with the clients' password the
+/// operator generated, after checking that a client without it is refused.
+async fn login(c: &Cluster) -> Result<()> {
+    harness::redis::set_password(None);
+    let addrs = pod_addrs(c).await?;
+    for a in &addrs {
+        let err = harness::redis::query::<Option<String>>(*a, &["GET", "k"])
+            .await
+            .err()
+            .with_context(|| format!("{a} served GET without a password"))?;
+        ensure!(
+            format!("{err:#}").contains("NOAUTH"),
+            "{a}: want NOAUTH, got {err:#}"
+        );
+    }
+    harness::in_cluster::use_client_password(c, "default", NAME).await?;
+    Ok(())
+}
+
 async fn status(c: &Cluster) -> Result<serde_json::Value> {
     let s = c
         .kubectl_ok(["get", "rediscluster", NAME, "-o", "jsonpath={.status}"])
@@ -91,7 +110,7 @@ async fn cluster_conn(seeds: &[SocketAddr]) -> Result<redis::cluster_async::Clus
     let client = redis::cluster::ClusterClientBuilder::new(
         seeds
             .iter()
-            .map(|a| format!("redis://{a}"))
+            .map(|a| harness::redis::url(*a))
             .collect::<Vec<_>>(),
     )
     .connection_timeout(Duration::from_secs(2))
@@ -212,6 +231,7 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
     wait_ready(&c, 3, 2, long)
         .await
         .context("bootstrap 3 x 2")?;
+    login(&c).await?;
     check_redis(&c, 3).await?;
     let seeds = pod_addrs(&c).await?;
     write_keys(&seeds, 1).await?;
@@ -330,9 +350,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> 
     wait_ready(&c, 2, 1, long)
         .await
         .context("bootstrap 2 x 1")?;
+    login(&c).await?;
     let seeds = pod_addrs(&c).await?;
     write_keys(&seeds, 1).await?;
-    let writer = Writer::new("w", seeds.iter().map(|a| format!("redis://{a}")).collect());
+    let writer = Writer::new("w", seeds.iter().map(|a| harness::redis::url(*a)).collect());
     let running = tokio::spawn(writer.clone().run(Limits::default()));
     wait_for("the writer's first acknowledged writes", long, || async {
         Ok((writer.acked_count() >= 100).then_some(()))
@@ -398,7 +419,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_a_standby_leads() -> 
     let seeds: Vec<String> = pod_addrs(&c)
         .await?
         .iter()
-        .map(|a| format!("redis://{a}"))
+        .map(|a| harness::redis::url(*a))
         .collect();
     let lost = lost_writes(seeds.clone(), "w", &summary.acked).await?;
     ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
@@ -463,6 +484,7 @@ async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Resu
     wait_ready(&c, 2, 2, long)
         .await
         .context("bootstrap 2 x 2")?;
+    login(&c).await?;
     write_keys(&pod_addrs(&c).await?, 1).await?;
 
     patch(&c, r#"{"replicas":1}"#).await?;

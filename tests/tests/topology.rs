@@ -510,6 +510,137 @@ async fn interrupted_slot_move_is_finished_without_losing_keys() -> Result<()> {
     Ok(())
 }
 
+// ---- the operator's ACL user --------------------------------------------------------
+
+/// The operator logged in as its own ACL user (`operator::auth`), limited
+/// to the commands it needs, forms a cluster, reshards it both ways with
+/// keys in it (MIGRATE passes the login on to the target) and fails a
+/// primary over; replicas log in as the replication user. The clients'
+/// `default` user is left open here, so that the checks below need no
+/// password; the rights under test are the operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_acl_user_can_do_all_the_topology_work_and_no_more() -> Result<()> {
+    use operator::auth;
+    const N: usize = 5_000;
+    let internal = auth::Internal {
+        operator: "operator-secret".into(),
+        replication: "replication-secret".into(),
+        probe: "probe-secret".into(),
+    };
+    let client = auth::ClientAcl {
+        user: "default".into(),
+        hashes: vec![auth::sha256_hex("unused")],
+        rotation_started: None,
+    };
+    let acl: String = auth::acl_file(&client, &internal)
+        .lines()
+        .map(|l| {
+            if l.starts_with("user default ") {
+                "user default on nopass ~* &* +@all\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("redis-topology-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("users.acl"), acl)?;
+    std::fs::write(dir.join("auth.conf"), auth::conf_file(&internal))?;
+    let mut fleet = RedisFleet::new("acl")?;
+    fleet.set_extra_conf(&format!(
+        "aclfile {}/users.acl\ninclude {}/auth.conf",
+        dir.display(),
+        dir.display()
+    ));
+    let opts = StepOptions {
+        login: Some(topology::Login {
+            user: auth::OPERATOR_USER.into(),
+            password: internal.operator.clone(),
+        }),
+        ..opts()
+    };
+    let result = async {
+        fleet.start_grid(0..2, 2).await?;
+        rh::converge(&fleet.members(), desired(2, 2), &opts, CONVERGE)
+            .await
+            .with_context(|| fleet.logs(20))?;
+        for s in 0..2 {
+            let repl: String = rh::query(fleet.addr(s, 1), &["INFO", "replication"]).await?;
+            ensure!(repl.contains("master_link_status:up"), "shard {s}: {repl}");
+        }
+        let versions = vec![1u32; N];
+        rh::load(fleet.addr(0, 0), &versions).await?;
+
+        fleet.start(2, 0).await?;
+        fleet.start(2, 1).await?;
+        let out = rh::converge(&fleet.members(), desired(3, 2), &opts, CONVERGE)
+            .await
+            .with_context(|| fleet.logs(20))?;
+        ensure!(
+            out.keys_moved > 0 && out.errors.is_empty(),
+            "2 -> 3: {out:?}"
+        );
+        let back = rh::converge(&fleet.members(), desired(2, 2), &opts, CONVERGE)
+            .await
+            .with_context(|| fleet.logs(20))?;
+        ensure!(
+            back.last.removable_shards.contains(&2),
+            "3 -> 2: {:?}",
+            back.last
+        );
+        fleet.remove(2, 0);
+        fleet.remove(2, 1);
+        rh::verify(fleet.addr(0, 0), &versions).await?;
+
+        // A hand-over, as a rolling update asks for it.
+        let hand_over = topology::HandOver {
+            shard: 0,
+            from: 0,
+            to: 1,
+        };
+        let roll = StepOptions {
+            hand_over: Some(hand_over),
+            ..opts.clone()
+        };
+        rh::converge(&fleet.members(), desired(2, 2), &roll, CONVERGE).await?;
+        ensure!(
+            rh::myself(fleet.addr(0, 1)).await?[2].contains("master"),
+            "ordinal 1 did not take over"
+        );
+
+        // No more than that: the operator's login cannot touch data.
+        let mut c = redis::Client::open(rh::url_with(fleet.addr(0, 1), None))?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: () = redis::cmd("AUTH")
+            .arg(auth::OPERATOR_USER)
+            .arg(&internal.operator)
+            .query_async(&mut c)
+            .await?;
+        for cmd in [
+            vec!["FLUSHALL"],
+            vec!["GET", "key:0"],
+            vec!["CONFIG", "GET", "*"],
+        ] {
+            let err = redis::cmd(cmd[0])
+                .arg(&cmd[1..])
+                .query_async::<redis::Value>(&mut c)
+                .await
+                .err()
+                .with_context(|| format!("{cmd:?} was allowed to the operator's user"))?;
+            ensure!(
+                err.to_string().to_lowercase().contains("noperm"),
+                "{cmd:?}: {err}"
+            );
+        }
+        rh::verify(fleet.addr(0, 1), &versions).await?;
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 // ---- replica scale-down after a failover ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+use crate::auth::AuthView;
 use crate::autoscale::{self, Decision};
 use crate::cache::{self, Key};
 use crate::desired::{self, ShardPlan};
@@ -130,6 +131,8 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// The rolling update's next step, when the pods were looked at.
     pub roll: Option<&'a roll::Decision>,
+    /// How clients log in, when authentication is on.
+    pub auth: Option<&'a AuthView>,
 }
 
 /// What the last reconciles left that this one decides on.
@@ -495,8 +498,19 @@ fn build_status(i: &Inputs<'_>, redis: &RedisState, scaled: bool) -> status::Bui
         selector: names::selector_string(i.name),
         last_scale_time,
         migration,
+        auth: i.auth.map(auth_status),
     };
     status::build(prior, &observed, Time(i.now))
+}
+
+fn auth_status(v: &AuthView) -> api::AuthStatus {
+    let time = |t: i64| Timestamp::from_second(t).ok().map(Time);
+    api::AuthStatus {
+        secret_name: v.secret_name.clone(),
+        username: v.username.clone(),
+        rotated_at: v.rotated_at.and_then(time),
+        old_password_expires_at: v.overlap_until.and_then(time),
+    }
 }
 
 #[cfg(test)]

@@ -154,6 +154,7 @@ impl World {
             metrics_interval: INTERVAL,
             now: t(10_000),
             roll: self.roll.as_ref(),
+            auth: None,
         };
         let mem = Remembered {
             rendered: self.rendered.as_ref(),

@@ -27,6 +27,9 @@ pub(super) struct ClusterMemory {
     pub(super) rendered: Option<Rendered>,
     /// The roll was last reported blocked (its event is published once).
     pub(super) roll_blocked: bool,
+    /// Passwords and what each node was given; boxed, as most of the
+    /// memory of a cluster is idle.
+    pub(super) credentials: Option<Box<super::credentials::Credentials>>,
 }
 
 /// Every cluster's memory.

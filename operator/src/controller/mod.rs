@@ -13,6 +13,7 @@
 //! reconciles) and `events`.
 
 mod act;
+mod credentials;
 pub mod decide;
 mod events;
 #[cfg(test)]
@@ -64,6 +65,10 @@ pub enum Error {
     },
     #[error("the caches of the child objects are not synced yet")]
     CachesNotSynced,
+    #[error("the clients' Secret {secret} {why}")]
+    ClientSecret { secret: String, why: String },
+    #[error("generating a password for {name}: the system's random source failed")]
+    Random { name: String },
     #[error("RedisCluster {name}: {source}")]
     Shape {
         name: String,
@@ -80,6 +85,8 @@ impl Error {
             Error::Spec { .. } => "reading_spec",
             Error::CachesNotSynced => "caches_not_synced",
             Error::Shape { .. } => "invalid_shape",
+            Error::ClientSecret { .. } => "client_secret",
+            Error::Random { .. } => "random",
         }
     }
 }

@@ -16,7 +16,7 @@ use super::decide::{self, Inputs, Remembered, Topology};
 use super::memory::ClusterMemory;
 use super::stores::LiveChildren;
 use super::sync::Synced;
-use super::{Context, Error, act};
+use super::{Context, Error, act, credentials};
 use crate::cache;
 use crate::desired;
 use crate::names;
@@ -105,21 +105,48 @@ async fn reconcile_cluster(
         .iter()
         .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
         .collect();
+    // Who may talk to Redis: the Secrets, and each node's ACL users. Not
+    // managing the topology, the operator does not talk to Redis at all.
+    let manage = ctx.settings.manage_topology;
+    let nodes = if manage {
+        node_addrs(&pods)
+    } else {
+        Vec::new()
+    };
+    let creds = credentials::reconcile(
+        &ctx.client,
+        rc,
+        (ns, name),
+        &mut mem.credentials,
+        &nodes,
+        &step_options(ctx, None, None),
+        manage.then_some(ctx.settings.metrics_interval),
+    )
+    .await?;
+    let login = creds.login;
     // The Redis side: form and reshape the cluster over RESP. The step acts
     // on Redis itself; its report is what the decision needs of it.
-    let mut report = if ctx.settings.manage_topology {
+    let mut report = if manage {
         redis_step(
             shape,
             loss_policy(&rc.spec),
             &pods,
             &current,
-            &step_options(ctx, None),
+            &step_options(ctx, None, login.clone()),
         )
         .await
     } else {
         None
     };
-    let roll = roll_step(rc, ctx, shape, (&sets, &pods), &current, &mut report).await;
+    let roll = roll_step(
+        rc,
+        ctx,
+        shape,
+        (&sets, &pods),
+        (&current, login),
+        &mut report,
+    )
+    .await;
     ctx.metrics.set_pending_update(ns, name, roll.left);
     // A failed step still counts what it did before the error.
     match &report {
@@ -151,6 +178,7 @@ async fn reconcile_cluster(
         metrics_interval: ctx.settings.metrics_interval,
         now,
         roll: Some(&roll),
+        auth: creds.view.as_ref(),
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
@@ -176,7 +204,7 @@ async fn roll_step(
     ctx: &Context,
     shape: ClusterShape,
     (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
-    current: &BTreeMap<u32, i32>,
+    (current, login): (&BTreeMap<u32, i32>, Option<topology::Login>),
     report: &mut Option<Result<topology::Report, topology::StepError>>,
 ) -> roll::Decision {
     let roll_pods = roll::pods_of(sets, pods);
@@ -200,7 +228,7 @@ async fn roll_step(
     }
     if let roll::Step::HandOver { shard, from, to } = decision.step {
         let hand_over = topology::HandOver { shard, from, to };
-        let opts = step_options(ctx, Some(hand_over));
+        let opts = step_options(ctx, Some(hand_over), login);
         if let Some(mut again) =
             redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
         {
@@ -305,14 +333,31 @@ fn loss_policy(spec: &api::RedisClusterSpec) -> topology::LossPolicy {
     }
 }
 
-/// How a topology step runs: fenced by leadership, and with the hand-over a
-/// rolling update asks for, if any.
-fn step_options(ctx: &Context, hand_over: Option<topology::HandOver>) -> topology::StepOptions {
+/// How a topology step runs: fenced by leadership, logged in as the
+/// operator, and with the hand-over a rolling update asks for, if any.
+fn step_options(
+    ctx: &Context,
+    hand_over: Option<topology::HandOver>,
+    login: Option<topology::Login>,
+) -> topology::StepOptions {
     topology::StepOptions {
         fence: ctx.settings.fence.clone(),
         hand_over,
+        login,
         ..Default::default()
     }
+}
+
+/// The Redis address of every running pod.
+fn node_addrs(pods: &[(String, cache::PodState)]) -> Vec<SocketAddr> {
+    pods.iter()
+        .filter(|(_, p)| !p.deleting && p.running)
+        .filter_map(|(_, p)| Some(SocketAddr::new(p.ip?, redis_port())))
+        .collect()
+}
+
+fn redis_port() -> u16 {
+    u16::try_from(desired::REDIS_PORT).unwrap_or(6379)
 }
 
 /// Runs one bounded topology step when every expected pod has an IP.
@@ -333,7 +378,7 @@ async fn redis_step(
             Some(topology::Member {
                 shard,
                 ordinal,
-                addr: SocketAddr::new(ip, u16::try_from(desired::REDIS_PORT).unwrap_or(6379)),
+                addr: SocketAddr::new(ip, redis_port()),
             })
         })
         .collect();

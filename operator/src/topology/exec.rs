@@ -15,7 +15,7 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo, Pipeline, Value};
 
 use super::error::TopologyError;
 use super::plan::{Action, NodeRef};
-use super::{Fence, StepOptions};
+use super::{Fence, Login, StepOptions};
 
 /// Upper bound on GETKEYSINSLOT/MIGRATE rounds for one batch of slots
 /// (each round moves up to `keys_per_migrate` keys of every slot).
@@ -30,6 +30,7 @@ pub(crate) struct Conns {
     map: HashMap<SocketAddr, MultiplexedConnection>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    pub(crate) login: Option<Login>,
     fence: Fence,
 }
 
@@ -39,6 +40,7 @@ impl Conns {
             map: HashMap::new(),
             connect_timeout: opts.connect_timeout,
             command_timeout: opts.command_timeout,
+            login: opts.login.clone(),
             fence: opts.fence.clone(),
         }
     }
@@ -63,7 +65,7 @@ impl Conns {
         if let Some(c) = self.cached(addr) {
             return Ok(c);
         }
-        let c = connect(addr, self.connect_timeout)
+        let c = connect(addr, self.connect_timeout, self.login.as_ref())
             .await
             .map_err(|source| TopologyError::Connect { addr, source })?;
         self.map.insert(addr, c.clone());
@@ -148,12 +150,48 @@ impl Conns {
     }
 }
 
+/// Connects to `addr`, logged in as `login`. A node that refuses the login
+/// but serves without one has no ACL yet (it started before authentication
+/// was turned on): that connection is used, so that the operator can give
+/// the node its users.
 pub(crate) async fn connect(
     addr: SocketAddr,
     timeout: Duration,
+    login: Option<&Login>,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
-    let info =
+    let Some(login) = login else {
+        return connect_as(addr, timeout, None).await;
+    };
+    match connect_as(addr, timeout, Some(login)).await {
+        Err(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+            let mut open = connect_as(addr, timeout, None)
+                .await
+                .map_err(|_| e.clone())?;
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(timeout, ping.query_async::<String>(&mut open)).await {
+                Ok(Ok(_)) => Ok(open),
+                _ => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+async fn connect_as(
+    addr: SocketAddr,
+    timeout: Duration,
+    login: Option<&Login>,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let mut info =
         redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()?;
+    if let Some(login) = login {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_username(&login.user)
+            .set_password(&login.password);
+        info = info.set_redis_settings(settings);
+    }
     let client = redis::Client::open(info)?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -611,6 +649,9 @@ async fn migrate(
             .arg(mig_ms);
         if replace {
             c.arg("REPLACE");
+        }
+        if let Some(login) = &conns.login {
+            c.arg("AUTH2").arg(&login.user).arg(&login.password);
         }
         c.arg("KEYS");
         for k in keys {

@@ -108,6 +108,44 @@ pub struct StepOptions {
     pub fence: Fence,
     /// A primary a rolling update asks to step down.
     pub hand_over: Option<HandOver>,
+    /// The ACL user the operator logs in as, when the nodes require one;
+    /// MIGRATE passes it on to the target.
+    pub login: Option<Login>,
+}
+
+/// Runs one pipeline (made with `ignore_errors`) on one node, fenced and
+/// logged in as a step is; a server error in any reply is an error.
+pub async fn run_pipeline(
+    addr: SocketAddr,
+    p: &redis::Pipeline,
+    label: &str,
+    opts: &StepOptions,
+) -> Result<(), TopologyError> {
+    let mut conns = exec::Conns::new(opts);
+    let replies = conns.pipe(addr, p, label, opts.command_timeout).await?;
+    for v in &replies {
+        if let Some(message) = exec::server_error(v) {
+            return Err(TopologyError::Refused {
+                addr,
+                command: label.to_string(),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An ACL user and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}, <redacted>)", self.user)
+    }
 }
 
 impl Default for StepOptions {
@@ -124,6 +162,7 @@ impl Default for StepOptions {
             settle_poll: Duration::from_millis(200),
             fence: Fence::default(),
             hand_over: None,
+            login: None,
         }
     }
 }

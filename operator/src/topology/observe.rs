@@ -23,17 +23,17 @@ pub(crate) async fn observe_with(
 ) -> Observation {
     let timeout = conns.command_timeout;
     let connect_timeout = conns.connect_timeout;
+    let login = conns.login.clone();
     // Connect to the members we have no connection to, concurrently.
     let missing: Vec<SocketAddr> = members
         .iter()
         .map(|m| m.addr)
         .filter(|a| conns.cached(*a).is_none())
         .collect();
-    let fresh = join_all(
-        missing
-            .iter()
-            .map(|&a| async move { (a, exec::connect(a, connect_timeout).await) }),
-    )
+    let fresh = join_all(missing.iter().map(|&a| {
+        let login = login.clone();
+        async move { (a, exec::connect(a, connect_timeout, login.as_ref()).await) }
+    }))
     .await;
     let mut connect_errors = std::collections::HashMap::new();
     for (a, r) in fresh {

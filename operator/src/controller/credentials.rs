@@ -1,0 +1,366 @@
+//! The I/O side of [`crate::auth`]: the clients' Secret (generated when the
+//! spec names none), the operator's internal Secret, and the ACL pushed to
+//! each node at run time, so that a password change needs no restart.
+//!
+//! Secrets are read by name only (the operator has no list or watch on
+//! them): the internal one once per operator lifetime, the clients' one at
+//! most once per poll interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use api::RedisCluster;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+
+use super::{Error, kube_err};
+use crate::auth::{self, AuthView, ClientAcl, Internal, Rotation};
+use crate::names::{self, MANAGER};
+use crate::topology::{self, Login};
+
+/// What the operator keeps of a cluster's credentials between reconciles.
+pub(super) struct Credentials {
+    internal: Internal,
+    acl: ClientAcl,
+    /// When the last rotation finished (Unix seconds).
+    rotated_at: Option<i64>,
+    /// When the clients' Secret was last read.
+    read_at: Instant,
+    /// Fingerprint of the users each node was last given.
+    applied: HashMap<SocketAddr, u64>,
+}
+
+/// The outcome for one reconcile: how the operator logs in, and what to
+/// show. Both empty when authentication is off and never was on.
+pub(super) struct Outcome {
+    pub login: Option<Login>,
+    pub view: Option<AuthView>,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn text(s: &Secret, key: &str) -> Option<String> {
+    let bytes = s.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+fn owner(rc: &RedisCluster) -> Option<Vec<OwnerReference>> {
+    rc.controller_owner_ref(&()).map(|o| vec![o])
+}
+
+/// Makes sure the Secrets exist, follows a password change, and gives
+/// every node in `nodes` its users.
+pub(super) async fn reconcile(
+    client: &Client,
+    rc: &RedisCluster,
+    (ns, name): (&str, &str),
+    slot: &mut Option<Box<Credentials>>,
+    nodes: &[SocketAddr],
+    opts: &topology::StepOptions,
+    poll: Option<Duration>,
+) -> Result<Outcome, Error> {
+    let spec = rc.spec.auth.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let enabled = auth::enabled(&rc.spec);
+    if slot.is_none() {
+        *slot = load(&secrets, rc, name, &spec, enabled).await?;
+    }
+    let Some(creds) = slot.as_mut() else {
+        return Ok(Outcome {
+            login: None,
+            view: None,
+        });
+    };
+    let mut overlap_until = None;
+    if enabled && poll.is_some_and(|poll| creds.read_at.elapsed() >= poll) {
+        let hash = client_hash(&secrets, rc, name, &spec).await?;
+        creds.read_at = Instant::now();
+        let now = now_unix();
+        let overlap = i64::from(spec.rotation_overlap_seconds);
+        let (acl, step) = auth::next(&creds.acl, auth::client_user(&spec), &hash, now, overlap);
+        if acl != creds.acl {
+            let rotated_at = match step {
+                Rotation::Finished => Some(now),
+                _ => creds.rotated_at,
+            };
+            write_internal(&secrets, rc, name, &creds.internal, &acl, rotated_at).await?;
+            tracing::info!(cluster = %format_args!("{ns}/{name}"), ?step, "client credentials changed");
+            creds.acl = acl;
+            creds.rotated_at = rotated_at;
+        }
+        if let Rotation::Started { until } | Rotation::Overlapping { until } = step {
+            overlap_until = Some(until);
+        }
+    } else if let Some(started) = creds.acl.rotation_started {
+        overlap_until = Some(started + i64::from(spec.rotation_overlap_seconds));
+    }
+    let users = if enabled {
+        auth::users(&creds.acl, &creds.internal)
+    } else {
+        vec![("default".to_string(), "on nopass ~* &* +@all".to_string())]
+    };
+    let replication = enabled.then(|| creds.internal.replication.clone());
+    let fingerprint = crate::stable_hash::of_str(&format!("{users:?}{replication:?}"));
+    let login = Login {
+        user: auth::OPERATOR_USER.into(),
+        password: creds.internal.operator.clone(),
+    };
+    creds.applied.retain(|a, _| nodes.contains(a));
+    for &addr in nodes {
+        if creds.applied.get(&addr) == Some(&fingerprint) {
+            continue;
+        }
+        match apply(addr, &users, replication.as_deref(), &login, opts).await {
+            Ok(()) => {
+                creds.applied.insert(addr, fingerprint);
+            }
+            // Tried again at the next reconcile.
+            Err(e) => {
+                tracing::warn!(cluster = %format_args!("{ns}/{name}"), node = %addr, error = %e, "giving a node its ACL users");
+            }
+        }
+    }
+    let view = enabled.then(|| AuthView {
+        secret_name: auth::client_secret_name(name, &spec),
+        username: creds.acl.user.clone(),
+        rotated_at: creds.rotated_at,
+        overlap_until,
+    });
+    Ok(Outcome {
+        login: Some(login),
+        view,
+    })
+}
+
+/// The operator's credentials for the cluster: from its internal Secret,
+/// made (with the clients' Secret, if that is ours to make) when missing.
+/// `None` when authentication is off and no internal Secret exists.
+async fn load(
+    secrets: &Api<Secret>,
+    rc: &RedisCluster,
+    name: &str,
+    spec: &api::AuthSpec,
+    enabled: bool,
+) -> Result<Option<Box<Credentials>>, Error> {
+    let internal_name = auth::internal_secret_name(name);
+    let ns = secrets_ns(rc);
+    let found = secrets.get_opt(&internal_name).await.map_err(kube_err(
+        "reading",
+        "Secret",
+        &format!("{ns}/{internal_name}"),
+    ))?;
+    let read_at = Instant::now();
+    if let Some(s) = found {
+        let field = |key: &str| text(&s, key).unwrap_or_default();
+        let internal = Internal {
+            operator: field(auth::OPERATOR_KEY),
+            replication: field(auth::REPLICATION_KEY),
+            probe: field(auth::PROBE_KEY),
+        };
+        let acl = ClientAcl {
+            user: text(&s, "client-user").unwrap_or_else(|| "default".into()),
+            hashes: auth::parse_hashes(&field(auth::CLIENT_HASHES_KEY)),
+            rotation_started: field(auth::ROTATION_STARTED_KEY).trim().parse().ok(),
+        };
+        let rotated_at = field("rotated-at").trim().parse().ok();
+        // Read the clients' Secret at once: it may have changed meanwhile.
+        let stale = read_at
+            .checked_sub(Duration::from_secs(86_400))
+            .unwrap_or(read_at);
+        return Ok(Some(Box::new(Credentials {
+            internal,
+            acl,
+            rotated_at,
+            read_at: stale,
+            applied: HashMap::new(),
+        })));
+    }
+    if !enabled {
+        return Ok(None);
+    }
+    let generate = || {
+        auth::generate_password().map_err(|_| Error::Random {
+            name: format!("{ns}/{name}"),
+        })
+    };
+    let internal = Internal {
+        operator: generate()?,
+        replication: generate()?,
+        probe: generate()?,
+    };
+    let hash = client_hash(secrets, rc, name, spec).await?;
+    let acl = ClientAcl {
+        user: auth::client_user(spec).to_string(),
+        hashes: vec![hash],
+        rotation_started: None,
+    };
+    write_internal(secrets, rc, name, &internal, &acl, None).await?;
+    Ok(Some(Box::new(Credentials {
+        internal,
+        acl,
+        rotated_at: None,
+        read_at,
+        applied: HashMap::new(),
+    })))
+}
+
+fn secrets_ns(rc: &RedisCluster) -> String {
+    rc.meta().namespace.clone().unwrap_or_default()
+}
+
+/// The hash of the clients' password; the Secret is generated when it is
+/// ours (the spec names none) and missing.
+async fn client_hash(
+    secrets: &Api<Secret>,
+    rc: &RedisCluster,
+    name: &str,
+    spec: &api::AuthSpec,
+) -> Result<String, Error> {
+    let secret_name = auth::client_secret_name(name, spec);
+    let ns = secrets_ns(rc);
+    let full = format!("{ns}/{secret_name}");
+    let found = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err("reading", "Secret", &full))?;
+    let password = match found {
+        Some(s) => text(&s, auth::PASSWORD_KEY)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::ClientSecret {
+                secret: full.clone(),
+                why: format!("has no non-empty UTF-8 key '{}'", auth::PASSWORD_KEY),
+            })?,
+        None if spec.secret_name.is_some() => {
+            return Err(Error::ClientSecret {
+                secret: full,
+                why: "does not exist (spec.auth.secret_name names it)".into(),
+            });
+        }
+        None => {
+            let password =
+                auth::generate_password().map_err(|_| Error::Random { name: full.clone() })?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_name.clone()),
+                    labels: Some(names::cluster_labels(name)),
+                    owner_references: owner(rc),
+                    ..Default::default()
+                },
+                string_data: Some(BTreeMap::from([(
+                    auth::PASSWORD_KEY.to_string(),
+                    password.clone(),
+                )])),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(kube_err("creating", "Secret", &full))?;
+            password
+        }
+    };
+    Ok(auth::sha256_hex(&password))
+}
+
+/// Writes the internal Secret: passwords, what the pods load at start,
+/// and the rotation's state.
+async fn write_internal(
+    secrets: &Api<Secret>,
+    rc: &RedisCluster,
+    name: &str,
+    internal: &Internal,
+    acl: &ClientAcl,
+    rotated_at: Option<i64>,
+) -> Result<(), Error> {
+    let secret_name = auth::internal_secret_name(name);
+    let mut data = BTreeMap::from([
+        (auth::OPERATOR_KEY, internal.operator.clone()),
+        (auth::REPLICATION_KEY, internal.replication.clone()),
+        (auth::PROBE_KEY, internal.probe.clone()),
+        (auth::ACL_FILE, auth::acl_file(acl, internal)),
+        (auth::CONF_FILE, auth::conf_file(internal)),
+        (auth::CLIENT_HASHES_KEY, acl.hashes.join(" ")),
+        ("client-user", acl.user.clone()),
+    ]);
+    if let Some(t) = acl.rotation_started {
+        data.insert(auth::ROTATION_STARTED_KEY, t.to_string());
+    }
+    if let Some(t) = rotated_at {
+        data.insert("rotated-at", t.to_string());
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            labels: Some(names::cluster_labels(name)),
+            owner_references: owner(rc),
+            ..Default::default()
+        },
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(&secret).unwrap_or_default();
+    if let Some(o) = value.as_object_mut() {
+        o.insert("apiVersion".into(), "v1".into());
+        o.insert("kind".into(), "Secret".into());
+    }
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .map_err(kube_err(
+            "applying",
+            "Secret",
+            &format!("{}/{secret_name}", secrets_ns(rc)),
+        ))?;
+    Ok(())
+}
+
+/// Gives one node exactly `users` (one atomic `ACL SETUSER` each) and the
+/// replication login (`None`: none), over one pipeline.
+async fn apply(
+    addr: SocketAddr,
+    users: &[(String, String)],
+    replication: Option<&str>,
+    login: &Login,
+    opts: &topology::StepOptions,
+) -> Result<(), topology::TopologyError> {
+    let mut p = redis::pipe();
+    p.ignore_errors();
+    for (user, rules) in users {
+        let c = p.cmd("ACL").arg("SETUSER").arg(user);
+        for r in rules.split_whitespace() {
+            c.arg(r);
+        }
+    }
+    p.cmd("CONFIG")
+        .arg("SET")
+        .arg("masteruser")
+        .arg(if replication.is_some() {
+            auth::REPLICATION_USER
+        } else {
+            ""
+        })
+        .arg("masterauth")
+        .arg(replication.unwrap_or(""));
+    let opts = topology::StepOptions {
+        login: Some(login.clone()),
+        fence: opts.fence.clone(),
+        ..Default::default()
+    };
+    topology::run_pipeline(addr, &p, "ACL SETUSER", &opts).await
+}
