@@ -515,3 +515,188 @@ async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Resu
     c.stop();
     Ok(())
 }
+
+/// What `AUTH <password>` (as `default`) answers on `addr`: Ok, or the
+/// server's error.
+async fn auth_reply(addr: SocketAddr, password: &str) -> Result<std::result::Result<(), String>> {
+    let mut c = redis::Client::open(harness::redis::url_with(addr, None))?
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(redis::cmd("AUTH")
+        .arg(password)
+        .query_async::<()>(&mut c)
+        .await
+        .map_err(|e| e.to_string()))
+}
+
+/// Whether every node of the cluster accepts `password`.
+async fn all_accept(c: &Cluster, password: &str) -> Result<bool> {
+    for a in pod_addrs(c).await? {
+        if auth_reply(a, password).await?.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn set_secret(c: &Cluster, name: &str, password: &str) -> Result<()> {
+    c.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\nstringData:\n  password: {password}\n"
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Changing the clients' Secret rolls the new password in with no restart
+/// and no failed command: both work during the overlap (status says until
+/// when), a writer switches to the new one within it, then the old one is
+/// refused, on running nodes and on a node started afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_rolls_in_without_a_restart_or_a_failed_command() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (c, _redis, _stack) = start(1, &[]).await?;
+    let long = Duration::from_secs(240);
+    const SECRET: &str = "shop-credentials";
+    let (old, new) = ("first-password-4b1d", "second-password-9e7c");
+    set_secret(&c, SECRET, old).await?;
+    c.kubectl_apply(&format!(
+        "apiVersion: redis.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {NAME}\n  namespace: default\nspec:\n  replicas: 2\n  shard_count: 2\n  autoscaling_paused: true\n  auth:\n    secret_name: {SECRET}\n    rotation_overlap_seconds: 40\n"
+    ))
+    .await?;
+    wait_ready(&c, 2, 2, long)
+        .await
+        .context("bootstrap 2 x 2")?;
+    harness::redis::set_password(Some(old.into()));
+    let uids_before = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-l",
+            &format!("redis.example.com/cluster={NAME}"),
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+        .await?;
+    let urls = |password: &str, addrs: &[SocketAddr]| -> Vec<String> {
+        addrs
+            .iter()
+            .map(|a| harness::redis::url_with(*a, Some(password)))
+            .collect()
+    };
+    let addrs = pod_addrs(&c).await?;
+    let writer = Writer::new("r", urls(old, &addrs));
+    let running = tokio::spawn(writer.clone().run(Limits::default()));
+    wait_for("the writer's first acknowledged writes", long, || async {
+        Ok((writer.acked_count() >= 100).then_some(()))
+    })
+    .await?;
+
+    set_secret(&c, SECRET, new).await?;
+    let expires = wait_for("status to show the overlap", long, || async {
+        let st = status(&c).await?;
+        Ok(st["auth"]["old_password_expires_at"]
+            .as_str()
+            .map(str::to_string))
+    })
+    .await?;
+    ensure!(
+        all_accept(&c, new).await?,
+        "the new password is not accepted everywhere"
+    );
+    ensure!(
+        all_accept(&c, old).await?,
+        "the old password stopped working before {expires}"
+    );
+    // The application picks the new password up and reconnects.
+    writer.reconnect(urls(new, &addrs));
+    let acked = writer.acked_count();
+    wait_for("writes with the new password", long, || async {
+        Ok((writer.acked_count() >= acked + 100).then_some(()))
+    })
+    .await?;
+
+    let st = wait_for("the rotation to finish", long, || async {
+        let st = status(&c).await?;
+        Ok(st["auth"]["old_password_expires_at"]
+            .is_null()
+            .then_some(st))
+    })
+    .await?;
+    ensure!(st["auth"]["rotated_at"].is_string(), "no rotated_at: {st}");
+    ensure!(st["auth"]["secret_name"] == SECRET, "{st}");
+    for a in pod_addrs(&c).await? {
+        let refused = auth_reply(a, old).await?;
+        ensure!(
+            refused.as_ref().is_err_and(|e| e.contains("WRONGPASS")),
+            "{a}: the old password after the overlap: {refused:?}"
+        );
+        ensure!(
+            auth_reply(a, new).await?.is_ok(),
+            "{a}: the new password refused"
+        );
+    }
+    let acked = writer.acked_count();
+    wait_for("writes after the rotation", long, || async {
+        Ok((writer.acked_count() >= acked + 100).then_some(()))
+    })
+    .await?;
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let uids_after = c
+        .kubectl_ok([
+            "get",
+            "pods",
+            "-l",
+            &format!("redis.example.com/cluster={NAME}"),
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+        .await?;
+    ensure!(
+        uids_before == uids_after,
+        "pods were replaced: {uids_before} -> {uids_after}"
+    );
+    harness::redis::set_password(Some(new.into()));
+    let lost = lost_writes(urls(new, &pod_addrs(&c).await?), "r", &summary.acked).await?;
+    ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    ensure!(
+        summary.failed == 0,
+        "{} of {} commands failed during the rotation",
+        summary.failed,
+        summary.attempted
+    );
+    eprintln!(
+        "rotation: {} writes acknowledged, 0 failed, 0 lost, longest gap {:?}",
+        summary.acked.len(),
+        summary.longest_gap
+    );
+
+    // A node started after the rotation knows only the new password.
+    let victim = format!("{NAME}-shard-0-1");
+    c.kubectl_ok(["delete", "pod", &victim, "--wait=true"])
+        .await?;
+    wait_ready(&c, 2, 2, long)
+        .await
+        .context("the replaced replica")?;
+    let ip = c
+        .kubectl_ok(["get", "pod", &victim, "-o", "jsonpath={.status.podIP}"])
+        .await?;
+    let addr: SocketAddr = format!("{ip}:6379").parse()?;
+    let replies = wait_for("the replaced node to answer", long, || async {
+        Ok(
+            match (auth_reply(addr, new).await, auth_reply(addr, old).await) {
+                (Ok(n), Ok(o)) => Some((n, o)),
+                _ => None,
+            },
+        )
+    })
+    .await?;
+    ensure!(
+        replies.0.is_ok() && replies.1.as_ref().is_err_and(|e| e.contains("WRONGPASS")),
+        "a node started after the rotation: {replies:?}"
+    );
+    c.stop();
+    Ok(())
+}
