@@ -46,7 +46,9 @@ pub const DEFAULT_SCALING_THRESHOLD: f64 = 70.0;
 pub const DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS: i32 = 300;
 pub const DEFAULT_SCALE_UP_COOLDOWN_SECONDS: i32 = 60;
 pub const DEFAULT_AUTOSCALING_PAUSED: bool = false;
-pub const DEFAULT_IMAGE: &str = "redis:7.2";
+/// Pinned to a patch release: 7.2.11 fixes CVE-2025-49844 (a Lua
+/// use-after-free reachable by any client that may run scripts).
+pub const DEFAULT_IMAGE: &str = "redis:7.2.11";
 /// Seconds both the old and the new password work after a change.
 pub const DEFAULT_ROTATION_OVERLAP_SECONDS: i32 = 300;
 /// CPU and memory requested by each Redis container when `resources` is

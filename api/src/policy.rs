@@ -48,11 +48,15 @@ impl<T: Copy> From<Bounds<T>> for Range<T> {
 }
 
 /// The bounds an admin enforces, shared by the webhook and the operator.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     pub replicas: Range<i32>,
     pub shard_count: Range<i32>,
     pub scaling_threshold: Range<f64>,
+    /// Image repositories `spec.image` may come from (normalised, see
+    /// [`image_repository`]); empty means any. An entry ending in `/*`
+    /// allows everything under that path.
+    pub allowed_repositories: Vec<String>,
 }
 
 impl Default for Policy {
@@ -62,7 +66,48 @@ impl Default for Policy {
             replicas: REPLICAS.into(),
             shard_count: SHARD_COUNT.into(),
             scaling_threshold: SCALING_THRESHOLD.into(),
+            allowed_repositories: Vec::new(),
         }
+    }
+}
+
+/// The repository of an image reference, the way a container runtime
+/// resolves it: without tag or digest, with Docker Hub's implicit
+/// `docker.io/` and `library/` made explicit (`redis:7.2` is
+/// `docker.io/library/redis`).
+pub fn image_repository(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    // A tag is after the last ':' that follows the last '/' (a registry
+    // port comes before a '/').
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let name = match without_digest[last_slash..].find(':') {
+        Some(i) => &without_digest[..last_slash + i],
+        None => without_digest,
+    };
+    let mut parts = name.splitn(2, '/');
+    let first = parts.next().unwrap_or_default();
+    match parts.next() {
+        None => format!("docker.io/library/{first}"),
+        Some(rest) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            format!("{first}/{rest}")
+        }
+        Some(rest) => format!("docker.io/{first}/{rest}"),
+    }
+}
+
+impl Policy {
+    /// Whether `image` comes from an allowed repository.
+    pub fn image_allowed(&self, image: &str) -> bool {
+        if self.allowed_repositories.is_empty() {
+            return true;
+        }
+        let repo = image_repository(image);
+        self.allowed_repositories
+            .iter()
+            .any(|allowed| match allowed.strip_suffix("/*") {
+                Some(prefix) => repo.starts_with(&format!("{prefix}/")),
+                None => repo == *allowed,
+            })
     }
 }
 
@@ -84,6 +129,15 @@ struct PolicyFile {
     shard_count: PartialRange<i32>,
     #[serde(default)]
     scaling_threshold: PartialRange<f64>,
+    #[serde(default)]
+    images: ImagesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImagesFile {
+    #[serde(default)]
+    allowed_repositories: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,7 +196,24 @@ impl Policy {
                 SCALING_THRESHOLD,
                 &mut errors,
             ),
+            // Written as users write images; compared normalised.
+            allowed_repositories: file
+                .images
+                .allowed_repositories
+                .iter()
+                .map(|r| match r.strip_suffix("/*") {
+                    Some(prefix) => format!("{}/*", normalise_prefix(prefix)),
+                    None => image_repository(r),
+                })
+                .collect(),
         };
+        for r in &file.images.allowed_repositories {
+            if r.contains('@') || r.trim().is_empty() {
+                errors.push(format!(
+                    "images.allowed_repositories: {r:?} is not a repository (no tag or digest)"
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(policy)
         } else {
@@ -163,6 +234,17 @@ impl Policy {
             min,
             max: max.max(min),
         }
+    }
+}
+
+/// A repository path prefix (`registry.example.com/team`), with Docker
+/// Hub's implicit parts made explicit as for [`image_repository`].
+fn normalise_prefix(prefix: &str) -> String {
+    let first = prefix.split('/').next().unwrap_or_default();
+    if first.contains('.') || first.contains(':') || first == "localhost" {
+        prefix.to_string()
+    } else {
+        format!("docker.io/{prefix}")
     }
 }
 
@@ -317,11 +399,19 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.int_in("scale_up_cooldown_seconds", WINDOW_SECONDS.into());
     r.boolean("autoscaling_paused");
     r.boolean("allow_data_loss_on_update");
-    if r.string("image").is_some_and(|s| s.trim().is_empty()) {
-        r.violations.push(Violation {
+    match r.string("image") {
+        Some(s) if s.trim().is_empty() => r.violations.push(Violation {
             field: "spec.image".into(),
             message: "must not be empty".into(),
-        });
+        }),
+        Some(s) if !policy.image_allowed(s) => r.violations.push(Violation {
+            field: "spec.image".into(),
+            message: format!(
+                "{s} is not from an allowed repository ({})",
+                policy.allowed_repositories.join(", ")
+            ),
+        }),
+        _ => {}
     }
     r.object("resources");
     r.object("storage");
@@ -762,5 +852,56 @@ mod tests {
             w.len() == 1 && w[0].contains("spec.auth.enabled is false"),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn image_repositories_resolve_as_a_runtime_does() {
+        for (image, repo) in [
+            ("redis", "docker.io/library/redis"),
+            ("redis:7.2.11", "docker.io/library/redis"),
+            ("bitnami/redis:7", "docker.io/bitnami/redis"),
+            (
+                "docker.io/library/redis@sha256:abc",
+                "docker.io/library/redis",
+            ),
+            (
+                "registry.example.com:5000/team/redis:7",
+                "registry.example.com:5000/team/redis",
+            ),
+            (
+                "localhost/redis-debian-test:7.0.15",
+                "localhost/redis-debian-test",
+            ),
+        ] {
+            assert_eq!(image_repository(image), repo, "{image}");
+        }
+    }
+
+    #[test]
+    fn only_allowed_repositories_pass() {
+        let p = Policy::from_yaml(
+            "images:\n  allowed_repositories: [redis, registry.example.com/team/*]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.allowed_repositories,
+            ["docker.io/library/redis", "registry.example.com/team/*"]
+        );
+        assert!(p.image_allowed("redis:7.2.11"));
+        assert!(p.image_allowed("docker.io/library/redis@sha256:abc"));
+        assert!(p.image_allowed("registry.example.com/team/redis:7"));
+        assert!(!p.image_allowed("registry.example.com/teamx/redis:7"));
+        assert!(!p.image_allowed("bitnami/redis:7"));
+        assert!(!p.image_allowed("evil.example/redis:7.2.11"));
+        let v = validate_spec(Some(&json!({"image": "evil.example/redis:7"})), &p);
+        assert_eq!(
+            describe(&v),
+            "spec.image: evil.example/redis:7 is not from an allowed repository (docker.io/library/redis, registry.example.com/team/*)"
+        );
+        assert!(Policy::default().image_allowed("anything/at:all"));
+        assert!(matches!(
+            Policy::from_yaml("images:\n  allowed_repositories: [\"redis@sha256:x\"]\n"),
+            Err(PolicyError::Invalid(_))
+        ));
     }
 }

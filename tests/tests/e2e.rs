@@ -356,6 +356,51 @@ async fn admission_through_the_apiserver() -> Result<()> {
     let msg = refused(&c, &manifest("one", "  replicas: 1\n")).await?;
     must_contain(&msg, &["spec.replicas: 1 is below the minimum 2"])?;
 
+    // An admin may restrict where Redis images come from; a left-out image
+    // (the default, docker.io/library/redis) passes when allowed.
+    let mut repos = min2.clone();
+    repos.extend([
+        "--set".into(),
+        "webhook.policy.images.allowedRepositories={redis,registry.example.com/redis/*}".into(),
+    ]);
+    c.helm_ok(&repos).await?;
+    stack.start_webhook(&c).await?;
+    let msg = refused(
+        &c,
+        &manifest(
+            "elsewhere",
+            "  image: evil.example/redis:7.2.11
+",
+        ),
+    )
+    .await?;
+    must_contain(
+        &msg,
+        &[
+            "spec.image: evil.example/redis:7.2.11 is not from an allowed repository (docker.io/library/redis, registry.example.com/redis/*)",
+        ],
+    )?;
+    apply(
+        &c,
+        &manifest(
+            "mirrored",
+            "  image: registry.example.com/redis/redis:7.2.11
+",
+        ),
+    )
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    apply(
+        &c,
+        &manifest(
+            "default-image",
+            "  shard_count: 1
+",
+        ),
+    )
+    .await?
+    .map_err(anyhow::Error::msg)?;
+
     // Storage is fixed at creation: adding it, or resizing it, is refused
     // with the way out in the message (a CEL transition rule).
     apply(&c, &manifest("kept", "  storage:\n    size: 1Gi\n"))
