@@ -15,6 +15,6 @@ pub mod types;
 
 pub use policy::{Policy, Range, Violation};
 pub use types::{
-    AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, OnDataLoss, RedisCluster,
-    RedisClusterSpec, RedisClusterStatus, StorageSpec,
+    AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec, OnDataLoss,
+    RedisCluster, RedisClusterSpec, RedisClusterStatus, StorageSpec,
 };

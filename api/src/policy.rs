@@ -416,6 +416,7 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.object("resources");
     r.object("storage");
     r.object("auth");
+    r.object("network_policy");
 
     // Cross-field rules, only between values that are in range themselves,
     // so one mistake is reported once.

@@ -157,6 +157,35 @@ pub struct RedisClusterSpec {
     /// `password`), which the operator generates if it does not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+
+    /// Who may connect over the network. Absent means a NetworkPolicy that
+    /// lets in, on the client port, only pods of the cluster's namespace and
+    /// the operator, and on the cluster bus port only the cluster's own pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// See [`RedisClusterSpec::network_policy`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct NetworkPolicySpec {
+    /// False: no NetworkPolicy (any pod that can route to the pods may
+    /// connect; authentication still applies).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// More clients allowed on the client port, as NetworkPolicy `from`
+    /// peers (namespace and pod selectors, IP blocks), beside the cluster's
+    /// own namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_clients: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_clients: Vec::new(),
+        }
+    }
 }
 
 /// See [`RedisClusterSpec::auth`].
@@ -388,6 +417,7 @@ impl Default for RedisClusterSpec {
             allow_data_loss_on_update: false,
             maxmemory_policy: None,
             auth: None,
+            network_policy: None,
         }
     }
 }

@@ -137,12 +137,13 @@ async fn instructions(c: &Cluster) -> Result<String> {
          \x20  export KUBECONFIG={kubeconfig} PATH={tools}:$PATH\n\
          \x20  kubectl get redisclusters -n {APPS} -w\n\
          \x20  kubectl get pods -A -o wide\n\
+         \x20  export REDISCLI_AUTH=$(kubectl get secret {NAME}-auth -n {APPS} -o go-template='{{{{.data.password | base64decode}}}}')   # the clients' password\n\
          \x20  redis-cli -c -h {ip} set hello world     # {ip}: the client Service {NAME}.{APPS}; -c follows redirects\n\
          \x20  redis-cli -c -h {ip} get hello\n\
-         \x20  redis-benchmark --cluster -h {ip} -t set,get -n 2000000 -P 8 -q     # more load, scales up again\n\
+         \x20  redis-benchmark --cluster -h {ip} -a \"$REDISCLI_AUTH\" -t set,get -n 2000000 -P 8 -q     # more load, scales up again\n\
          \x20  kubectl logs -n {NAMESPACE} deploy/redis-operator-operator\n\
          \x20  curl -s http://{operator}:8080/metrics | grep scaling\n\
-         == or one command at a time: nsenter --net={netns} redis-cli -c -h {ip} ping\n\
+         == or one command at a time: nsenter --net={netns} redis-cli -c -h {ip} -a <password> ping\n\
          == Ctrl-C here stops everything and removes it"
     ))
 }

@@ -49,4 +49,47 @@ pub struct Args {
     pub lease_duration_seconds: u64,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Give each RedisCluster a NetworkPolicy that lets in, on the client
+    /// port, its own namespace and the operator, and on the bus port its
+    /// own pods. Needs the operator's namespace.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policies: bool,
+    /// The operator's namespace, which the NetworkPolicies let in.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+    /// Labels of the operator's pods (`key=value`, comma-separated), which
+    /// the NetworkPolicies let in.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "app.kubernetes.io/name=redis-operator,app.kubernetes.io/component=operator"
+    )]
+    pub operator_pod_labels: Vec<String>,
+}
+
+impl Args {
+    /// Where the operator runs, for the NetworkPolicies; `None` when they
+    /// are off, or on and the namespace is unknown (a warning says so).
+    pub fn operator_peer(&self) -> anyhow::Result<Option<crate::desired::OperatorPeer>> {
+        if !self.network_policies {
+            return Ok(None);
+        }
+        let Some(namespace) = self.operator_namespace.clone() else {
+            tracing::warn!(
+                "no NetworkPolicies: the operator's namespace is unknown (set --operator-namespace or POD_NAMESPACE)"
+            );
+            return Ok(None);
+        };
+        let labels = self
+            .operator_pod_labels
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(anyhow::anyhow!(
+                    "--operator-pod-labels: {kv:?} is not key=value"
+                )),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(crate::desired::OperatorPeer { namespace, labels }))
+    }
 }

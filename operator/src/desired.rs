@@ -21,8 +21,12 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
@@ -47,6 +51,15 @@ pub struct Children {
     pub client: Service,
     pub statefulsets: Vec<StatefulSet>,
     pub pdbs: Vec<PodDisruptionBudget>,
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// Where the operator runs, for the NetworkPolicies to let it in: its
+/// namespace and its pods' labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPeer {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How many pods each existing or desired shard should run now. The
@@ -184,9 +197,81 @@ fn server_command(spec: &api::RedisClusterSpec) -> String {
     cmd
 }
 
+/// Whether the cluster is to have a NetworkPolicy: the operator renders
+/// them (it knows where it runs) and the spec does not switch it off.
+pub fn wants_network_policy(rc: &RedisCluster, operator: Option<&OperatorPeer>) -> bool {
+    operator.is_some() && rc.spec.network_policy.as_ref().is_none_or(|n| n.enabled)
+}
+
+/// The cluster's NetworkPolicy: on the client port, pods of its own
+/// namespace, the operator and the spec's `allowed_clients`; on the bus
+/// port, the cluster's own pods. `None` when the spec switches it off.
+pub fn network_policy(rc: &RedisCluster, operator: &OperatorPeer) -> Option<NetworkPolicy> {
+    let spec = rc.spec.network_policy.clone().unwrap_or_default();
+    if !spec.enabled {
+        return None;
+    }
+    let name = rc.name_any();
+    let own_pods = LabelSelector {
+        match_labels: Some(BTreeMap::from([(CLUSTER_LABEL.to_string(), name.clone())])),
+        ..Default::default()
+    };
+    let port = |p: i32| {
+        Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(p)),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }])
+    };
+    let mut clients = vec![
+        // No namespace selector: this namespace only.
+        NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
+            ..Default::default()
+        },
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    operator.namespace.clone(),
+                )])),
+                ..Default::default()
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(operator.labels.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    clients.extend(spec.allowed_clients);
+    Some(NetworkPolicy {
+        metadata: meta(rc, name.clone(), cluster_labels(&name)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(own_pods.clone()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(clients),
+                    ports: port(REDIS_PORT),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(own_pods),
+                        ..Default::default()
+                    }]),
+                    ports: port(BUS_PORT),
+                },
+            ]),
+            ..Default::default()
+        }),
+    })
+}
+
 /// The children for `rc`, with `plan.replicas[i]` pods in shard `i`
-/// (shards planned at 0 pods are left out: the controller deletes them).
-pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
+/// (shards planned at 0 pods are left out: the controller deletes them),
+/// and a NetworkPolicy when the operator is told where it runs.
+pub fn children(rc: &RedisCluster, plan: &ShardPlan, operator: Option<&OperatorPeer>) -> Children {
     let name = rc.name_any();
     let labels = cluster_labels(&name);
     let config = ConfigMap {
@@ -257,6 +342,7 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan) -> Children {
         client,
         statefulsets,
         pdbs,
+        network_policy: operator.and_then(|o| network_policy(rc, o)),
     }
 }
 
@@ -544,7 +630,11 @@ mod tests {
     #[test]
     fn original_tutorial_gives_one_statefulset_with_one_pod() {
         let r = rc(spec(1, 1));
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         assert_eq!(c.statefulsets.len(), 1);
         let sts = &c.statefulsets[0];
         assert_eq!(sts.metadata.name.as_deref(), Some("cache-shard-0"));
@@ -558,7 +648,11 @@ mod tests {
     #[test]
     fn a_shard_without_a_replica_allows_no_voluntary_eviction() {
         let r = rc(spec(2, 1));
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         for pdb in &c.pdbs {
             assert_eq!(
                 pdb.spec.as_ref().unwrap().max_unavailable,
@@ -566,7 +660,11 @@ mod tests {
             );
         }
         let r = rc(spec(2, 2));
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         for pdb in &c.pdbs {
             assert_eq!(
                 pdb.spec.as_ref().unwrap().max_unavailable,
@@ -578,7 +676,11 @@ mod tests {
     #[test]
     fn three_shards_of_two() {
         let r = rc(spec(3, 2));
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         let names: Vec<_> = c
             .statefulsets
             .iter()
@@ -622,7 +724,11 @@ mod tests {
         let mut s = spec(1, 3);
         s.image = "redis:7.0".into();
         let r = rc(s);
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         let pod = c.statefulsets[0]
             .spec
             .as_ref()
@@ -697,7 +803,11 @@ mod tests {
             storage_class_name: Some("fast".into()),
         });
         let r = rc(s);
-        let c = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         let sts = c.statefulsets[0].spec.as_ref().unwrap();
         let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(
@@ -763,13 +873,25 @@ mod tests {
     #[test]
     fn hash_changes_with_content_only() {
         let r = rc(spec(1, 1));
-        let c1 = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
-        let c2 = children(&r, &shard_plan(shape(&r), &BTreeMap::new(), false, &[]));
+        let c1 = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
+        let c2 = children(
+            &r,
+            &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
+            None,
+        );
         let (_, h1) = with_hash(c1.statefulsets[0].clone());
         let (_, h2) = with_hash(c2.statefulsets[0].clone());
         assert_eq!(h1, h2);
         let r3 = rc(spec(1, 2));
-        let c3 = children(&r3, &shard_plan(shape(&r3), &BTreeMap::new(), false, &[]));
+        let c3 = children(
+            &r3,
+            &shard_plan(shape(&r3), &BTreeMap::new(), false, &[]),
+            None,
+        );
         let (obj, h3) = with_hash(c3.statefulsets[0].clone());
         assert_ne!(h1, h3);
         assert_eq!(obj.annotations()[SPEC_HASH], format!("{h3:016x}"));
@@ -824,5 +946,72 @@ mod tests {
         // ready: the operator forms the cluster from running pods.
         assert!(!ready_with(fail, primary));
         assert!(!ready_with("", ""), "no answer");
+    }
+
+    #[test]
+    fn the_network_policy_lets_in_the_namespace_the_operator_and_the_cluster() {
+        let operator = OperatorPeer {
+            namespace: "redis-system".into(),
+            labels: BTreeMap::from([("app.kubernetes.io/component".into(), "operator".into())]),
+        };
+        let r = rc(spec(2, 2));
+        let np = network_policy(&r, &operator).expect("on by default");
+        let v = serde_json::to_value(&np).unwrap();
+        let np_spec = &v["spec"];
+        assert_eq!(
+            np_spec["podSelector"]["matchLabels"][CLUSTER_LABEL],
+            "cache"
+        );
+        assert_eq!(np_spec["policyTypes"], serde_json::json!(["Ingress"]));
+        let client = &np_spec["ingress"][0];
+        assert_eq!(client["ports"][0]["port"], 6379);
+        assert_eq!(client["from"][0], serde_json::json!({"podSelector": {}}));
+        assert_eq!(
+            client["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "redis-system"
+        );
+        assert_eq!(
+            client["from"][1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "operator"
+        );
+        let bus = &np_spec["ingress"][1];
+        assert_eq!(bus["ports"][0]["port"], 16379);
+        assert_eq!(
+            bus["from"][0]["podSelector"]["matchLabels"][CLUSTER_LABEL],
+            "cache"
+        );
+        assert_eq!(bus["from"].as_array().map(Vec::len), Some(1));
+
+        // Widened by the spec; or switched off.
+        let mut wide = spec(2, 2);
+        wide.network_policy = Some(api::NetworkPolicySpec {
+            enabled: true,
+            allowed_clients: vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([("team".into(), "shop".into())])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        });
+        let np = network_policy(&rc(wide.clone()), &operator).unwrap();
+        let v = serde_json::to_value(&np).unwrap();
+        assert_eq!(
+            v["spec"]["ingress"][0]["from"][2]["namespaceSelector"]["matchLabels"]["team"],
+            "shop"
+        );
+        wide.network_policy = Some(api::NetworkPolicySpec {
+            enabled: false,
+            allowed_clients: Vec::new(),
+        });
+        assert!(network_policy(&rc(wide), &operator).is_none());
+        let r = rc(spec(1, 1));
+        let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
+        assert!(children(&r, &plan, None).network_policy.is_none());
+        assert!(
+            children(&r, &plan, Some(&operator))
+                .network_policy
+                .is_some()
+        );
     }
 }

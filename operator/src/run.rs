@@ -43,6 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         manage_topology: args.manage_topology,
         fence: Default::default(),
+        network_policies: args.operator_peer()?,
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]

@@ -164,140 +164,28 @@ pub struct Built {
 /// status does not change, so an unchanged cluster yields an equal status
 /// and the controller writes nothing.
 pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
-    let spec_replicas = o.shape.replicas();
-    let desired_shards = usize::try_from(o.shape.shards.get()).unwrap_or(usize::MAX);
-    let shard = |i: usize| o.shards.get(i).copied().unwrap_or_default();
-    let replicas = (0..desired_shards)
-        .map(|i| shard(i).replicas)
-        .min()
-        .unwrap_or(0);
-    let ready = (0..desired_shards)
-        .map(|i| shard(i).ready)
-        .min()
-        .unwrap_or(0);
-    let all_ready = ready >= spec_replicas && desired_shards > 0;
-    let resizing = (0..desired_shards).any(|i| {
-        let s = shard(i);
-        s.target != spec_replicas || s.replicas != spec_replicas
-    }) || o.draining_shards > 0;
-    let migrating = matches!(o.redis, RedisState::Converging(_));
-    let redis_ok = matches!(o.redis, RedisState::Converged | RedisState::Unmanaged);
-    let some_down = (0..desired_shards)
-        .any(|i| shard(i).ready < shard(i).replicas.min(spec_replicas))
-        && (0..desired_shards).any(|i| shard(i).ready > 0);
-
-    let cond = |type_: &str, status: bool, reason: &str, message: String| {
-        let since = prev
-            .and_then(|p| p.since(type_, status))
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.into(),
-            status: if status { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: o.generation,
-            last_transition_time: since,
-        }
+    let f = Facts::of(o);
+    let c = Conditions {
+        prev,
+        now,
+        generation: o.generation,
     };
-
-    let ready_cond = if all_ready && redis_ok {
-        cond(
-            READY,
-            true,
-            "AllShardsReady",
-            format!("{desired_shards} shards with {ready} ready nodes each"),
-        )
-    } else if !all_ready {
-        cond(
-            READY,
-            false,
-            "NodesNotReady",
-            format!(
-                "{ready} of {} nodes ready in the least ready shard",
-                spec_replicas
-            ),
-        )
-    } else {
-        let why = match o.redis {
-            RedisState::Converging(m) | RedisState::Error(m) => m.clone(),
-            _ => "waiting for the Redis Cluster to form".into(),
-        };
-        cond(READY, false, "TopologyNotReady", why)
-    };
-    let refused_scale_in = o.draining_shards > 0 && matches!(o.redis, RedisState::Unmanaged);
-    let scaling_cond = if refused_scale_in {
-        cond(
-            SCALING,
-            true,
-            "ScaleInRefused",
-            format!(
-                "{} shards beyond shard_count {desired_shards} are kept: with \
-                 --manage-topology=false the operator cannot drain their slots; \
-                 restore shard_count, or drain them and delete their StatefulSets by hand",
-                o.draining_shards
-            ),
-        )
-    } else if resizing {
-        cond(
-            SCALING,
-            true,
-            "Resizing",
-            format!(
-                "moving to {desired_shards} shards of {} nodes",
-                spec_replicas
-            ),
-        )
-    } else if migrating {
-        let m = match o.redis {
-            RedisState::Converging(m) => m.clone(),
-            _ => String::new(),
-        };
-        cond(SCALING, true, "Resharding", m)
-    } else {
-        cond(SCALING, false, "Stable", "at the desired size".into())
-    };
-    let degraded_cond = match (o.redis, o.health.and_then(redis_fault)) {
-        (RedisState::Error(m), _) => cond(DEGRADED, true, "RedisError", m.clone()),
-        (_, Some((reason, message))) => cond(DEGRADED, true, reason, message),
-        _ if some_down => cond(
-            DEGRADED,
-            true,
-            "NodesDown",
-            "some nodes of a running shard are not ready".into(),
-        ),
-        _ => cond(DEGRADED, false, "Healthy", "no fault observed".into()),
-    };
-    let metrics_cond = match &o.utilization {
-        Ok(r) => cond(
-            METRICS_AVAILABLE,
-            true,
-            "MetricsRead",
-            format!(
-                "average CPU {:.1}% of requests over {} of {} ready pods",
-                r.percent, r.measured, r.ready
-            ),
-        ),
-        Err(why) => cond(
-            METRICS_AVAILABLE,
-            false,
-            "MetricsUnavailable",
-            why.to_string(),
-        ),
-    };
-
+    let ready_cond = ready_condition(&c, &f, o);
+    let scaling_cond = scaling_condition(&c, &f, o);
+    let degraded_cond = degraded_condition(&c, &f, o);
+    let metrics_cond = metrics_condition(&c, o);
     let phase = if degraded_cond.status == "True" {
         Phase::Degraded
     } else if ready_cond.status == "True" && scaling_cond.status == "False" {
         Phase::Ready
-    } else if replicas == 0 && ready == 0 {
+    } else if f.replicas == 0 && f.ready == 0 {
         Phase::Pending
     } else {
         Phase::Scaling
     };
-
     let status = RedisClusterStatus {
-        replicas,
-        ready_replicas: ready,
+        replicas: f.replicas,
+        ready_replicas: f.ready,
         // Rounded so sub-0.1 % jitter does not cause status writes.
         current_cpu: o
             .utilization
@@ -313,6 +201,166 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
         migration: o.migration.clone(),
     };
     Built { status, phase }
+}
+
+/// What the conditions are decided on, from the shards' counts.
+struct Facts {
+    spec_replicas: i32,
+    desired_shards: usize,
+    /// Pods, and ready pods, in the least complete shard.
+    replicas: i32,
+    ready: i32,
+    all_ready: bool,
+    /// A shard is not (yet) at the spec's size, or one is being drained.
+    resizing: bool,
+    /// Some pods of a shard that serves are not ready.
+    some_down: bool,
+}
+
+impl Facts {
+    fn of(o: &Observed<'_>) -> Facts {
+        let spec_replicas = o.shape.replicas();
+        let desired_shards = usize::try_from(o.shape.shards.get()).unwrap_or(usize::MAX);
+        let shard = |i: usize| o.shards.get(i).copied().unwrap_or_default();
+        let least = |f: fn(ShardObservation) -> i32| {
+            (0..desired_shards).map(|i| f(shard(i))).min().unwrap_or(0)
+        };
+        let ready = least(|s| s.ready);
+        Facts {
+            spec_replicas,
+            desired_shards,
+            replicas: least(|s| s.replicas),
+            ready,
+            all_ready: ready >= spec_replicas && desired_shards > 0,
+            resizing: (0..desired_shards).any(|i| {
+                let s = shard(i);
+                s.target != spec_replicas || s.replicas != spec_replicas
+            }) || o.draining_shards > 0,
+            some_down: (0..desired_shards)
+                .any(|i| shard(i).ready < shard(i).replicas.min(spec_replicas))
+                && (0..desired_shards).any(|i| shard(i).ready > 0),
+        }
+    }
+}
+
+/// Makes conditions that keep their transition time from the prior status.
+struct Conditions<'a> {
+    prev: Option<&'a Prior>,
+    now: Time,
+    generation: Option<i64>,
+}
+
+impl Conditions<'_> {
+    fn make(&self, type_: &str, status: bool, reason: &str, message: String) -> Condition {
+        let since = self
+            .prev
+            .and_then(|p| p.since(type_, status))
+            .unwrap_or_else(|| self.now.clone());
+        Condition {
+            type_: type_.into(),
+            status: if status { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: self.generation,
+            last_transition_time: since,
+        }
+    }
+}
+
+fn ready_condition(c: &Conditions<'_>, f: &Facts, o: &Observed<'_>) -> Condition {
+    let redis_ok = matches!(o.redis, RedisState::Converged | RedisState::Unmanaged);
+    if f.all_ready && redis_ok {
+        c.make(
+            READY,
+            true,
+            "AllShardsReady",
+            format!(
+                "{} shards with {} ready nodes each",
+                f.desired_shards, f.ready
+            ),
+        )
+    } else if !f.all_ready {
+        c.make(
+            READY,
+            false,
+            "NodesNotReady",
+            format!(
+                "{} of {} nodes ready in the least ready shard",
+                f.ready, f.spec_replicas
+            ),
+        )
+    } else {
+        let why = match o.redis {
+            RedisState::Converging(m) | RedisState::Error(m) => m.clone(),
+            _ => "waiting for the Redis Cluster to form".into(),
+        };
+        c.make(READY, false, "TopologyNotReady", why)
+    }
+}
+
+fn scaling_condition(c: &Conditions<'_>, f: &Facts, o: &Observed<'_>) -> Condition {
+    let refused_scale_in = o.draining_shards > 0 && matches!(o.redis, RedisState::Unmanaged);
+    if refused_scale_in {
+        c.make(
+            SCALING,
+            true,
+            "ScaleInRefused",
+            format!(
+                "{} shards beyond shard_count {} are kept: with \
+                 --manage-topology=false the operator cannot drain their slots; \
+                 restore shard_count, or drain them and delete their StatefulSets by hand",
+                o.draining_shards, f.desired_shards
+            ),
+        )
+    } else if f.resizing {
+        c.make(
+            SCALING,
+            true,
+            "Resizing",
+            format!(
+                "moving to {} shards of {} nodes",
+                f.desired_shards, f.spec_replicas
+            ),
+        )
+    } else if let RedisState::Converging(m) = o.redis {
+        c.make(SCALING, true, "Resharding", m.clone())
+    } else {
+        c.make(SCALING, false, "Stable", "at the desired size".into())
+    }
+}
+
+fn degraded_condition(c: &Conditions<'_>, f: &Facts, o: &Observed<'_>) -> Condition {
+    match (o.redis, o.health.and_then(redis_fault)) {
+        (RedisState::Error(m), _) => c.make(DEGRADED, true, "RedisError", m.clone()),
+        (_, Some((reason, message))) => c.make(DEGRADED, true, reason, message),
+        _ if f.some_down => c.make(
+            DEGRADED,
+            true,
+            "NodesDown",
+            "some nodes of a running shard are not ready".into(),
+        ),
+        _ => c.make(DEGRADED, false, "Healthy", "no fault observed".into()),
+    }
+}
+
+fn metrics_condition(c: &Conditions<'_>, o: &Observed<'_>) -> Condition {
+    match &o.utilization {
+        Ok(r) => c.make(
+            METRICS_AVAILABLE,
+            true,
+            "MetricsRead",
+            format!(
+                "average CPU {:.1}% of requests over {} of {} ready pods",
+                r.percent, r.measured, r.ready
+            ),
+        ),
+        Err(why) => c.make(
+            METRICS_AVAILABLE,
+            false,
+            "MetricsUnavailable",
+            why.to_string(),
+        ),
+    }
 }
 
 /// The `Degraded` reason and message for what Redis itself reports: a lost

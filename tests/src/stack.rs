@@ -330,6 +330,10 @@ impl Stack {
             LEASE,
             "--identity",
             &identity,
+            // As the chart's pod would know it (POD_NAMESPACE): the
+            // NetworkPolicies let the operator in from there.
+            "--operator-namespace",
+            NAMESPACE,
         ]
         .iter()
         .map(|s| s.to_string())

@@ -415,7 +415,36 @@ async fn children_status_scale_and_garbage_collection() -> Result<()> {
     for p in &pdbs {
         assert_eq!(p["spec"]["maxUnavailable"], 1, "{}", p["metadata"]["name"]);
     }
-    for obj in sts.iter().chain(&svcs).chain(&cms).chain(&pdbs) {
+    // The network: the client port to this namespace and the operator's
+    // pods in theirs, the bus port to the cluster's own pods.
+    let nps = children(&c, "networkpolicies", "sharded").await?;
+    assert_eq!(names(&nps), ["sharded"]);
+    let ingress = &nps[0]["spec"]["ingress"];
+    assert_eq!(ingress[0]["ports"][0]["port"], 6379, "{ingress}");
+    assert_eq!(
+        ingress[0]["from"][0],
+        serde_json::json!({"podSelector": {}})
+    );
+    assert_eq!(
+        ingress[0]["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        harness::stack::NAMESPACE
+    );
+    assert_eq!(ingress[1]["ports"][0]["port"], 16379, "{ingress}");
+    assert_eq!(
+        ingress[1]["from"][0]["podSelector"]["matchLabels"][CLUSTER_LABEL],
+        "sharded"
+    );
+    // And the credentials: the clients' Secret and the internal one.
+    let secrets = children(&c, "secrets", "sharded").await?;
+    assert_eq!(names(&secrets), ["sharded-auth", "sharded-internal-auth"]);
+    for obj in sts
+        .iter()
+        .chain(&svcs)
+        .chain(&cms)
+        .chain(&pdbs)
+        .chain(&nps)
+        .chain(&secrets)
+    {
         let owners = &obj["metadata"]["ownerReferences"];
         ensure!(
             owners
@@ -498,11 +527,33 @@ async fn children_status_scale_and_garbage_collection() -> Result<()> {
     );
     alive(&mut stack)?;
 
+    // A NetworkPolicy switched off in the spec goes.
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        "sharded",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"network_policy":{"enabled":false}}}"#,
+    ])
+    .await?;
+    wait_for(
+        "the NetworkPolicy switched off to be deleted",
+        Duration::from_secs(60),
+        || async {
+            let left = children(&c, "networkpolicies", "sharded").await?;
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .await?;
+
     // 5. Deleting the RedisCluster removes every child: the real garbage
     // collector follows the owner references. The other cluster stays.
     c.kubectl_ok(["delete", "rediscluster", "sharded", "-n", NS])
         .await?;
-    let kinds = "statefulsets,services,configmaps,poddisruptionbudgets,pods";
+    let kinds = "statefulsets,services,configmaps,poddisruptionbudgets,pods,secrets";
     wait_for(
         "every child of sharded to be garbage-collected",
         Duration::from_secs(90),

@@ -4,6 +4,7 @@
 use api::{RedisCluster, RedisClusterStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -75,6 +76,18 @@ pub(super) async fn act(
         };
         tracing::info!(cluster = %format_args!("{ns}/{name}"), %pod, "rolling update: pod deleted");
     }
+    if let Some(np) = &intent.delete_network_policy {
+        match Api::<NetworkPolicy>::namespaced(w.client.clone(), ns)
+            .delete(np, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(cluster = %format_args!("{ns}/{name}"), "NetworkPolicy switched off: deleted")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err("deleting", "NetworkPolicy", &format!("{ns}/{np}"))(e)),
+        }
+    }
     mem.autoscale = intent.autoscale;
     let api: Api<RedisCluster> = Api::namespaced(w.client.clone(), ns);
     if let Some(status) = &intent.status
@@ -114,6 +127,7 @@ async fn apply(client: &Client, ns: &str, child: &ToApply) -> Result<(), Error> 
         ChildObject::Service(o) => patch(client, ns, &child.name, o).await,
         ChildObject::StatefulSet(o) => patch(client, ns, &child.name, o).await,
         ChildObject::Pdb(o) => patch(client, ns, &child.name, o).await,
+        ChildObject::NetworkPolicy(o) => patch(client, ns, &child.name, o).await,
     }
     .map_err(kube_err(
         "applying",

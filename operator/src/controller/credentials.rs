@@ -30,9 +30,15 @@ pub(super) struct Credentials {
     rotated_at: Option<i64>,
     /// When the clients' Secret was last read.
     read_at: Instant,
-    /// Fingerprint of the users each node was last given.
+    /// Fingerprint of the users each node was last given, and since when
+    /// the map is kept: it is cleared every [`REAPPLY`], so that a node
+    /// restarted on a stale copy of the mounted Secret is put right.
     applied: HashMap<SocketAddr, u64>,
+    applied_since: Instant,
 }
+
+/// How long a node's users are taken as applied before they are set again.
+const REAPPLY: Duration = Duration::from_secs(60);
 
 /// The outcome for one reconcile: how the operator logs in, and what to
 /// show. Both empty when authentication is off and never was on.
@@ -113,6 +119,10 @@ pub(super) async fn reconcile(
         user: auth::OPERATOR_USER.into(),
         password: creds.internal.operator.clone(),
     };
+    if creds.applied_since.elapsed() >= REAPPLY {
+        creds.applied.clear();
+        creds.applied_since = Instant::now();
+    }
     creds.applied.retain(|a, _| nodes.contains(a));
     for &addr in nodes {
         if creds.applied.get(&addr) == Some(&fingerprint) {
@@ -181,6 +191,7 @@ async fn load(
             rotated_at,
             read_at: stale,
             applied: HashMap::new(),
+            applied_since: read_at,
         })));
     }
     if !enabled {
@@ -209,6 +220,7 @@ async fn load(
         rotated_at: None,
         read_at,
         applied: HashMap::new(),
+        applied_since: read_at,
     })))
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use api::{Range, RedisCluster, RedisClusterStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -30,6 +31,7 @@ pub enum ChildKind {
     Service,
     StatefulSet,
     Pdb,
+    NetworkPolicy,
 }
 
 impl ChildKind {
@@ -39,6 +41,7 @@ impl ChildKind {
             ChildKind::Service => "Service",
             ChildKind::StatefulSet => "StatefulSet",
             ChildKind::Pdb => "PodDisruptionBudget",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
         }
     }
 }
@@ -52,6 +55,7 @@ pub enum ChildObject {
     Service(Service),
     StatefulSet(StatefulSet),
     Pdb(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
 }
 
 /// A child whose live copy does not carry its hash: it is to be applied.
@@ -68,6 +72,7 @@ impl ToApply {
             ChildObject::Service(_) => ChildKind::Service,
             ChildObject::StatefulSet(_) => ChildKind::StatefulSet,
             ChildObject::Pdb(_) => ChildKind::Pdb,
+            ChildObject::NetworkPolicy(_) => ChildKind::NetworkPolicy,
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct Inputs<'a> {
     pub roll: Option<&'a roll::Decision>,
     /// How clients log in, when authentication is on.
     pub auth: Option<&'a AuthView>,
+    /// Where the operator runs, when it renders NetworkPolicies.
+    pub operator: Option<&'a desired::OperatorPeer>,
 }
 
 /// What the last reconciles left that this one decides on.
@@ -201,6 +208,8 @@ pub struct Intent {
     pub delete_pod: Option<String>,
     /// Whether the roll is blocked, to remember.
     pub roll_blocked: bool,
+    /// The cluster's NetworkPolicy, to delete: it was switched off.
+    pub delete_network_policy: Option<String>,
     pub requeue: Duration,
 }
 
@@ -240,6 +249,11 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         events.push(Note::MetricsUnavailable(why.clone()));
     }
     let (delete_pod, roll_blocked) = roll_intent(i.roll, mem.roll_blocked, &mut events);
+    let delete_network_policy = (!desired::wants_network_policy(i.rc, i.operator)
+        && live
+            .hash(ChildKind::NetworkPolicy, live.key(i.name))
+            .is_some())
+    .then(|| i.name.to_string());
     let mut autoscale = mem.autoscale;
     let decision = autoscale::decide(&autoscale_inputs(i), &mut autoscale);
     let mut intent = Intent {
@@ -253,6 +267,7 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         autoscale,
         delete_pod,
         roll_blocked,
+        delete_network_policy,
         requeue: SETTLING_REQUEUE,
     };
     if decision == Decision::Hold(autoscale::HoldReason::Settling) {
@@ -388,7 +403,7 @@ fn children(
     if up_to_date {
         return (Vec::new(), None);
     }
-    let rendered = desired::children(i.rc, plan);
+    let rendered = desired::children(i.rc, plan, i.operator);
     let stamped = [
         stamp(rendered.config, ChildObject::ConfigMap),
         stamp(rendered.headless, ChildObject::Service),
@@ -401,7 +416,8 @@ fn children(
             .pdbs
             .into_iter()
             .map(|o| stamp(o, ChildObject::Pdb)),
-    );
+    )
+    .chain((rendered.network_policy.into_iter()).map(|o| stamp(o, ChildObject::NetworkPolicy)));
     let mut apply = Vec::new();
     let mut children = Vec::new();
     for (child, hash) in stamped {

@@ -155,6 +155,7 @@ impl World {
             now: t(10_000),
             roll: self.roll.as_ref(),
             auth: None,
+            operator: None,
         };
         let mem = Remembered {
             rendered: self.rendered.as_ref(),

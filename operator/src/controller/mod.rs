@@ -29,6 +29,7 @@ use std::time::Duration;
 use api::Policy;
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -112,6 +113,9 @@ pub struct Settings {
     pub manage_topology: bool,
     /// Closes Redis actions when leadership is no longer confirmed.
     pub fence: crate::topology::Fence,
+    /// Where the operator runs; each cluster gets a NetworkPolicy that lets
+    /// it in. `None`: no NetworkPolicies.
+    pub network_policies: Option<crate::desired::OperatorPeer>,
 }
 
 /// Objects per list request when a cache (re)fills.
@@ -219,6 +223,11 @@ pub async fn run(
         Synced::PDBS,
         cache::spec_hash
     );
+    let (np_store, network_policies) = child_stream!(
+        cache::Meta<NetworkPolicy>,
+        Synced::NETWORK_POLICIES,
+        cache::spec_hash
+    );
     // Only the streams mark: once they are dropped, waiters give up.
     drop(marks);
 
@@ -228,6 +237,7 @@ pub async fn run(
         services: svc_store,
         configmaps: cm_store,
         pdbs: pdb_store,
+        network_policies: np_store,
     };
     let ctx = Arc::new(Context {
         writer: Writer {
@@ -263,6 +273,7 @@ pub async fn run(
         .watches_stream(services, cluster_of)
         .watches_stream(configmaps, cluster_of)
         .watches_stream(pdbs, cluster_of)
+        .watches_stream(network_policies, cluster_of)
         .watches_stream(pods, cluster_of)
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile::reconcile, error_policy, ctx)

@@ -105,55 +105,8 @@ async fn reconcile_cluster(
         .iter()
         .filter_map(|s| Some((s.ownership.shard?, s.replicas.unwrap_or(1))))
         .collect();
-    // Who may talk to Redis: the Secrets, and each node's ACL users. Not
-    // managing the topology, the operator does not talk to Redis at all.
-    let manage = ctx.settings.manage_topology;
-    let nodes = if manage {
-        node_addrs(&pods)
-    } else {
-        Vec::new()
-    };
-    let creds = credentials::reconcile(
-        &ctx.client,
-        rc,
-        (ns, name),
-        &mut mem.credentials,
-        &nodes,
-        &step_options(ctx, None, None),
-        manage.then_some(ctx.settings.metrics_interval),
-    )
-    .await?;
-    let login = creds.login;
-    // The Redis side: form and reshape the cluster over RESP. The step acts
-    // on Redis itself; its report is what the decision needs of it.
-    let mut report = if manage {
-        redis_step(
-            shape,
-            loss_policy(&rc.spec),
-            &pods,
-            &current,
-            &step_options(ctx, None, login.clone()),
-        )
-        .await
-    } else {
-        None
-    };
-    let roll = roll_step(
-        rc,
-        ctx,
-        shape,
-        (&sets, &pods),
-        (&current, login),
-        &mut report,
-    )
-    .await;
-    ctx.metrics.set_pending_update(ns, name, roll.left);
-    // A failed step still counts what it did before the error.
-    match &report {
-        Some(Ok(r)) => record_topology(&ctx.metrics, ns, name, r),
-        Some(Err(e)) => record_topology(&ctx.metrics, ns, name, &e.report),
-        None => {}
-    }
+    let redis = observe_redis(rc, ctx, (ns, name), shape, (&sets, &pods), &current, mem).await?;
+    let (report, roll) = (redis.report, redis.roll);
     let now = Timestamp::now();
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
     let prior = ctx.priors.get(ns, name).flatten();
@@ -178,7 +131,8 @@ async fn reconcile_cluster(
         metrics_interval: ctx.settings.metrics_interval,
         now,
         roll: Some(&roll),
-        auth: creds.view.as_ref(),
+        auth: redis.auth.as_ref(),
+        operator: ctx.settings.network_policies.as_ref(),
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
@@ -194,6 +148,61 @@ async fn reconcile_cluster(
 
     // Act.
     act::act(&ctx.writer, rc, ns, intent, mem).await
+}
+
+/// What this reconcile saw and did on the Redis side.
+struct RedisSide {
+    /// The topology step's report; `None` when no step was taken.
+    report: Option<Result<topology::Report, topology::StepError>>,
+    roll: roll::Decision,
+    auth: Option<crate::auth::AuthView>,
+}
+
+/// The Redis side: the credentials (Secrets, and each node's ACL users),
+/// then the topology step that forms and reshapes the cluster over RESP,
+/// and the rolling update's next step. Not managing the topology, the
+/// operator does not talk to Redis at all.
+async fn observe_redis(
+    rc: &RedisCluster,
+    ctx: &Context,
+    (ns, name): (&str, &str),
+    shape: ClusterShape,
+    (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
+    current: &BTreeMap<u32, i32>,
+    mem: &mut ClusterMemory,
+) -> Result<RedisSide, Error> {
+    let manage = ctx.settings.manage_topology;
+    let nodes = if manage { node_addrs(pods) } else { Vec::new() };
+    let creds = credentials::reconcile(
+        &ctx.client,
+        rc,
+        (ns, name),
+        &mut mem.credentials,
+        &nodes,
+        &step_options(ctx, None, None),
+        manage.then_some(ctx.settings.metrics_interval),
+    )
+    .await?;
+    let login = creds.login;
+    let mut report = if manage {
+        let opts = step_options(ctx, None, login.clone());
+        redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
+    } else {
+        None
+    };
+    let roll = roll_step(rc, ctx, shape, (sets, pods), (current, login), &mut report).await;
+    ctx.metrics.set_pending_update(ns, name, roll.left);
+    // A failed step still counts what it did before the error.
+    match &report {
+        Some(Ok(r)) => record_topology(&ctx.metrics, ns, name, r),
+        Some(Err(e)) => record_topology(&ctx.metrics, ns, name, &e.report),
+        None => {}
+    }
+    Ok(RedisSide {
+        report,
+        roll,
+        auth: creds.view,
+    })
 }
 
 /// The rolling update's next step. A hand-over is carried out here, by a

@@ -15,6 +15,7 @@ pub(super) struct Stores {
     pub(super) services: cache::Hashes,
     pub(super) configmaps: cache::Hashes,
     pub(super) pdbs: cache::Hashes,
+    pub(super) network_policies: cache::Hashes,
 }
 
 impl Stores {
@@ -24,6 +25,7 @@ impl Stores {
             ChildKind::ConfigMap => self.configmaps.by_key(key).flatten(),
             ChildKind::Service => self.services.by_key(key).flatten(),
             ChildKind::Pdb => self.pdbs.by_key(key).flatten(),
+            ChildKind::NetworkPolicy => self.network_policies.by_key(key).flatten(),
             ChildKind::StatefulSet => self
                 .statefulsets
                 .by_key(key)

@@ -25,8 +25,13 @@ impl Synced {
     pub(super) const SERVICES: u8 = 1 << 3;
     pub(super) const CONFIGMAPS: u8 = 1 << 4;
     pub(super) const PDBS: u8 = 1 << 5;
-    pub(super) const CHILDREN: u8 =
-        Self::STATEFULSETS | Self::PODS | Self::SERVICES | Self::CONFIGMAPS | Self::PDBS;
+    pub(super) const NETWORK_POLICIES: u8 = 1 << 6;
+    pub(super) const CHILDREN: u8 = Self::STATEFULSETS
+        | Self::PODS
+        | Self::SERVICES
+        | Self::CONFIGMAPS
+        | Self::PDBS
+        | Self::NETWORK_POLICIES;
     pub(super) const ALL: u8 = Self::CLUSTERS | Self::CHILDREN;
 
     pub(super) fn new() -> (SyncMarks, Synced) {
@@ -65,6 +70,7 @@ mod tests {
     use futures::FutureExt;
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use std::time::Duration;
 
@@ -110,6 +116,7 @@ mod tests {
         init_done::<cache::Pod>(&marks, Synced::PODS);
         init_done::<cache::Meta<Service>>(&marks, Synced::SERVICES);
         init_done::<cache::Meta<ConfigMap>>(&marks, Synced::CONFIGMAPS);
+        init_done::<cache::Meta<NetworkPolicy>>(&marks, Synced::NETWORK_POLICIES);
         // Init alone (a list under way) marks nothing.
         let mut pdb = marks.marker::<cache::Meta<PodDisruptionBudget>>(Synced::PDBS);
         pdb(&watcher::Event::Init);
