@@ -355,7 +355,8 @@ impl Drop for RedisFleet {
 /// one at a time).
 static PASSWORD: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 
-/// Sets the password the helpers log in with, see [`PASSWORD`].
+/// Sets the password the helpers log in with (one per test process: a
+/// test sets it for the cluster it made).
 pub fn set_password(password: Option<String>) {
     *PASSWORD.write().unwrap_or_else(|e| e.into_inner()) = password;
 }
