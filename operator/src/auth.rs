@@ -39,6 +39,9 @@ pub const PROBE_KEY: &str = "probe-password";
 /// Secret so that it survives an operator restart.
 pub const CLIENT_HASHES_KEY: &str = "client-password-sha256";
 pub const ROTATION_STARTED_KEY: &str = "rotation-started";
+/// The clients' ACL user the nodes have, and when the last rotation ended.
+pub const CLIENT_USER_KEY: &str = "client-user";
+pub const ROTATED_AT_KEY: &str = "rotated-at";
 
 /// Commands the operator sends: topology work (`CLUSTER`, `MIGRATE` and
 /// the `SELECT` and `RESTORE-ASKING` it makes the target run as this

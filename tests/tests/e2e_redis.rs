@@ -516,6 +516,19 @@ async fn scaling_in_with_storage_leaves_nothing_for_the_next_scale_out() -> Resu
     Ok(())
 }
 
+/// The UIDs of the cluster's pods: the same ones mean no pod was replaced.
+async fn pod_uids(c: &Cluster) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        "pods",
+        "-l",
+        &format!("redis.example.com/cluster={NAME}"),
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ])
+    .await
+}
+
 /// What `AUTH <password>` (as `default`) answers on `addr`: Ok, or the
 /// server's error.
 async fn auth_reply(addr: SocketAddr, password: &str) -> Result<std::result::Result<(), String>> {
@@ -568,16 +581,7 @@ async fn a_password_change_rolls_in_without_a_restart_or_a_failed_command() -> R
         .await
         .context("bootstrap 2 x 2")?;
     harness::redis::set_password(Some(old.into()));
-    let uids_before = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-l",
-            &format!("redis.example.com/cluster={NAME}"),
-            "-o",
-            "jsonpath={.items[*].metadata.uid}",
-        ])
-        .await?;
+    let uids_before = pod_uids(&c).await?;
     let urls = |password: &str, addrs: &[SocketAddr]| -> Vec<String> {
         addrs
             .iter()
@@ -644,16 +648,7 @@ async fn a_password_change_rolls_in_without_a_restart_or_a_failed_command() -> R
     writer.stop();
     running.await.context("joining the writer")??;
     let summary = writer.summary();
-    let uids_after = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-l",
-            &format!("redis.example.com/cluster={NAME}"),
-            "-o",
-            "jsonpath={.items[*].metadata.uid}",
-        ])
-        .await?;
+    let uids_after = pod_uids(&c).await?;
     ensure!(
         uids_before == uids_after,
         "pods were replaced: {uids_before} -> {uids_after}"

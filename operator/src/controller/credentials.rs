@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use api::RedisCluster;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 
@@ -58,8 +58,15 @@ fn text(s: &Secret, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-fn owner(rc: &RedisCluster) -> Option<Vec<OwnerReference>> {
-    rc.controller_owner_ref(&()).map(|o| vec![o])
+/// A Secret of cluster `name`: its labels, and owned by it, so that it goes
+/// with the cluster.
+fn secret_meta(rc: &RedisCluster, name: &str, secret_name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(secret_name.to_string()),
+        labels: Some(names::cluster_labels(name)),
+        owner_references: rc.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
 }
 
 /// Makes sure the Secrets exist, follows a password change, and gives
@@ -176,11 +183,11 @@ async fn load(
             probe: field(auth::PROBE_KEY),
         };
         let acl = ClientAcl {
-            user: text(&s, "client-user").unwrap_or_else(|| "default".into()),
+            user: text(&s, auth::CLIENT_USER_KEY).unwrap_or_else(|| "default".into()),
             hashes: auth::parse_hashes(&field(auth::CLIENT_HASHES_KEY)),
             rotation_started: field(auth::ROTATION_STARTED_KEY).trim().parse().ok(),
         };
-        let rotated_at = field("rotated-at").trim().parse().ok();
+        let rotated_at = field(auth::ROTATED_AT_KEY).trim().parse().ok();
         // Read the clients' Secret at once: it may have changed meanwhile.
         let stale = read_at
             .checked_sub(Duration::from_secs(86_400))
@@ -260,12 +267,7 @@ async fn client_hash(
             let password =
                 auth::generate_password().map_err(|_| Error::Random { name: full.clone() })?;
             let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(secret_name.clone()),
-                    labels: Some(names::cluster_labels(name)),
-                    owner_references: owner(rc),
-                    ..Default::default()
-                },
+                metadata: secret_meta(rc, name, &secret_name),
                 string_data: Some(BTreeMap::from([(
                     auth::PASSWORD_KEY.to_string(),
                     password.clone(),
@@ -300,21 +302,16 @@ async fn write_internal(
         (auth::ACL_FILE, auth::acl_file(acl, internal)),
         (auth::CONF_FILE, auth::conf_file(internal)),
         (auth::CLIENT_HASHES_KEY, acl.hashes.join(" ")),
-        ("client-user", acl.user.clone()),
+        (auth::CLIENT_USER_KEY, acl.user.clone()),
     ]);
     if let Some(t) = acl.rotation_started {
         data.insert(auth::ROTATION_STARTED_KEY, t.to_string());
     }
     if let Some(t) = rotated_at {
-        data.insert("rotated-at", t.to_string());
+        data.insert(auth::ROTATED_AT_KEY, t.to_string());
     }
     let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name.clone()),
-            labels: Some(names::cluster_labels(name)),
-            owner_references: owner(rc),
-            ..Default::default()
-        },
+        metadata: secret_meta(rc, name, &secret_name),
         data: Some(
             data.into_iter()
                 .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
