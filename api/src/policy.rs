@@ -541,6 +541,17 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
         );
     }
     if spec
+        .and_then(|s| s.get("network_policy"))
+        .and_then(|n| n.get("enabled"))
+        .and_then(Value::as_bool)
+        == Some(false)
+    {
+        out.push(
+            "spec.network_policy.enabled is false: pods in any namespace can reach the Redis ports, including the cluster bus"
+                .to_string(),
+        );
+    }
+    if spec
         .and_then(|s| s.get("allow_data_loss_on_update"))
         .and_then(Value::as_bool)
         == Some(true)
@@ -851,6 +862,13 @@ mod tests {
         ));
         assert!(
             w.len() == 1 && w[0].contains("spec.auth.enabled is false"),
+            "{w:?}"
+        );
+        let w = warnings(Some(
+            &json!({"replicas": 2, "storage": storage, "network_policy": {"enabled": false}}),
+        ));
+        assert!(
+            w.len() == 1 && w[0].contains("spec.network_policy.enabled is false"),
             "{w:?}"
         );
     }
