@@ -78,9 +78,12 @@ pub fn client_user(spec: &api::AuthSpec) -> &str {
 
 /// SHA-256 in lower-case hex, as ACL rules (`#<hash>`) take it.
 pub fn sha256_hex(password: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest.as_ref() {
+    hex(ring::digest::digest(&ring::digest::SHA256, password.as_bytes()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         let _ = write!(out, "{b:02x}");
     }
     out
@@ -208,6 +211,11 @@ pub fn users(client: &ClientAcl, internal: &Internal) -> Vec<(String, String)> {
     out
 }
 
+/// The users of a cluster without authentication: `default` open to all.
+pub fn open_users() -> Vec<(String, String)> {
+    vec![("default".to_string(), "on nopass ~* &* +@all".to_string())]
+}
+
 /// `users.acl`, which a node loads when it starts.
 pub fn acl_file(client: &ClientAcl, internal: &Internal) -> String {
     let mut s = String::new();
@@ -236,11 +244,7 @@ pub fn generate_password() -> Result<String, ring::error::Unspecified> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut bytes)?;
-    let mut out = String::with_capacity(64);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    Ok(out)
+    Ok(hex(&bytes))
 }
 
 #[cfg(test)]

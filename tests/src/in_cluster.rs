@@ -239,21 +239,32 @@ pub async fn wait_ready(c: &Cluster, name: &str, replicas: u32, timeout: Duratio
     .await
 }
 
+/// `kubectl get <kind> -o <output>` for the objects of RedisCluster
+/// `name` in [`APPS`] (by its cluster label).
+pub async fn cluster_objects(c: &Cluster, kind: &str, name: &str, output: &str) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        kind,
+        "-n",
+        APPS,
+        "-l",
+        &format!("redis.example.com/cluster={name}"),
+        "-o",
+        output,
+    ])
+    .await
+}
+
 /// `(pod name, uid, pod IP)` of a RedisCluster's pods, IP absent until
 /// assigned.
 pub async fn pods_of(c: &Cluster, name: &str) -> Result<Vec<(String, String, Option<Ipv4Addr>)>> {
-    let out = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={name}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.podIP}{"\n"}{end}"#,
-        ])
-        .await?;
+    let out = cluster_objects(
+        c,
+        "pods",
+        name,
+        r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.podIP}{"\n"}{end}"#,
+    )
+    .await?;
     Ok(out
         .lines()
         .filter_map(|l| {

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, events, helm_install, image_values, load_pod, on_real_node, pod_ips,
-    pod_phase, pod_result, rc_field, redis_cluster, redis_query, use_client_password, wait_ready,
+    APPS, client_pod, cluster_objects, events, helm_install, image_values, load_pod, on_real_node,
+    pod_ips, pod_phase, pod_result, rc_field, redis_cluster, redis_query, use_client_password,
+    wait_ready,
 };
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
 use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
@@ -659,18 +660,7 @@ async fn autoscaling(c: &Cluster, t0: Instant) -> Result<()> {
         slaves == MAX_REPLICAS as usize - 1,
         "CLUSTER NODES:\n{nodes}"
     );
-    let sts = c
-        .kubectl_ok([
-            "get",
-            "statefulsets",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={HOT}"),
-            "-o",
-            "jsonpath={.items[*].spec.replicas}",
-        ])
-        .await?;
+    let sts = cluster_objects(c, "statefulsets", HOT, "jsonpath={.items[*].spec.replicas}").await?;
     ensure!(
         sts == MAX_REPLICAS.to_string(),
         "StatefulSet replicas {sts}"

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, condition, events, helm_install, is_ready, on_real_node, operator_counter, pod_ips,
-    redis_cluster, redis_query, seeds, use_client_password, wait_ready,
+    APPS, cluster_objects, condition, events, helm_install, is_ready, on_real_node,
+    operator_counter, pod_ips, redis_cluster, redis_query, seeds, use_client_password, wait_ready,
 };
 use harness::redis::key_slot;
 use harness::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
@@ -366,18 +366,13 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
         RECOVERY,
         || async {
             let now = pod_ips(c, KEEP).await?;
-            let terminating = c
-                .kubectl_ok([
-                    "get",
-                    "pods",
-                    "-n",
-                    APPS,
-                    "-l",
-                    &format!("redis.example.com/cluster={KEEP}"),
-                    "-o",
-                    "jsonpath={.items[*].metadata.deletionTimestamp}",
-                ])
-                .await?;
+            let terminating = cluster_objects(
+                c,
+                "pods",
+                KEEP,
+                "jsonpath={.items[*].metadata.deletionTimestamp}",
+            )
+            .await?;
             if now.len() != 6 || !terminating.trim().is_empty() {
                 return Ok(None);
             }

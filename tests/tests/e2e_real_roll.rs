@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster,
+    APPS, cluster_objects, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster,
     use_client_password, wait_ready,
 };
 use harness::stack::NAMESPACE;
@@ -212,18 +212,13 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
 /// Shards of the cluster (`<name>-shard-<i>-<ordinal>`) with fewer than two
 /// pods that are Ready and not being deleted.
 async fn shards_not_serving(c: &Cluster) -> Result<BTreeSet<String>> {
-    let out = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            APPS,
-            "-l",
-            &format!("redis.example.com/cluster={NAME}"),
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}"#,
-        ])
-        .await?;
+    let out = cluster_objects(
+        c,
+        "pods",
+        NAME,
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    )
+    .await?;
     let mut serving: BTreeMap<String, u32> = (0..3).map(|s| (format!("{s}"), 0)).collect();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -115,13 +115,13 @@ pub(super) async fn reconcile(
     } else if let Some(started) = creds.acl.rotation_started {
         overlap_until = Some(started + i64::from(spec.rotation_overlap_seconds));
     }
-    let users = if enabled {
-        auth::users(&creds.acl, &creds.internal)
-    } else {
-        vec![("default".to_string(), "on nopass ~* &* +@all".to_string())]
-    };
-    let replication = enabled.then(|| creds.internal.replication.clone());
-    let fingerprint = crate::stable_hash::of_str(&format!("{users:?}{replication:?}"));
+    // What the nodes are given follows from these alone (the internal
+    // passwords never change), so the rules are only rendered for a node
+    // that needs them, not on every reconcile.
+    let fingerprint = crate::stable_hash::of_str(&format!(
+        "{enabled} {} {:?}",
+        creds.acl.user, creds.acl.hashes
+    ));
     let login = Login {
         user: auth::OPERATOR_USER.into(),
         password: creds.internal.operator.clone(),
@@ -131,10 +131,18 @@ pub(super) async fn reconcile(
         creds.applied_since = Instant::now();
     }
     creds.applied.retain(|a, _| nodes.contains(a));
-    for &addr in nodes {
-        if creds.applied.get(&addr) == Some(&fingerprint) {
-            continue;
-        }
+    let pending: Vec<SocketAddr> = (nodes.iter().copied())
+        .filter(|a| creds.applied.get(a) != Some(&fingerprint))
+        .collect();
+    let (users, replication) = if pending.is_empty() {
+        (Vec::new(), None)
+    } else if enabled {
+        let users = auth::users(&creds.acl, &creds.internal);
+        (users, Some(creds.internal.replication.clone()))
+    } else {
+        (auth::open_users(), None)
+    };
+    for addr in pending {
         match apply(addr, &users, replication.as_deref(), &login, opts).await {
             Ok(()) => {
                 creds.applied.insert(addr, fingerprint);
