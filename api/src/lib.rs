@@ -15,6 +15,7 @@ pub mod types;
 
 pub use policy::{Policy, Range, Violation};
 pub use types::{
-    AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec, OnDataLoss,
-    RedisCluster, RedisClusterSpec, RedisClusterStatus, StorageSpec,
+    AppendFsync, AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec,
+    OnDataLoss, PersistenceSpec, RedisCluster, RedisClusterSpec, RedisClusterStatus, SavePoint,
+    StorageSpec,
 };

@@ -417,6 +417,7 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.object("storage");
     r.object("auth");
     r.object("network_policy");
+    r.object("persistence");
 
     // Cross-field rules, only between values that are in range themselves,
     // so one mistake is reported once.
@@ -550,6 +551,21 @@ pub fn warnings(spec: Option<&Value>) -> Vec<String> {
             "spec.network_policy.enabled is false: pods in any namespace can reach the Redis ports, including the cluster bus"
                 .to_string(),
         );
+    }
+    let persistence = spec.and_then(|s| s.get("persistence"));
+    let append_only = persistence
+        .and_then(|p| p.get("append_only"))
+        .and_then(Value::as_bool);
+    let snapshots = persistence
+        .and_then(|p| p.get("rdb_save"))
+        .and_then(Value::as_array)
+        .is_none_or(|s| !s.is_empty());
+    if append_only == Some(false) {
+        out.push(if snapshots {
+            "spec.persistence.append_only is false: a restarted node comes back with its last snapshot only, and the writes since then are lost unless a replica has them"
+        } else {
+            "spec.persistence turns off both the AOF and snapshots: a primary that restarts comes back empty, and its replicas then copy the empty data set"
+        }.to_string());
     }
     if spec
         .and_then(|s| s.get("allow_data_loss_on_update"))
@@ -871,6 +887,21 @@ mod tests {
             w.len() == 1 && w[0].contains("spec.network_policy.enabled is false"),
             "{w:?}"
         );
+        let durable = json!({"append_fsync": "always", "rdb_save": []});
+        assert!(
+            warnings(Some(
+                &json!({"replicas": 2, "storage": storage, "persistence": durable})
+            ))
+            .is_empty()
+        );
+        let w = warnings(Some(
+            &json!({"replicas": 2, "storage": storage, "persistence": {"append_only": false}}),
+        ));
+        assert!(w.len() == 1 && w[0].contains("last snapshot only"), "{w:?}");
+        let w = warnings(Some(
+            &json!({"replicas": 2, "storage": storage, "persistence": {"append_only": false, "rdb_save": []}}),
+        ));
+        assert!(w.len() == 1 && w[0].contains("comes back empty"), "{w:?}");
     }
 
     #[test]

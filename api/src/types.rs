@@ -163,6 +163,77 @@ pub struct RedisClusterSpec {
     /// the operator, and on the cluster bus port only the cluster's own pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+
+    /// How each node keeps its data on disk. Absent means an append-only
+    /// file written on every write and forced to disk every second, plus
+    /// Redis's default snapshots. Changes apply to running nodes without a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<PersistenceSpec>,
+}
+
+/// See [`RedisClusterSpec::persistence`]. The README, "Persistence", says
+/// what each choice guarantees.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct PersistenceSpec {
+    /// The append-only file (AOF): each write reaches the file before it is
+    /// acknowledged, so a restarted node comes back with every
+    /// acknowledged write. False: a restarted node has only its last
+    /// snapshot, or nothing.
+    #[serde(default = "default_true")]
+    pub append_only: bool,
+    /// When the AOF is forced to disk: `everysec` (absent) can lose about a
+    /// second of writes if the machine itself fails, `always` loses none
+    /// at a cost in throughput, `no` leaves it to the kernel.
+    #[serde(default)]
+    pub append_fsync: AppendFsync,
+    /// RDB snapshots: one is taken when at least `changes` writes happened
+    /// in `seconds`. Absent means Redis's defaults (3600 s/1, 300 s/100,
+    /// 60 s/10000); empty means no snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub rdb_save: Option<Vec<SavePoint>>,
+}
+
+impl Default for PersistenceSpec {
+    fn default() -> Self {
+        Self {
+            append_only: true,
+            append_fsync: AppendFsync::default(),
+            rdb_save: None,
+        }
+    }
+}
+
+/// See [`PersistenceSpec::append_fsync`]; the values are Redis's own.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppendFsync {
+    Always,
+    #[default]
+    Everysec,
+    No,
+}
+
+impl AppendFsync {
+    /// The value `appendfsync` takes.
+    pub fn as_redis(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::Everysec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
+}
+
+/// One RDB save point: a snapshot after `seconds` if at least `changes`
+/// writes happened.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SavePoint {
+    #[schemars(range(min = 1, max = 86400))]
+    pub seconds: i32,
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub changes: i32,
 }
 
 /// See [`RedisClusterSpec::network_policy`].
@@ -418,6 +489,7 @@ impl Default for RedisClusterSpec {
             maxmemory_policy: None,
             auth: None,
             network_policy: None,
+            persistence: None,
         }
     }
 }

@@ -138,11 +138,38 @@ fn meta(rc: &RedisCluster, name: String, labels: BTreeMap<String, String>) -> Ob
     }
 }
 
-/// `redis.conf` for every node of the cluster. With `auth`, the users and
+/// Redis's own snapshot schedule, written out so that a node's config says
+/// what it does.
+const REDIS_DEFAULT_SAVE: &str = "3600 1 300 100 60 10000";
+
+/// The persistence parameters of `spec`, as `CONFIG SET` takes them and as
+/// `redis.conf` holds them (with an empty value quoted): the one place
+/// both are rendered from.
+pub fn persistence_settings(spec: &api::RedisClusterSpec) -> [(&'static str, String); 3] {
+    let p = spec.persistence.clone().unwrap_or_default();
+    let save = match &p.rdb_save {
+        None => REDIS_DEFAULT_SAVE.to_string(),
+        Some(points) => points
+            .iter()
+            .map(|s| format!("{} {}", s.seconds, s.changes))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    [
+        (
+            "appendonly",
+            if p.append_only { "yes" } else { "no" }.into(),
+        ),
+        ("appendfsync", p.append_fsync.as_redis().into()),
+        ("save", save),
+    ]
+}
+
+/// `redis.conf` for every node of the cluster. With auth, the users and
 /// the replication login come from the mounted internal Secret (see
 /// [`crate::auth`]).
-pub fn redis_conf(auth: bool) -> String {
-    let mut lines = vec![
+pub fn redis_conf(spec: &api::RedisClusterSpec) -> String {
+    let mut lines: Vec<String> = [
         "# Managed by redis-operator.",
         "port 6379",
         "bind * -::*",
@@ -151,22 +178,26 @@ pub fn redis_conf(auth: bool) -> String {
         "cluster-config-file /data/nodes.conf",
         "cluster-node-timeout 5000",
         "cluster-allow-replica-migration no",
-        "appendonly yes",
-        // Redis's default trade-off: at most about a second of acknowledged
-        // writes can be lost if a node crashes. Scaling never relies on it:
-        // slots move with MIGRATE, which is synchronous.
-        "appendfsync everysec",
         // Replicas attach without waiting for more replicas to batch with.
         "repl-diskless-sync-delay 0",
         "dir /data",
-    ];
-    let acl = format!("aclfile {}/{}", auth::MOUNT, auth::ACL_FILE);
-    let include = format!("include {}/{}", auth::MOUNT, auth::CONF_FILE);
-    if auth {
-        lines.push(&acl);
-        lines.push(&include);
+    ]
+    .map(String::from)
+    .into();
+    // Scaling never relies on persistence: slots move with MIGRATE, which
+    // is synchronous.
+    for (name, value) in persistence_settings(spec) {
+        lines.push(if value.is_empty() {
+            format!("{name} \"\"")
+        } else {
+            format!("{name} {value}")
+        });
     }
-    lines.push("");
+    if auth::enabled(spec) {
+        lines.push(format!("aclfile {}/{}", auth::MOUNT, auth::ACL_FILE));
+        lines.push(format!("include {}/{}", auth::MOUNT, auth::CONF_FILE));
+    }
+    lines.push(String::new());
     lines.join("\n")
 }
 
@@ -278,7 +309,7 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan, operator: Option<&OperatorP
         metadata: meta(rc, config_name(&name), labels.clone()),
         data: Some(BTreeMap::from([(
             "redis.conf".to_string(),
-            redis_conf(auth::enabled(&rc.spec)),
+            redis_conf(&rc.spec),
         )])),
         ..Default::default()
     };
@@ -714,9 +745,42 @@ mod tests {
             "cluster-enabled yes",
             "cluster-config-file /data/nodes.conf",
             "appendonly yes",
+            "appendfsync everysec",
+            "save 3600 1 300 100 60 10000",
+            "aclfile /etc/redis-auth/users.acl",
         ] {
-            assert!(conf.contains(line), "{conf}");
+            assert!(conf.lines().any(|l| l == line), "{line} not in\n{conf}");
         }
+    }
+
+    #[test]
+    fn persistence_settings_reach_the_config_file() {
+        let mut s = spec(2, 3);
+        s.persistence = Some(api::PersistenceSpec {
+            append_only: false,
+            append_fsync: api::AppendFsync::Always,
+            rdb_save: Some(vec![
+                api::SavePoint {
+                    seconds: 900,
+                    changes: 1,
+                },
+                api::SavePoint {
+                    seconds: 60,
+                    changes: 500,
+                },
+            ]),
+        });
+        let conf = redis_conf(&s);
+        for line in ["appendonly no", "appendfsync always", "save 900 1 60 500"] {
+            assert!(conf.lines().any(|l| l == line), "{line} not in\n{conf}");
+        }
+        // No snapshots: an empty value, quoted, as `save ""` turns them off.
+        s.persistence = Some(api::PersistenceSpec {
+            rdb_save: Some(Vec::new()),
+            ..Default::default()
+        });
+        assert!(redis_conf(&s).lines().any(|l| l == "save \"\""));
+        assert_eq!(persistence_settings(&s)[2], ("save", String::new()));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Logs, Prometheus metrics and the health endpoints on port 8080.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -44,6 +47,8 @@ pub struct Metrics {
     pub pods_pending_update: Family<ClusterLabels, Gauge>,
     /// Pods deleted by rolling updates.
     pub pods_rolled: Counter,
+    /// What the operator last read of each cluster it drives.
+    pub clusters: Arc<ClusterGauges>,
     /// Set while this process leads and its caches are synced, or while it
     /// stands by: a standby must not hold up a rolling update.
     pub ready: AtomicBool,
@@ -118,6 +123,8 @@ impl Metrics {
             "Redis pods deleted by the operator to roll them to a new revision",
             pods_rolled.clone(),
         );
+        let clusters = Arc::new(ClusterGauges::default());
+        registry.register_collector(Box::new(clusters.clone()));
         Arc::new(Metrics {
             registry,
             scaling_events,
@@ -131,6 +138,7 @@ impl Metrics {
             data_loss,
             pods_pending_update,
             pods_rolled,
+            clusters,
             ready: AtomicBool::new(false),
         })
     }
@@ -162,6 +170,186 @@ impl Metrics {
     }
 }
 
+/// What the operator reads of one cluster that Redis's own exporter cannot
+/// know, as the last topology step saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClusterReading {
+    pub slots_covered: u32,
+    pub shards_desired: u32,
+    /// Desired shards with a primary that answered.
+    pub shards_with_primary: u32,
+    /// Replicas the spec asks for, over all desired shards.
+    pub replicas_desired: u32,
+    /// Replicas with their link to the primary up and no sync under way.
+    pub replicas_in_sync: u32,
+    /// Nodes that answered with `cluster_state:ok`, and nodes asked.
+    pub nodes_ok: u32,
+    pub nodes: u32,
+    /// Slots still to move to reach an even spread.
+    pub slots_to_move: u32,
+    /// `spec.replicas`, and what the autoscaler's last reading recommends
+    /// (before cooldowns and bounds).
+    pub replicas: i32,
+    pub recommended_replicas: Option<i32>,
+}
+
+impl ClusterReading {
+    /// The reading of a cluster of `shape` from a topology step's
+    /// `readings`.
+    pub fn of(
+        readings: &crate::topology::Readings,
+        shape: crate::shape::ClusterShape,
+        slots_to_move: u32,
+        recommended_replicas: Option<i32>,
+    ) -> ClusterReading {
+        let answered = || readings.nodes.iter().filter(|n| n.answered);
+        let with_primary: std::collections::BTreeSet<u32> = answered()
+            .filter(|n| n.primary && shape.has_shard(n.shard))
+            .map(|n| n.shard)
+            .collect();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let slots = u32::from(crate::topology::model::SLOTS);
+        ClusterReading {
+            slots_covered: slots.saturating_sub(readings.uncovered_slots),
+            shards_desired: shape.shards.get(),
+            shards_with_primary: count(with_primary.len()),
+            replicas_desired: shape
+                .shards
+                .get()
+                .saturating_mul(shape.nodes_per_shard.get() - 1),
+            replicas_in_sync: count(
+                answered()
+                    .filter(|n| !n.primary && n.link_up && shape.has_shard(n.shard))
+                    .count(),
+            ),
+            nodes_ok: count(answered().filter(|n| n.state_ok).count()),
+            nodes: count(readings.nodes.len()),
+            slots_to_move,
+            replicas: shape.replicas(),
+            recommended_replicas,
+        }
+    }
+}
+
+/// The per-cluster gauges, rendered at scrape time from one map: a cluster
+/// that is deleted, or not read (its topology not managed), has no series.
+#[derive(Debug, Default)]
+pub struct ClusterGauges(Mutex<BTreeMap<(String, String), ClusterReading>>);
+
+/// Name, help and value of each per-cluster gauge.
+type GaugeDef = (
+    &'static str,
+    &'static str,
+    fn(&ClusterReading) -> Option<i64>,
+);
+
+const CLUSTER_GAUGES: [GaugeDef; 10] = [
+    (
+        "redis_operator_cluster_slots_covered",
+        "Hash slots (of 16384) that some node serves",
+        |r| Some(i64::from(r.slots_covered)),
+    ),
+    (
+        "redis_operator_cluster_shards_desired",
+        "Shards the spec asks for",
+        |r| Some(i64::from(r.shards_desired)),
+    ),
+    (
+        "redis_operator_cluster_shards_with_primary",
+        "Desired shards whose primary answered",
+        |r| Some(i64::from(r.shards_with_primary)),
+    ),
+    (
+        "redis_operator_cluster_replicas_desired",
+        "Replicas the spec asks for, over all shards",
+        |r| Some(i64::from(r.replicas_desired)),
+    ),
+    (
+        "redis_operator_cluster_replicas_in_sync",
+        "Replicas linked to their primary with no sync under way",
+        |r| Some(i64::from(r.replicas_in_sync)),
+    ),
+    (
+        "redis_operator_cluster_nodes",
+        "Redis nodes the operator asked",
+        |r| Some(i64::from(r.nodes)),
+    ),
+    (
+        "redis_operator_cluster_nodes_ok",
+        "Redis nodes that answered with cluster_state:ok",
+        |r| Some(i64::from(r.nodes_ok)),
+    ),
+    (
+        "redis_operator_cluster_slots_to_move",
+        "Hash slots still to move to spread them evenly (a migration is under way while above 0)",
+        |r| Some(i64::from(r.slots_to_move)),
+    ),
+    (
+        "redis_operator_cluster_replicas",
+        "Redis nodes per shard, as spec.replicas says",
+        |r| Some(i64::from(r.replicas)),
+    ),
+    (
+        "redis_operator_autoscaler_recommended_replicas",
+        "Nodes per shard that the last CPU reading calls for, before cooldowns and bounds",
+        |r| r.recommended_replicas.map(i64::from),
+    ),
+];
+
+impl ClusterGauges {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), ClusterReading>> {
+        // Each update is one insert or remove: a panic cannot leave half.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, namespace: &str, cluster: &str, reading: ClusterReading) {
+        let mut map = self.map();
+        match map.get_mut(&(namespace.to_string(), cluster.to_string())) {
+            Some(r) => *r = reading,
+            None => {
+                map.insert((namespace.into(), cluster.into()), reading);
+            }
+        }
+    }
+
+    pub fn forget(&self, namespace: &str, cluster: &str) {
+        self.map()
+            .remove(&(namespace.to_string(), cluster.to_string()));
+    }
+
+    /// Keeps the clusters for which `keep(namespace, name)` holds (after a
+    /// relist, which reports no deletions).
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.map().retain(|(ns, name), _| keep(ns, name));
+    }
+}
+
+impl Collector for ClusterGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let map = self.map();
+        if map.is_empty() {
+            return Ok(());
+        }
+        for (name, help, value) in CLUSTER_GAUGES {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for ((namespace, cluster), reading) in map.iter() {
+                let Some(v) = value(reading) else { continue };
+                let labels = [
+                    ("namespace", namespace.as_str()),
+                    ("cluster", cluster.as_str()),
+                ];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl edge::Health for Metrics {
     fn metrics(&self) -> Result<String, std::fmt::Error> {
         self.render()
@@ -173,5 +361,91 @@ impl edge::Health for Metrics {
         } else {
             Err("caches not synced")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_counts_live_primaries_and_synced_replicas_of_desired_shards() {
+        use crate::topology::{NodeReading, Readings};
+        let node = |shard, primary, link_up| NodeReading {
+            shard,
+            answered: true,
+            primary,
+            link_up,
+            state_ok: true,
+            ..Default::default()
+        };
+        let readings = Readings {
+            nodes: vec![
+                node(0, true, false),
+                node(0, false, true),
+                // Shard 1: its primary did not answer, its replica lost the link.
+                NodeReading {
+                    answered: false,
+                    ..node(1, true, false)
+                },
+                node(1, false, false),
+                // Shard 2 is being drained: not counted.
+                node(2, true, false),
+            ],
+            uncovered_slots: 100,
+            open_slots: false,
+        };
+        let shape = crate::shape::ClusterShape {
+            shards: std::num::NonZeroU32::new(2).unwrap(),
+            nodes_per_shard: std::num::NonZeroU32::new(2).unwrap(),
+        };
+        let r = ClusterReading::of(&readings, shape, 7, Some(3));
+        assert_eq!(
+            r,
+            ClusterReading {
+                slots_covered: 16284,
+                shards_desired: 2,
+                shards_with_primary: 1,
+                replicas_desired: 2,
+                replicas_in_sync: 1,
+                nodes_ok: 4,
+                nodes: 5,
+                slots_to_move: 7,
+                replicas: 2,
+                recommended_replicas: Some(3),
+            }
+        );
+    }
+
+    #[test]
+    fn each_cluster_gets_its_gauges_until_it_is_forgotten() {
+        let m = Metrics::new();
+        assert!(!m.render().unwrap().contains("redis_operator_cluster_"));
+        let reading = ClusterReading {
+            slots_covered: 16384,
+            shards_desired: 3,
+            shards_with_primary: 3,
+            replicas: 2,
+            ..Default::default()
+        };
+        m.clusters.set("apps", "cache", reading);
+        m.clusters.set("apps", "other", reading);
+        let text = m.render().unwrap();
+        for line in [
+            "# TYPE redis_operator_cluster_slots_covered gauge",
+            "redis_operator_cluster_slots_covered{namespace=\"apps\",cluster=\"cache\"} 16384",
+            "redis_operator_cluster_shards_with_primary{namespace=\"apps\",cluster=\"other\"} 3",
+            "redis_operator_cluster_replicas_in_sync{namespace=\"apps\",cluster=\"cache\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        // No reading, no recommendation.
+        assert!(
+            !text.contains("redis_operator_autoscaler_recommended_replicas{"),
+            "{text}"
+        );
+        m.clusters.forget("apps", "cache");
+        m.clusters.retain(|_, name| name != "other");
+        assert!(!m.render().unwrap().contains("redis_operator_cluster_"));
     }
 }

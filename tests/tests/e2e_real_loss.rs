@@ -9,9 +9,12 @@
 //! 2. The same cluster with `on_data_loss: Wait`: nothing is reassigned,
 //!    `Degraded` says a human must decide, nothing is counted. Switching to
 //!    `RecoverEmpty` (the README's way out) then recovers as in 1.
-//! 3. 3 shards x 2 with persistent storage (static hostPath volumes): every
-//!    pod deleted at once, as after a node restart. The pods come back (new
-//!    IPs) and the cluster returns with every acknowledged key.
+//! 3. 3 shards x 2 with persistent storage (static hostPath volumes) and
+//!    persistence settings in the spec, which every node reports. Under the
+//!    writer, the settings change and reach every node without a restart;
+//!    then every pod is deleted at once, as after a node restart. The pods
+//!    come back (new IPs) with the changed settings from their config file,
+//!    and the cluster returns with every acknowledged key.
 //!
 //! Needs root, `make deps`, `make cluster-tools` and `make test-images`
 //! (`make e2e-real` does all of it). A missing prerequisite fails the test.
@@ -84,13 +87,18 @@ async fn scenarios(c: &Cluster, t0: Instant) -> Result<()> {
         KEEP,
         &images.redis,
         &format!(
-            "  shard_count: 3\n  replicas: 2\n  autoscaling_paused: true\n  storage:\n    size: 1Gi\n    storage_class_name: {STORAGE_CLASS}\n"
+            "  shard_count: 3\n  replicas: 2\n  autoscaling_paused: true\n  storage:\n    size: 1Gi\n    storage_class_name: {STORAGE_CLASS}\n{FIRST_PERSISTENCE}"
         ),
     ))
     .await?;
     wait_ready(c, KEEP, 2, Duration::from_secs(240)).await?;
     use_client_password(c, APPS, KEEP).await?;
-    step("3x2 with storage Ready");
+    let seen = persistence_of(c, KEEP).await?;
+    ensure!(
+        seen == BTreeSet::from([FIRST_SEEN.map(String::from).to_vec()]),
+        "the nodes' persistence settings are {seen:?}"
+    );
+    step("3x2 with storage Ready, its persistence settings on every node");
     every_pod_restarted(c).await.context("scenario 3")?;
     step("scenario 3 (every pod with storage deleted) passed");
     Ok(())
@@ -347,6 +355,7 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
         || async { Ok((acks() >= 500).then_some(())) },
     )
     .await?;
+    persistence_changes_at_run_time(c).await?;
     c.kubectl_ok([
         "delete",
         "pods",
@@ -423,6 +432,97 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
     ensure!(
         operator_counter(c, DATA_LOSS).await? == 2.0,
         "{DATA_LOSS} counted a loss with storage"
+    );
+    // The new processes started from the config file, which has the new
+    // settings (the operator also gives them at run time to new nodes).
+    let seen = persistence_of(c, KEEP).await?;
+    ensure!(
+        seen == BTreeSet::from([SECOND_SEEN.map(String::from).to_vec()]),
+        "after the restart, the nodes' persistence settings are {seen:?}"
+    );
+    let conf = c
+        .kubectl_ok([
+            "get",
+            "configmap",
+            &format!("{KEEP}-config"),
+            "-n",
+            APPS,
+            "-o",
+            "jsonpath={.data.redis\\.conf}",
+        ])
+        .await?;
+    for line in ["appendonly yes", "appendfsync everysec", "save \"\""] {
+        ensure!(
+            conf.lines().any(|l| l == line),
+            "{line} not in redis.conf:\n{conf}"
+        );
+    }
+    Ok(())
+}
+
+/// The persistence settings [`KEEP`] starts with, and what its nodes then
+/// report for `appendonly`, `appendfsync` and `save`.
+const FIRST_PERSISTENCE: &str = "  persistence:\n    append_fsync: always\n    rdb_save:\n    - seconds: 900\n      changes: 1\n";
+const FIRST_SEEN: [&str; 3] = ["yes", "always", "900 1"];
+/// The settings it is changed to while it runs, and what the nodes report.
+const SECOND_PERSISTENCE: &str =
+    r#"{"spec":{"persistence":{"append_fsync":"everysec","rdb_save":[]}}}"#;
+const SECOND_SEEN: [&str; 3] = ["yes", "everysec", ""];
+
+/// `appendonly`, `appendfsync` and `save` as the nodes of cluster `name`
+/// report them: one entry per distinct answer.
+async fn persistence_of(c: &Cluster, name: &str) -> Result<BTreeSet<Vec<String>>> {
+    let mut seen = BTreeSet::new();
+    for (_, ip) in pod_ips(c, name).await? {
+        let mut values = Vec::new();
+        for param in ["appendonly", "appendfsync", "save"] {
+            let pair: Vec<String> = redis_query(c, ip, &["CONFIG", "GET", param]).await?;
+            ensure!(pair.len() == 2, "CONFIG GET {param} on {ip}: {pair:?}");
+            values.push(pair[1].clone());
+        }
+        seen.insert(values);
+    }
+    Ok(seen)
+}
+
+/// Each pod of `name` with its container's restart count, to tell that
+/// nothing restarted.
+async fn pod_lives(c: &Cluster, name: &str) -> Result<String> {
+    cluster_objects(
+        c,
+        "pods",
+        name,
+        "jsonpath={range .items[*]}{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}",
+    )
+    .await
+}
+
+/// Changes [`KEEP`]'s persistence settings and waits for every node to
+/// report them, with no pod replaced or restarted.
+async fn persistence_changes_at_run_time(c: &Cluster) -> Result<()> {
+    let lives = pod_lives(c, KEEP).await?;
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        KEEP,
+        "-n",
+        APPS,
+        "--type=merge",
+        "-p",
+        SECOND_PERSISTENCE,
+    ])
+    .await?;
+    let want = BTreeSet::from([SECOND_SEEN.map(String::from).to_vec()]);
+    wait_for(
+        "every node to report the new persistence settings",
+        Duration::from_secs(90),
+        || async { Ok((persistence_of(c, KEEP).await? == want).then_some(())) },
+    )
+    .await?;
+    let after = pod_lives(c, KEEP).await?;
+    ensure!(
+        after == lives,
+        "pods were replaced or restarted: {lives} -> {after}"
     );
     Ok(())
 }

@@ -221,7 +221,7 @@ async fn start(operators: usize, extra: &[&str]) -> Result<(Cluster, PodRedis, S
 #[tokio::test]
 async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let (c, _redis, _stack) = start(1, &[]).await?;
+    let (c, _redis, stack) = start(1, &[]).await?;
     let long = Duration::from_secs(240);
 
     c.kubectl_apply(&format!(
@@ -233,6 +233,32 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
         .context("bootstrap 3 x 2")?;
     login(&c).await?;
     check_redis(&c, 3).await?;
+    // The operator's per-cluster gauges say the same as Redis.
+    let healthy = [
+        ("slots_covered", 16384.0),
+        ("shards_desired", 3.0),
+        ("shards_with_primary", 3.0),
+        ("replicas_desired", 3.0),
+        ("replicas_in_sync", 3.0),
+        ("nodes", 6.0),
+        ("nodes_ok", 6.0),
+        ("slots_to_move", 0.0),
+        ("replicas", 2.0),
+    ];
+    let want: BTreeMap<String, f64> = healthy.map(|(k, v)| (k.to_string(), v)).into();
+    let last = std::cell::RefCell::new(BTreeMap::new());
+    wait_for(
+        "the cluster gauges of a healthy 3 x 2 cluster",
+        long,
+        || async {
+            let seen = cluster_gauges(&stack).await?;
+            let done = seen == want;
+            *last.borrow_mut() = seen;
+            Ok(done.then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("last seen: {:?}", last.borrow()))?;
     let seeds = pod_addrs(&c).await?;
     write_keys(&seeds, 1).await?;
 
@@ -294,8 +320,30 @@ async fn operator_forms_and_reshapes_real_redis_without_losing_keys() -> Result<
         events.contains("TopologyChanged"),
         "no TopologyChanged event: {events}"
     );
+    // A deleted cluster's series go with it.
+    c.kubectl_ok(["delete", "rediscluster", NAME, "--wait=true"])
+        .await?;
+    wait_for("the deleted cluster's gauges to go", long, || async {
+        Ok(cluster_gauges(&stack).await?.is_empty().then_some(()))
+    })
+    .await?;
     c.stop();
     Ok(())
+}
+
+/// The operator's `redis_operator_cluster_*` gauges of [`NAME`], by the
+/// rest of their name.
+async fn cluster_gauges(stack: &Stack) -> Result<BTreeMap<String, f64>> {
+    let text = stack.operator_metrics(0).await?;
+    let labels = format!("{{namespace=\"default\",cluster=\"{NAME}\"}} ");
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("redis_operator_cluster_")?;
+            let (metric, value) = rest.split_once(&labels)?;
+            Some((metric.to_string(), value.parse().ok()?))
+        })
+        .collect())
 }
 
 /// The Lease's holder and when it acquired it.

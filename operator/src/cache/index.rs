@@ -81,6 +81,13 @@ impl<V: PartialEq> Follow<V> {
         self.len() == 0
     }
 
+    /// Whether the object `ns`/`name` is in the index.
+    pub fn contains(&self, ns: &str, name: &str) -> bool {
+        self.index
+            .read()
+            .contains_key(&self.index.keys.of(ns, name))
+    }
+
     /// Applies a watch event; `true` when it gives an object a value other
     /// than the one the index held (or it had none), as the index was
     /// before a relist in progress.

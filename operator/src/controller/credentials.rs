@@ -1,13 +1,13 @@
 //! The I/O side of [`crate::auth`]: the clients' Secret (generated when the
-//! spec names none), the operator's internal Secret, and the ACL pushed to
-//! each node at run time, so that a password change needs no restart.
+//! spec names none) and the operator's internal Secret. The users they
+//! define reach each node at run time through [`super::node_config`], so
+//! that a password change needs no restart.
 //!
 //! Secrets are read by name only (the operator has no list or watch on
 //! them): the internal one once per operator lifetime, the clients' one at
 //! most once per poll interval.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use api::RedisCluster;
@@ -20,7 +20,7 @@ use kube::{Client, Resource};
 use super::{Error, kube_err};
 use crate::auth::{self, AuthView, ClientAcl, Internal, Rotation};
 use crate::names::{self, MANAGER};
-use crate::topology::{self, Login};
+use crate::topology::Login;
 
 /// What the operator keeps of a cluster's credentials between reconciles.
 pub(super) struct Credentials {
@@ -30,15 +30,7 @@ pub(super) struct Credentials {
     rotated_at: Option<i64>,
     /// When the clients' Secret was last read.
     read_at: Instant,
-    /// Fingerprint of the users each node was last given, and since when
-    /// the map is kept: it is cleared every [`REAPPLY`], so that a node
-    /// restarted on a stale copy of the mounted Secret is put right.
-    applied: HashMap<SocketAddr, u64>,
-    applied_since: Instant,
 }
-
-/// How long a node's users are taken as applied before they are set again.
-const REAPPLY: Duration = Duration::from_secs(60);
 
 /// The outcome for one reconcile: how the operator logs in, and what to
 /// show. Both empty when authentication is off and never was on.
@@ -69,15 +61,12 @@ fn secret_meta(rc: &RedisCluster, name: &str, secret_name: &str) -> ObjectMeta {
     }
 }
 
-/// Makes sure the Secrets exist, follows a password change, and gives
-/// every node in `nodes` its users.
+/// Makes sure the Secrets exist and follows a password change.
 pub(super) async fn reconcile(
     client: &Client,
     rc: &RedisCluster,
     (ns, name): (&str, &str),
     slot: &mut Option<Box<Credentials>>,
-    nodes: &[SocketAddr],
-    opts: &topology::StepOptions,
     poll: Option<Duration>,
 ) -> Result<Outcome, Error> {
     let spec = rc.spec.auth.clone().unwrap_or_default();
@@ -115,44 +104,10 @@ pub(super) async fn reconcile(
     } else if let Some(started) = creds.acl.rotation_started {
         overlap_until = Some(started + i64::from(spec.rotation_overlap_seconds));
     }
-    // What the nodes are given follows from these alone (the internal
-    // passwords never change), so the rules are only rendered for a node
-    // that needs them, not on every reconcile.
-    let fingerprint = crate::stable_hash::of_str(&format!(
-        "{enabled} {} {:?}",
-        creds.acl.user, creds.acl.hashes
-    ));
     let login = Login {
         user: auth::OPERATOR_USER.into(),
         password: creds.internal.operator.clone(),
     };
-    if creds.applied_since.elapsed() >= REAPPLY {
-        creds.applied.clear();
-        creds.applied_since = Instant::now();
-    }
-    creds.applied.retain(|a, _| nodes.contains(a));
-    let pending: Vec<SocketAddr> = (nodes.iter().copied())
-        .filter(|a| creds.applied.get(a) != Some(&fingerprint))
-        .collect();
-    let (users, replication) = if pending.is_empty() {
-        (Vec::new(), None)
-    } else if enabled {
-        let users = auth::users(&creds.acl, &creds.internal);
-        (users, Some(creds.internal.replication.clone()))
-    } else {
-        (auth::open_users(), None)
-    };
-    for addr in pending {
-        match apply(addr, &users, replication.as_deref(), &login, opts).await {
-            Ok(()) => {
-                creds.applied.insert(addr, fingerprint);
-            }
-            // Tried again at the next reconcile.
-            Err(e) => {
-                tracing::warn!(cluster = %format_args!("{ns}/{name}"), node = %addr, error = %e, "giving a node its ACL users");
-            }
-        }
-    }
     let view = enabled.then(|| AuthView {
         secret_name: auth::client_secret_name(name, &spec),
         username: creds.acl.user.clone(),
@@ -205,8 +160,6 @@ async fn load(
             acl,
             rotated_at,
             read_at: stale,
-            applied: HashMap::new(),
-            applied_since: read_at,
         })));
     }
     if !enabled {
@@ -234,8 +187,6 @@ async fn load(
         acl,
         rotated_at: None,
         read_at,
-        applied: HashMap::new(),
-        applied_since: read_at,
     })))
 }
 
@@ -347,37 +298,22 @@ async fn write_internal(
     Ok(())
 }
 
-/// Gives one node exactly `users` (one atomic `ACL SETUSER` each) and the
-/// replication login (`None`: none), over one pipeline.
-async fn apply(
-    addr: SocketAddr,
-    users: &[(String, String)],
-    replication: Option<&str>,
-    login: &Login,
-    opts: &topology::StepOptions,
-) -> Result<(), topology::TopologyError> {
-    let mut p = redis::pipe();
-    p.ignore_errors();
-    for (user, rules) in users {
-        let c = p.cmd("ACL").arg("SETUSER").arg(user);
-        for r in rules.split_whitespace() {
-            c.arg(r);
-        }
+/// What the nodes' users follow from (the internal passwords never
+/// change), so that the rules are only rendered for a node that needs them.
+pub(super) fn users_fingerprint(creds: &Credentials, enabled: bool) -> u64 {
+    crate::stable_hash::of_str(&format!(
+        "{enabled} {} {:?}",
+        creds.acl.user, creds.acl.hashes
+    ))
+}
+
+/// The users every node is to have, and the replication password: the
+/// cluster's, or open ones once authentication is switched off.
+pub(super) fn node_users(creds: &Credentials, enabled: bool) -> super::node_config::NodeUsers {
+    if enabled {
+        let users = auth::users(&creds.acl, &creds.internal);
+        (users, Some(creds.internal.replication.clone()))
+    } else {
+        (auth::open_users(), None)
     }
-    p.cmd("CONFIG")
-        .arg("SET")
-        .arg("masteruser")
-        .arg(if replication.is_some() {
-            auth::REPLICATION_USER
-        } else {
-            ""
-        })
-        .arg("masterauth")
-        .arg(replication.unwrap_or(""));
-    let opts = topology::StepOptions {
-        login: Some(login.clone()),
-        fence: opts.fence.clone(),
-        ..Default::default()
-    };
-    topology::run_pipeline(addr, &p, "ACL SETUSER", &opts).await
 }

@@ -30,6 +30,9 @@ pub(super) struct ClusterMemory {
     /// Passwords and what each node was given; boxed, as most of the
     /// memory of a cluster is idle.
     pub(super) credentials: Option<Box<super::credentials::Credentials>>,
+    /// What each node was given at run time (users, persistence); boxed
+    /// likewise, and absent while the topology is not managed.
+    pub(super) pushed: Option<Box<super::node_config::Pushed>>,
 }
 
 /// Every cluster's memory.

@@ -19,6 +19,7 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod memory;
+mod node_config;
 mod reconcile;
 mod stores;
 mod sync;
@@ -170,7 +171,7 @@ pub async fn run(
     let keys = cache::Keys::default();
     let (marks, synced) = Synced::new();
     let (rc_store, rc_writer) = reflector::store::<cache::Cluster>();
-    let (mut priors, prior_lookup) = Priors::new(metrics.managed_clusters.clone(), &keys);
+    let (mut priors, prior_lookup) = Priors::new(metrics.clone(), namespace.clone(), &keys);
     // Status writes (ours) do not bump the generation: only a new
     // generation (or a new object) triggers a reconcile. A lookup rather
     // than kube-runtime's predicate filter, whose cache keeps a copy of

@@ -16,13 +16,13 @@ use super::decide::{self, Inputs, Remembered, Topology};
 use super::memory::ClusterMemory;
 use super::stores::LiveChildren;
 use super::sync::Synced;
-use super::{Context, Error, act, credentials};
+use super::{Context, Error, act, credentials, node_config};
 use crate::cache;
 use crate::desired;
 use crate::names;
 use crate::roll;
 use crate::shape::ClusterShape;
-use crate::telemetry::Metrics;
+use crate::telemetry::{ClusterReading, Metrics};
 use crate::topology;
 use crate::utilization::{self, Reading, ReadyPod, Unavailable};
 
@@ -109,6 +109,7 @@ async fn reconcile_cluster(
     let (report, roll) = (redis.report, redis.roll);
     let now = Timestamp::now();
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
+    record_cluster(ctx, rc, (ns, name), shape, &report, &utilization);
     let prior = ctx.priors.get(ns, name).flatten();
 
     // Decide.
@@ -172,18 +173,18 @@ async fn observe_redis(
     mem: &mut ClusterMemory,
 ) -> Result<RedisSide, Error> {
     let manage = ctx.settings.manage_topology;
-    let nodes = if manage { node_addrs(pods) } else { Vec::new() };
     let creds = credentials::reconcile(
         &ctx.client,
         rc,
         (ns, name),
         &mut mem.credentials,
-        &nodes,
-        &step_options(ctx, None, None),
         manage.then_some(ctx.settings.metrics_interval),
     )
     .await?;
     let login = creds.login;
+    if manage {
+        configure_nodes(rc, ctx, (ns, name), pods, login.as_ref(), mem).await;
+    }
     let mut report = if manage {
         let opts = step_options(ctx, None, login.clone());
         redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
@@ -203,6 +204,35 @@ async fn observe_redis(
         roll,
         auth: creds.view,
     })
+}
+
+/// Gives each node its users and persistence settings, where they changed.
+async fn configure_nodes(
+    rc: &RedisCluster,
+    ctx: &Context,
+    (ns, name): (&str, &str),
+    pods: &[(String, cache::PodState)],
+    login: Option<&topology::Login>,
+    mem: &mut ClusterMemory,
+) {
+    let enabled = crate::auth::enabled(&rc.spec);
+    let settings = desired::persistence_settings(&rc.spec);
+    let creds = mem.credentials.as_deref();
+    let users = creds.map(|c| credentials::users_fingerprint(c, enabled));
+    let fingerprint = crate::stable_hash::of_str(&format!("{users:?} {settings:?}"));
+    let render = || node_config::NodeConfig {
+        users: creds.map(|c| credentials::node_users(c, enabled)),
+        settings: settings.to_vec(),
+    };
+    node_config::push(
+        mem.pushed.get_or_insert_default(),
+        &format!("{ns}/{name}"),
+        &node_addrs(pods),
+        (fingerprint, render),
+        login,
+        &step_options(ctx, None, None),
+    )
+    .await;
 }
 
 /// The rolling update's next step. A hand-over is carried out here, by a
@@ -253,6 +283,36 @@ async fn roll_step(
         }
     }
     decision
+}
+
+/// Sets the cluster's gauges from what the topology step read; a step that
+/// read no node leaves the last ones.
+fn record_cluster(
+    ctx: &Context,
+    rc: &RedisCluster,
+    (ns, name): (&str, &str),
+    shape: ClusterShape,
+    report: &Option<Result<topology::Report, topology::StepError>>,
+    utilization: &Result<Reading, Unavailable>,
+) {
+    let report = match report {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => &e.report,
+        None => return,
+    };
+    if report.readings.nodes.is_empty() {
+        return;
+    }
+    let recommended = utilization.as_ref().ok().map(|u| {
+        crate::autoscale::recommendation(shape.replicas(), u.percent, rc.spec.scaling_threshold)
+    });
+    let reading = ClusterReading::of(
+        &report.readings,
+        shape,
+        report.slots_left_to_move,
+        recommended,
+    );
+    ctx.metrics.clusters.set(ns, name, reading);
 }
 
 /// Counts what the topology step did, and logs each action.

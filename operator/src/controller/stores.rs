@@ -1,10 +1,14 @@
 //! What the reconciles read of the watched objects: the children's
 //! lookups and each cluster's prior status.
 
+use std::sync::Arc;
+
+use kube::Resource;
 use kube::runtime::watcher;
 
 use super::decide::{ChildKind, Live};
 use crate::cache::{self, Key};
+use crate::telemetry::Metrics;
 use crate::{names, status};
 
 /// What is kept of the children (only our objects), by namespace and name.
@@ -80,31 +84,58 @@ impl Stores {
 /// this scope watches, as counting the store would scan it. Each scope adds
 /// its own count, so the gauge is their sum.
 pub(super) struct Priors {
-    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Also where a deleted cluster's series are dropped.
+    metrics: Arc<Metrics>,
     follow: cache::Follow<Option<Box<status::Prior>>>,
+    /// The namespace this scope watches (`None`: all).
+    scope: Option<String>,
 }
 
 impl Priors {
     pub(super) fn new(
-        gauge: prometheus_client::metrics::gauge::Gauge,
+        metrics: Arc<Metrics>,
+        scope: Option<String>,
         keys: &cache::Keys,
     ) -> (Self, cache::Lookup<Option<Box<status::Prior>>>) {
         let (lookup, follow) = cache::Lookup::follow(keys);
-        (Priors { gauge, follow }, lookup)
+        let priors = Priors {
+            metrics,
+            follow,
+            scope,
+        };
+        (priors, lookup)
     }
 
     pub(super) fn apply(&mut self, event: &watcher::Event<cache::Cluster>) {
         let before = self.follow.len();
         self.follow.apply(event, |rc| rc.prior.clone());
+        match event {
+            watcher::Event::Delete(rc) => {
+                let meta = rc.meta();
+                let ns = meta.namespace.as_deref().unwrap_or_default();
+                let name = meta.name.as_deref().unwrap_or_default();
+                self.metrics.clusters.forget(ns, name);
+                self.metrics.set_pending_update(ns, name, 0);
+            }
+            // A relist reports no deletions: keep what it found.
+            watcher::Event::InitDone => {
+                let (follow, scope) = (&self.follow, self.scope.as_deref());
+                self.metrics
+                    .clusters
+                    .retain(|ns, name| scope.is_some_and(|s| s != ns) || follow.contains(ns, name));
+            }
+            _ => {}
+        }
         let delta = i64::try_from(self.follow.len()).unwrap_or(i64::MAX)
             - i64::try_from(before).unwrap_or(i64::MAX);
-        self.gauge.inc_by(delta);
+        self.metrics.managed_clusters.inc_by(delta);
     }
 }
 
 impl Drop for Priors {
     fn drop(&mut self) {
-        self.gauge
+        self.metrics
+            .managed_clusters
             .dec_by(i64::try_from(self.follow.len()).unwrap_or(i64::MAX));
     }
 }
