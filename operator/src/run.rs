@@ -81,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let outcome = if leading {
                 tracing::info!(%identity, "leading");
                 metrics.set_ready(false);
+                metrics.leader.set(1);
                 settings.fence = leadership.fence();
                 let controllers = run_controllers(
                     &client,
@@ -115,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             outcome
         }
         _ => {
+            metrics.leader.set(1);
             run_controllers(&client, &scopes, &settings, &metrics, shutdown.clone()).await;
             Ok(())
         }

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub pods_rolled: Counter,
     /// What the operator last read of each cluster it drives.
     pub clusters: Arc<ClusterGauges>,
+    /// 1 while this process runs the controllers (it leads, or leader
+    /// election is off).
+    pub leader: Gauge,
     /// Set while this process leads and its caches are synced, or while it
     /// stands by: a standby must not hold up a rolling update.
     pub ready: AtomicBool,
@@ -123,6 +126,12 @@ impl Metrics {
             "Redis pods deleted by the operator to roll them to a new revision",
             pods_rolled.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "redis_operator_leader",
+            "1 while this process runs the controllers (it holds the leader lease, or election is off)",
+            leader.clone(),
+        );
         let clusters = Arc::new(ClusterGauges::default());
         registry.register_collector(Box::new(clusters.clone()));
         Arc::new(Metrics {
@@ -139,6 +148,7 @@ impl Metrics {
             pods_pending_update,
             pods_rolled,
             clusters,
+            leader,
             ready: AtomicBool::new(false),
         })
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, metrics-server, helm) and the real
-# node's kubelet and kube-proxy from Go modules.
+# kube-scheduler, kubectl, etcd, kwok, metrics-server, helm), the real
+# node's kubelet and kube-proxy, promtool and the Redis exporter from Go
+# modules.
 # Output: $TOOLS_CACHE/bin-<hash of versions.env>/, printed on the last line.
 # A warm cache rebuilds nothing.
 set -euo pipefail
@@ -34,7 +35,7 @@ timed() {
 K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
 
 have_all() {
-  for b in $K8S_COMPONENTS etcd kwok metrics-server helm; do
+  for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool redis_exporter; do
     [ -x "$bin/$b" ] || return 1
   done
 }
@@ -124,6 +125,9 @@ go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION"
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
+go_install redis_exporter github.com/oliver006/redis_exporter "$REDIS_EXPORTER_VERSION" \
+  "-X main.BuildVersion=$REDIS_EXPORTER_VERSION"
 
 have_all
 rm -rf "$GOCACHE"

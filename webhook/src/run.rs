@@ -90,7 +90,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let state = AppState {
         policy: Arc::new(policy),
-        metrics: Metrics::new(),
+        metrics: Metrics::new(Some(resolver.clone())),
         resolver: resolver.clone(),
     };
     let tls_listener = TcpListener::bind(args.bind)
