@@ -17,6 +17,8 @@ pub const BINARIES: &[&str] = &[
     "kwok",
     "metrics-server",
     "helm",
+    "promtool",
+    "redis_exporter",
 ];
 
 /// The directory of control-plane binaries.
