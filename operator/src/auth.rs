@@ -3,15 +3,16 @@
 //! `controller::credentials` reads and writes the Secrets and applies the
 //! result to the nodes.
 //!
-//! Four users:
+//! Five users:
 //! - the clients' user (`default`, or the one the spec names), with the
 //!   password from the clients' Secret, and during a rotation the previous
 //!   one too;
 //! - [`OPERATOR_USER`], limited to the commands the operator sends;
 //! - [`REPLICATION_USER`], what a replica logs in to its primary as;
-//! - [`PROBE_USER`], for the readiness probe.
+//! - [`PROBE_USER`], for the readiness probe;
+//! - [`EXPORTER_USER`], for the metrics exporter sidecar.
 //!
-//! The last three have passwords the operator generates once and keeps in
+//! The last four have passwords the operator generates once and keeps in
 //! the cluster's internal Secret ([`internal_secret_name`]), which is also
 //! what the pods mount: `users.acl` (SHA-256 hashes only) and `auth.conf`
 //! (the replication login). Clients never need that Secret.
@@ -24,6 +25,8 @@ pub const OPERATOR_USER: &str = "redis-operator";
 pub const REPLICATION_USER: &str = "replication";
 /// The ACL user of the readiness probe.
 pub const PROBE_USER: &str = "probe";
+/// The ACL user of the metrics exporter sidecar.
+pub const EXPORTER_USER: &str = "exporter";
 /// The key of the clients' password in their Secret.
 pub const PASSWORD_KEY: &str = "password";
 /// Where the pods mount the internal Secret.
@@ -34,6 +37,7 @@ pub const CONF_FILE: &str = "auth.conf";
 pub const OPERATOR_KEY: &str = "operator-password";
 pub const REPLICATION_KEY: &str = "replication-password";
 pub const PROBE_KEY: &str = "probe-password";
+pub const EXPORTER_KEY: &str = "exporter-password";
 /// The clients' password hashes the nodes accept, newest last, and when
 /// the newest arrived (Unix seconds): the rotation's state, kept with the
 /// Secret so that it survives an operator restart.
@@ -51,6 +55,11 @@ const OPERATOR_RULES: &str = "~* &* -@all +cluster +migrate +restore-asking +sel
 /// What a replica needs of its primary.
 const REPLICATION_RULES: &str = "-@all +psync +replconf +ping";
 const PROBE_RULES: &str = "-@all +ping +info +cluster|info";
+/// What the exporter reads, and nothing that reveals a key or a password:
+/// it runs with `--config-command=-` (`CONFIG GET` would show
+/// `masterauth`) and without `CLIENT SETNAME`.
+const EXPORTER_RULES: &str =
+    "-@all +ping +info +cluster|info +slowlog|len +slowlog|get +latency|latest +latency|histogram";
 const CLIENT_RULES: &str = "~* &* +@all";
 
 /// Whether the cluster's nodes require a login (the default).
@@ -95,6 +104,7 @@ pub struct Internal {
     pub operator: String,
     pub replication: String,
     pub probe: String,
+    pub exporter: String,
 }
 
 /// What the nodes accept from clients.
@@ -189,7 +199,7 @@ pub fn next(
 /// `resetpass` first, so one command sets exactly these passwords,
 /// atomically: a client never meets a node that accepts none of them.
 pub fn users(client: &ClientAcl, internal: &Internal) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(5);
+    let mut out = Vec::with_capacity(6);
     let hashes: String = client.hashes.iter().map(|h| format!(" #{h}")).collect();
     if client.user != "default" {
         out.push(("default".to_string(), "off resetpass -@all".to_string()));
@@ -202,6 +212,7 @@ pub fn users(client: &ClientAcl, internal: &Internal) -> Vec<(String, String)> {
         (OPERATOR_USER, &internal.operator, OPERATOR_RULES),
         (REPLICATION_USER, &internal.replication, REPLICATION_RULES),
         (PROBE_USER, &internal.probe, PROBE_RULES),
+        (EXPORTER_USER, &internal.exporter, EXPORTER_RULES),
     ] {
         out.push((
             user.to_string(),
@@ -264,6 +275,7 @@ mod tests {
             operator: "clear-op".into(),
             replication: "clear-rep".into(),
             probe: "clear-probe".into(),
+            exporter: "clear-exp".into(),
         }
     }
 
@@ -332,6 +344,10 @@ mod tests {
         )));
         assert!(file.contains("user replication on resetpass"));
         assert!(file.contains("user probe on resetpass"));
+        assert!(file.contains(&format!(
+            "user exporter on resetpass #{} -@all +ping +info",
+            sha256_hex("clear-exp")
+        )));
         assert!(!file.contains("clear-"), "no clear passwords: {file}");
         assert_eq!(
             conf_file(&internal()),

@@ -65,6 +65,10 @@ pub struct Args {
         default_value = "app.kubernetes.io/name=redis-operator,app.kubernetes.io/component=operator"
     )]
     pub operator_pod_labels: Vec<String>,
+    /// Run this Redis exporter image (oliver006/redis_exporter) beside each
+    /// Redis node, serving `/metrics` on port 9121; absent or empty: none.
+    #[arg(long, env = "REDIS_EXPORTER_IMAGE")]
+    pub exporter_image: Option<String>,
 }
 
 impl Args {

@@ -17,15 +17,16 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -60,6 +61,23 @@ pub struct Children {
 pub struct OperatorPeer {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// The metrics exporter that runs beside each Redis node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exporter {
+    pub image: String,
+}
+
+/// The port the exporter serves `/metrics` on.
+pub const EXPORTER_PORT: i32 = 9121;
+
+/// What the operator's installation adds to every cluster: the
+/// NetworkPolicies' way in for the operator, and the exporter sidecar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Platform {
+    pub operator: Option<OperatorPeer>,
+    pub exporter: Option<Exporter>,
 }
 
 /// How many pods each existing or desired shard should run now. The
@@ -237,7 +255,11 @@ pub fn wants_network_policy(rc: &RedisCluster, operator: Option<&OperatorPeer>) 
 /// The cluster's NetworkPolicy: on the client port, pods of its own
 /// namespace, the operator and the spec's `allowed_clients`; on the bus
 /// port, the cluster's own pods. `None` when the spec switches it off.
-pub fn network_policy(rc: &RedisCluster, operator: &OperatorPeer) -> Option<NetworkPolicy> {
+pub fn network_policy(
+    rc: &RedisCluster,
+    operator: &OperatorPeer,
+    exporter: bool,
+) -> Option<NetworkPolicy> {
     let spec = rc.spec.network_policy.clone().unwrap_or_default();
     if !spec.enabled {
         return None;
@@ -281,19 +303,28 @@ pub fn network_policy(rc: &RedisCluster, operator: &OperatorPeer) -> Option<Netw
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(own_pods.clone()),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(clients),
-                    ports: port(REDIS_PORT),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(own_pods),
-                        ..Default::default()
-                    }]),
-                    ports: port(BUS_PORT),
-                },
-            ]),
+            ingress: Some(
+                vec![
+                    NetworkPolicyIngressRule {
+                        from: Some(clients),
+                        ports: port(REDIS_PORT),
+                    },
+                    NetworkPolicyIngressRule {
+                        from: Some(vec![NetworkPolicyPeer {
+                            pod_selector: Some(own_pods),
+                            ..Default::default()
+                        }]),
+                        ports: port(BUS_PORT),
+                    },
+                ]
+                .into_iter()
+                // Metrics hold no key or value: any scraper may read them.
+                .chain(exporter.then(|| NetworkPolicyIngressRule {
+                    from: None,
+                    ports: port(EXPORTER_PORT),
+                }))
+                .collect(),
+            ),
             ..Default::default()
         }),
     })
@@ -302,7 +333,7 @@ pub fn network_policy(rc: &RedisCluster, operator: &OperatorPeer) -> Option<Netw
 /// The children for `rc`, with `plan.replicas[i]` pods in shard `i`
 /// (shards planned at 0 pods are left out: the controller deletes them),
 /// and a NetworkPolicy when the operator is told where it runs.
-pub fn children(rc: &RedisCluster, plan: &ShardPlan, operator: Option<&OperatorPeer>) -> Children {
+pub fn children(rc: &RedisCluster, plan: &ShardPlan, platform: &Platform) -> Children {
     let name = rc.name_any();
     let labels = cluster_labels(&name);
     let config = ConfigMap {
@@ -352,7 +383,7 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan, operator: Option<&OperatorP
     let mut statefulsets = Vec::new();
     let mut pdbs = Vec::new();
     for (shard, replicas) in plan.kept() {
-        statefulsets.push(statefulset(rc, shard, replicas));
+        statefulsets.push(statefulset(rc, shard, replicas, platform.exporter.as_ref()));
         pdbs.push(PodDisruptionBudget {
             metadata: meta(
                 rc,
@@ -373,7 +404,8 @@ pub fn children(rc: &RedisCluster, plan: &ShardPlan, operator: Option<&OperatorP
         client,
         statefulsets,
         pdbs,
-        network_policy: operator.and_then(|o| network_policy(rc, o)),
+        network_policy: (platform.operator.as_ref())
+            .and_then(|o| network_policy(rc, o, platform.exporter.is_some())),
     }
 }
 
@@ -405,7 +437,86 @@ pub fn readiness(auth: bool) -> String {
     format!("{login}{READINESS}")
 }
 
-fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
+/// The exporter sidecar: a native sidecar (an init container that keeps
+/// running), so it starts before Redis and stops after it. It reads only
+/// its own node, logged in as [`auth::EXPORTER_USER`] when auth is on.
+fn exporter_container(exporter: &Exporter, cluster: &str, auth: bool) -> Container {
+    let mut env = vec![EnvVar {
+        name: "REDIS_ADDR".into(),
+        value: Some(format!("redis://127.0.0.1:{REDIS_PORT}")),
+        ..Default::default()
+    }];
+    if auth {
+        env.push(EnvVar {
+            name: "REDIS_USER".into(),
+            value: Some(auth::EXPORTER_USER.into()),
+            ..Default::default()
+        });
+        env.push(EnvVar {
+            name: "REDIS_PASSWORD".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: auth::internal_secret_name(cluster),
+                    key: auth::EXPORTER_KEY.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: "exporter".into(),
+        image: Some(exporter.image.clone()),
+        // CONFIG GET would show the replication password; the user may
+        // not run it, so the exporter is told not to try.
+        args: Some(vec![
+            format!("--web.listen-address=:{EXPORTER_PORT}"),
+            "--config-command=-".into(),
+            "--set-client-name=false".into(),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: EXPORTER_PORT,
+            ..Default::default()
+        }]),
+        restart_policy: Some("Always".into()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("10m".into())),
+                ("memory".into(), Quantity("32Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(restricted_container(REDIS_UID)),
+        ..Default::default()
+    }
+}
+
+/// A container that runs as `uid`, with no privilege and a read-only root.
+fn restricted_container(uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        read_only_root_filesystem: Some(true),
+        ..Default::default()
+    }
+}
+
+fn statefulset(
+    rc: &RedisCluster,
+    shard: u32,
+    replicas: i32,
+    exporter: Option<&Exporter>,
+) -> StatefulSet {
     let name = rc.name_any();
     let spec = &rc.spec;
     let auth = auth::enabled(spec);
@@ -470,19 +581,8 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
                 ..Default::default()
             },
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            run_as_non_root: Some(true),
-            run_as_user: Some(REDIS_UID),
-            run_as_group: Some(REDIS_UID),
-            // Redis writes only to /data (its volume).
-            read_only_root_filesystem: Some(true),
-            ..Default::default()
-        }),
+        // Redis writes only to /data (its volume).
+        security_context: Some(restricted_container(REDIS_UID)),
         ..Default::default()
     };
     let mut volumes = vec![Volume {
@@ -572,6 +672,7 @@ fn statefulset(rc: &RedisCluster, shard: u32, replicas: i32) -> StatefulSet {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: exporter.map(|e| vec![exporter_container(e, &name, auth)]),
                     containers: vec![container],
                     volumes: Some(volumes),
                     affinity: Some(spread(&name, shard)),
@@ -664,7 +765,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         assert_eq!(c.statefulsets.len(), 1);
         let sts = &c.statefulsets[0];
@@ -682,7 +783,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         for pdb in &c.pdbs {
             assert_eq!(
@@ -694,7 +795,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         for pdb in &c.pdbs {
             assert_eq!(
@@ -710,7 +811,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let names: Vec<_> = c
             .statefulsets
@@ -791,7 +892,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let pod = c.statefulsets[0]
             .spec
@@ -870,7 +971,7 @@ mod tests {
         let c = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let sts = c.statefulsets[0].spec.as_ref().unwrap();
         let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
@@ -940,12 +1041,12 @@ mod tests {
         let c1 = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let c2 = children(
             &r,
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let (_, h1) = with_hash(c1.statefulsets[0].clone());
         let (_, h2) = with_hash(c2.statefulsets[0].clone());
@@ -954,7 +1055,7 @@ mod tests {
         let c3 = children(
             &r3,
             &shard_plan(shape(&r3), &BTreeMap::new(), false, &[]),
-            None,
+            &Platform::default(),
         );
         let (obj, h3) = with_hash(c3.statefulsets[0].clone());
         assert_ne!(h1, h3);
@@ -1019,7 +1120,7 @@ mod tests {
             labels: BTreeMap::from([("app.kubernetes.io/component".into(), "operator".into())]),
         };
         let r = rc(spec(2, 2));
-        let np = network_policy(&r, &operator).expect("on by default");
+        let np = network_policy(&r, &operator, false).expect("on by default");
         let v = serde_json::to_value(&np).unwrap();
         let np_spec = &v["spec"];
         assert_eq!(
@@ -1045,6 +1146,13 @@ mod tests {
             "cache"
         );
         assert_eq!(bus["from"].as_array().map(Vec::len), Some(1));
+        assert_eq!(np_spec["ingress"].as_array().map(Vec::len), Some(2));
+        // With the exporter, its port is open to any scraper.
+        let v = serde_json::to_value(network_policy(&r, &operator, true).unwrap()).unwrap();
+        assert_eq!(
+            v["spec"]["ingress"][2],
+            serde_json::json!({"ports": [{"port": 9121, "protocol": "TCP"}]})
+        );
 
         // Widened by the spec; or switched off.
         let mut wide = spec(2, 2);
@@ -1058,7 +1166,7 @@ mod tests {
                 ..Default::default()
             }],
         });
-        let np = network_policy(&rc(wide.clone()), &operator).unwrap();
+        let np = network_policy(&rc(wide.clone()), &operator, false).unwrap();
         let v = serde_json::to_value(&np).unwrap();
         assert_eq!(
             v["spec"]["ingress"][0]["from"][2]["namespaceSelector"]["matchLabels"]["team"],
@@ -1068,14 +1176,88 @@ mod tests {
             enabled: false,
             allowed_clients: Vec::new(),
         });
-        assert!(network_policy(&rc(wide), &operator).is_none());
+        assert!(network_policy(&rc(wide), &operator, false).is_none());
         let r = rc(spec(1, 1));
         let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
-        assert!(children(&r, &plan, None).network_policy.is_none());
         assert!(
-            children(&r, &plan, Some(&operator))
+            children(&r, &plan, &Platform::default())
                 .network_policy
-                .is_some()
+                .is_none()
+        );
+        assert!(
+            children(
+                &r,
+                &plan,
+                &Platform {
+                    operator: Some(operator),
+                    exporter: None,
+                }
+            )
+            .network_policy
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn the_exporter_is_a_native_sidecar_that_logs_in_as_its_own_user() {
+        let r = rc(spec(2, 1));
+        let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
+        let platform = Platform {
+            operator: None,
+            exporter: Some(Exporter {
+                image: "exporter:1".into(),
+            }),
+        };
+        let c = children(&r, &plan, &platform);
+        let pod =
+            serde_json::to_value(&c.statefulsets[0]).unwrap()["spec"]["template"]["spec"].clone();
+        let sidecar = &pod["initContainers"][0];
+        assert_eq!(sidecar["name"], "exporter");
+        assert_eq!(sidecar["image"], "exporter:1");
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(sidecar["ports"][0]["containerPort"], 9121);
+        assert!(
+            sidecar["args"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("--config-command=-")),
+            "{sidecar}"
+        );
+        let env = &sidecar["env"];
+        assert_eq!(
+            env[1],
+            serde_json::json!({"name": "REDIS_USER", "value": "exporter"})
+        );
+        assert_eq!(
+            env[2]["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "cache-internal-auth", "key": "exporter-password"})
+        );
+        assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+        // Without an exporter, no init container; without auth, no login.
+        let bare = children(&r, &plan, &Platform::default());
+        assert!(
+            bare.statefulsets[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .init_containers
+                .is_none()
+        );
+        let mut open = spec(2, 1);
+        open.auth = Some(api::AuthSpec {
+            enabled: false,
+            ..Default::default()
+        });
+        let c = children(&rc(open), &plan, &platform);
+        let pod =
+            serde_json::to_value(&c.statefulsets[0]).unwrap()["spec"]["template"]["spec"].clone();
+        assert_eq!(
+            pod["initContainers"][0]["env"].as_array().map(Vec::len),
+            Some(1)
         );
     }
 }

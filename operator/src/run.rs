@@ -43,7 +43,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         manage_topology: args.manage_topology,
         fence: Default::default(),
-        network_policies: args.operator_peer()?,
+        platform: crate::desired::Platform {
+            operator: args.operator_peer()?,
+            exporter: (args.exporter_image.clone())
+                .filter(|i| !i.is_empty())
+                .map(|image| crate::desired::Exporter { image }),
+        },
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]

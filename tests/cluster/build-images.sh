@@ -10,6 +10,9 @@
 #                       redis-benchmark with their libraries, and busybox
 #                       for the `sh -c` the operator's pods run
 #   curl-debian.tar     TEST ONLY: Debian's curl and busybox, for `helm test`
+#   redis-exporter.tar  TEST ONLY: the Redis exporter sidecar, built from its
+#                       Go module by build-tools.sh (the chart's default is
+#                       the upstream image)
 #
 # Usage: build-images.sh <release binary dir> <output dir>
 # The last line printed is the output dir; each image's name and size before it.
@@ -42,6 +45,7 @@ app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/c
 pause_tag="$(sed -n 's/^TAG ?= *//p' "$(go env GOMODCACHE)/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/Makefile" 2>/dev/null || true)"
 redis_version="$(dpkg-query -W -f '${Version}' redis-server | sed 's/^[0-9]*://; s/-.*//')"
 curl_version="$(dpkg-query -W -f '${Version}' curl | sed 's/^[0-9]*://; s/-.*//')"
+tools_bin="$(bash "$here/build-tools.sh" | tail -1)"
 
 # Copies every library `ldd` names for a binary into rootfs, at the same path.
 copy_libs() { # rootfs binary
@@ -138,6 +142,12 @@ fill_redis() {
   mkdir -p "$rootfs/data" "$rootfs/etc/redis"
 }
 
+fill_exporter() {
+  local rootfs="$1"
+  write_users "$rootfs"
+  cp "$tools_bin/redis_exporter" "$rootfs/redis_exporter"
+}
+
 fill_curl() {
   local rootfs="$1"
   write_users "$rootfs"
@@ -161,6 +171,8 @@ build redis-debian "localhost/redis-debian-test:$redis_version" fill_redis \
   --config.env PATH=/usr/bin:/bin
 build curl-debian "localhost/curl-debian-test:$curl_version" fill_curl \
   --config.user 65532:65532 --config.entrypoint /bin/sh --config.env PATH=/usr/bin:/bin
+build redis-exporter "localhost/redis-exporter-test:$REDIS_EXPORTER_VERSION" fill_exporter \
+  --config.user 65534:65534 --config.entrypoint /redis_exporter
 
 # The product image must say what the Dockerfile says.
 config="$(skopeo inspect --config "docker-archive:$out/redis-operator.tar")"
@@ -174,5 +186,6 @@ PRODUCT_IMAGE=localhost/redis-operator:$app_version
 PAUSE_IMAGE=localhost/pause:$pause_tag-local
 REDIS_IMAGE=localhost/redis-debian-test:$redis_version
 CURL_IMAGE=localhost/curl-debian-test:$curl_version
+EXPORTER_IMAGE=localhost/redis-exporter-test:$REDIS_EXPORTER_VERSION
 EOF
 echo "$out"

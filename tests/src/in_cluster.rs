@@ -30,11 +30,14 @@ pub fn restricted_namespace(name: &str) -> String {
 pub fn image_values(images: &Images) -> Vec<String> {
     let (repo, tag) = Images::split(&images.product);
     let (trepo, ttag) = Images::split(&images.curl);
+    let (erepo, etag) = Images::split(&images.exporter);
     [
         format!("image.repository={repo}"),
         format!("image.tag={tag}"),
         format!("tests.image.repository={trepo}"),
         format!("tests.image.tag={ttag}"),
+        format!("redisExporter.image.repository={erepo}"),
+        format!("redisExporter.image.tag={etag}"),
     ]
     .into_iter()
     .flat_map(|v| ["--set".to_string(), v])

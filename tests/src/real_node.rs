@@ -133,6 +133,8 @@ pub struct Images {
     pub redis: String,
     /// Test-only curl image (with `sh`), for `helm test`.
     pub curl: String,
+    /// Test-only Redis exporter image, built from its Go module.
+    pub exporter: String,
 }
 
 impl Images {
@@ -163,6 +165,7 @@ impl Images {
             pause: get("PAUSE_IMAGE")?,
             redis: get("REDIS_IMAGE")?,
             curl: get("CURL_IMAGE")?,
+            exporter: get("EXPORTER_IMAGE")?,
             dir,
         };
         for t in images.tarballs() {
@@ -174,10 +177,16 @@ impl Images {
     }
 
     fn tarballs(&self) -> Vec<PathBuf> {
-        ["redis-operator", "pause", "redis-debian", "curl-debian"]
-            .iter()
-            .map(|n| self.dir.join(format!("{n}.tar")))
-            .collect()
+        [
+            "redis-operator",
+            "pause",
+            "redis-debian",
+            "curl-debian",
+            "redis-exporter",
+        ]
+        .iter()
+        .map(|n| self.dir.join(format!("{n}.tar")))
+        .collect()
     }
 
     /// `(repository, tag)` of an image reference.

@@ -230,6 +230,43 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         "Service links are set: {out}"
     );
     step("Redis pods are hardened");
+    // Each pod's exporter sidecar logs in as its own user and reads its
+    // node: up, in a cluster that is ok, with its memory bound.
+    let metrics = c.netns_handle()?.http_get((seed, 9121), "/metrics")?;
+    for line in ["redis_up 1", "redis_cluster_state 1"] {
+        ensure!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in the exporter's metrics:\n{}",
+            &metrics[..metrics.len().min(3000)]
+        );
+    }
+    for metric in [
+        "redis_memory_used_bytes ",
+        "redis_memory_max_bytes ",
+        "redis_connected_clients ",
+        "redis_commands_processed_total ",
+    ] {
+        ensure!(
+            metrics.lines().any(|l| l.starts_with(metric)),
+            "no {metric}in the exporter's metrics"
+        );
+    }
+    let sidecar = c
+        .kubectl_ok([
+            "get",
+            "pod",
+            "-n",
+            APPS,
+            &pods[0].0,
+            "-o",
+            "jsonpath={.spec.initContainers[0].name} {.spec.initContainers[0].restartPolicy} {.status.initContainerStatuses[0].started}",
+        ])
+        .await?;
+    ensure!(
+        sidecar == "exporter Always true",
+        "the exporter sidecar: {sidecar}"
+    );
+    step("the exporter sidecar serves the node's metrics");
 
     // A client pod writes and reads through the client Service by name
     // (DNS), following the cluster's redirects (-c).

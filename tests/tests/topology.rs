@@ -526,6 +526,7 @@ async fn the_operators_acl_user_can_do_all_the_topology_work_and_no_more() -> Re
         operator: "operator-secret".into(),
         replication: "replication-secret".into(),
         probe: "probe-secret".into(),
+        exporter: "exporter-secret".into(),
     };
     let client = auth::ClientAcl {
         user: "default".into(),
@@ -628,6 +629,41 @@ async fn the_operators_acl_user_can_do_all_the_topology_work_and_no_more() -> Re
                 .await
                 .err()
                 .with_context(|| format!("{cmd:?} was allowed to the operator's user"))?;
+            ensure!(
+                err.to_string().to_lowercase().contains("noperm"),
+                "{cmd:?}: {err}"
+            );
+        }
+        // The exporter's login reads INFO and CLUSTER INFO, and nothing
+        // that holds a key, a value or a password.
+        let mut e = redis::Client::open(rh::url_with(fleet.addr(0, 1), None))?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: () = redis::cmd("AUTH")
+            .arg(auth::EXPORTER_USER)
+            .arg(&internal.exporter)
+            .query_async(&mut e)
+            .await?;
+        let info: String = redis::cmd("INFO").arg("ALL").query_async(&mut e).await?;
+        ensure!(info.contains("used_memory:"), "{info}");
+        let cluster: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut e)
+            .await?;
+        ensure!(cluster.contains("cluster_state:ok"), "{cluster}");
+        for cmd in [
+            vec!["GET", "key:0"],
+            vec!["SCAN", "0"],
+            vec!["CONFIG", "GET", "masterauth"],
+            vec!["CLIENT", "LIST"],
+            vec!["FLUSHALL"],
+        ] {
+            let err = redis::cmd(cmd[0])
+                .arg(&cmd[1..])
+                .query_async::<redis::Value>(&mut e)
+                .await
+                .err()
+                .with_context(|| format!("{cmd:?} was allowed to the exporter's user"))?;
             ensure!(
                 err.to_string().to_lowercase().contains("noperm"),
                 "{cmd:?}: {err}"

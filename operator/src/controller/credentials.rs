@@ -138,12 +138,18 @@ async fn load(
         &format!("{ns}/{internal_name}"),
     ))?;
     let read_at = Instant::now();
+    let generate = || {
+        auth::generate_password().map_err(|_| Error::Random {
+            name: format!("{ns}/{name}"),
+        })
+    };
     if let Some(s) = found {
         let field = |key: &str| text(&s, key).unwrap_or_default();
-        let internal = Internal {
+        let mut internal = Internal {
             operator: field(auth::OPERATOR_KEY),
             replication: field(auth::REPLICATION_KEY),
             probe: field(auth::PROBE_KEY),
+            exporter: field(auth::EXPORTER_KEY),
         };
         let acl = ClientAcl {
             user: text(&s, auth::CLIENT_USER_KEY).unwrap_or_else(|| "default".into()),
@@ -151,6 +157,12 @@ async fn load(
             rotation_started: field(auth::ROTATION_STARTED_KEY).trim().parse().ok(),
         };
         let rotated_at = field(auth::ROTATED_AT_KEY).trim().parse().ok();
+        // Written by an operator that had no exporter user: add one, before
+        // any pod that reads it is made.
+        if internal.exporter.is_empty() {
+            internal.exporter = generate()?;
+            write_internal(secrets, rc, name, &internal, &acl, rotated_at).await?;
+        }
         // Read the clients' Secret at once: it may have changed meanwhile.
         let stale = read_at
             .checked_sub(Duration::from_secs(86_400))
@@ -165,15 +177,11 @@ async fn load(
     if !enabled {
         return Ok(None);
     }
-    let generate = || {
-        auth::generate_password().map_err(|_| Error::Random {
-            name: format!("{ns}/{name}"),
-        })
-    };
     let internal = Internal {
         operator: generate()?,
         replication: generate()?,
         probe: generate()?,
+        exporter: generate()?,
     };
     let hash = client_hash(secrets, rc, name, spec).await?;
     let acl = ClientAcl {
@@ -258,6 +266,7 @@ async fn write_internal(
         (auth::OPERATOR_KEY, internal.operator.clone()),
         (auth::REPLICATION_KEY, internal.replication.clone()),
         (auth::PROBE_KEY, internal.probe.clone()),
+        (auth::EXPORTER_KEY, internal.exporter.clone()),
         (auth::ACL_FILE, auth::acl_file(acl, internal)),
         (auth::CONF_FILE, auth::conf_file(internal)),
         (auth::CLIENT_HASHES_KEY, acl.hashes.join(" ")),

@@ -138,8 +138,9 @@ pub struct Inputs<'a> {
     pub roll: Option<&'a roll::Decision>,
     /// How clients log in, when authentication is on.
     pub auth: Option<&'a AuthView>,
-    /// Where the operator runs, when it renders NetworkPolicies.
-    pub operator: Option<&'a desired::OperatorPeer>,
+    /// What the installation adds to each cluster (NetworkPolicies, the
+    /// exporter).
+    pub platform: &'a desired::Platform,
 }
 
 /// What the last reconciles left that this one decides on.
@@ -249,11 +250,12 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         events.push(Note::MetricsUnavailable(why.clone()));
     }
     let (delete_pod, roll_blocked) = roll_intent(i.roll, mem.roll_blocked, &mut events);
-    let delete_network_policy = (!desired::wants_network_policy(i.rc, i.operator)
-        && live
-            .hash(ChildKind::NetworkPolicy, live.key(i.name))
-            .is_some())
-    .then(|| i.name.to_string());
+    let delete_network_policy =
+        (!desired::wants_network_policy(i.rc, i.platform.operator.as_ref())
+            && live
+                .hash(ChildKind::NetworkPolicy, live.key(i.name))
+                .is_some())
+        .then(|| i.name.to_string());
     let mut autoscale = mem.autoscale;
     let decision = autoscale::decide(&autoscale_inputs(i), &mut autoscale);
     let mut intent = Intent {
@@ -403,7 +405,7 @@ fn children(
     if up_to_date {
         return (Vec::new(), None);
     }
-    let rendered = desired::children(i.rc, plan, i.operator);
+    let rendered = desired::children(i.rc, plan, i.platform);
     let stamped = [
         stamp(rendered.config, ChildObject::ConfigMap),
         stamp(rendered.headless, ChildObject::Service),

@@ -12,6 +12,12 @@ use crate::cache::{Key, Keys, Ownership, SetState};
 use crate::shape::ClusterShape;
 use crate::status::Prior;
 use crate::topology::{Report, TopologyError};
+
+/// No NetworkPolicies and no exporter, as a bare installation.
+static NO_PLATFORM: crate::desired::Platform = crate::desired::Platform {
+    operator: None,
+    exporter: None,
+};
 use crate::utilization::{Reading, Unavailable};
 
 pub const INTERVAL: Duration = Duration::from_secs(30);
@@ -155,7 +161,7 @@ impl World {
             now: t(10_000),
             roll: self.roll.as_ref(),
             auth: None,
-            operator: None,
+            platform: &NO_PLATFORM,
         };
         let mem = Remembered {
             rendered: self.rendered.as_ref(),

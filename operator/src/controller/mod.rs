@@ -114,9 +114,9 @@ pub struct Settings {
     pub manage_topology: bool,
     /// Closes Redis actions when leadership is no longer confirmed.
     pub fence: crate::topology::Fence,
-    /// Where the operator runs; each cluster gets a NetworkPolicy that lets
-    /// it in. `None`: no NetworkPolicies.
-    pub network_policies: Option<crate::desired::OperatorPeer>,
+    /// What every cluster gets from the installation: a NetworkPolicy that
+    /// lets the operator in (when it knows where it runs), the exporter.
+    pub platform: crate::desired::Platform,
 }
 
 /// Objects per list request when a cache (re)fills.

@@ -133,7 +133,7 @@ async fn reconcile_cluster(
         now,
         roll: Some(&roll),
         auth: redis.auth.as_ref(),
-        operator: ctx.settings.network_policies.as_ref(),
+        platform: &ctx.settings.platform,
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
