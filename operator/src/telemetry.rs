@@ -186,7 +186,8 @@ impl Metrics {
 pub struct ClusterReading {
     pub slots_covered: u32,
     pub shards_desired: u32,
-    /// Desired shards with a primary that answered.
+    /// Desired shards with a primary that answered and owns slots (a
+    /// fresh node that replaced a lost primary is a primary with none).
     pub shards_with_primary: u32,
     /// Replicas the spec asks for, over all desired shards.
     pub replicas_desired: u32,
@@ -214,7 +215,7 @@ impl ClusterReading {
     ) -> ClusterReading {
         let answered = || readings.nodes.iter().filter(|n| n.answered);
         let with_primary: std::collections::BTreeSet<u32> = answered()
-            .filter(|n| n.primary && shape.has_shard(n.shard))
+            .filter(|n| n.primary && n.slots > 0 && shape.has_shard(n.shard))
             .map(|n| n.shard)
             .collect();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -266,7 +267,7 @@ const CLUSTER_GAUGES: [GaugeDef; 10] = [
     ),
     (
         "redis_operator_cluster_shards_with_primary",
-        "Desired shards whose primary answered",
+        "Desired shards whose primary answered and owns slots",
         |r| Some(i64::from(r.shards_with_primary)),
     ),
     (
@@ -385,6 +386,7 @@ mod tests {
             shard,
             answered: true,
             primary,
+            slots: if primary { 100 } else { 0 },
             link_up,
             state_ok: true,
             ..Default::default()
@@ -401,6 +403,12 @@ mod tests {
                 node(1, false, false),
                 // Shard 2 is being drained: not counted.
                 node(2, true, false),
+                // Shard 1's lost primary replaced by a fresh node: a
+                // primary of no slot, which serves nothing.
+                NodeReading {
+                    slots: 0,
+                    ..node(1, true, false)
+                },
             ],
             uncovered_slots: 100,
             open_slots: false,
@@ -418,8 +426,8 @@ mod tests {
                 shards_with_primary: 1,
                 replicas_desired: 2,
                 replicas_in_sync: 1,
-                nodes_ok: 4,
-                nodes: 5,
+                nodes_ok: 5,
+                nodes: 6,
                 slots_to_move: 7,
                 replicas: 2,
                 recommended_replicas: Some(3),

@@ -67,7 +67,7 @@ impl Pushed {
 /// logged and tried again at the next reconcile.
 pub(super) async fn push(
     pushed: &mut Pushed,
-    cluster: &str,
+    (ns, name): (&str, &str),
     nodes: &[SocketAddr],
     (fingerprint, render): (u64, impl FnOnce() -> NodeConfig),
     login: Option<&Login>,
@@ -90,7 +90,7 @@ pub(super) async fn push(
                 pushed.applied.insert(addr, fingerprint);
             }
             Err(e) => {
-                tracing::warn!(cluster, node = %addr, error = %e, "configuring a node");
+                tracing::warn!(cluster = %format_args!("{ns}/{name}"), node = %addr, error = %e, "configuring a node");
             }
         }
     }

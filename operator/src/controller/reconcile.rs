@@ -226,7 +226,7 @@ async fn configure_nodes(
     };
     node_config::push(
         mem.pushed.get_or_insert_default(),
-        &format!("{ns}/{name}"),
+        (ns, name),
         &node_addrs(pods),
         (fingerprint, render),
         login,
