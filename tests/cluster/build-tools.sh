@@ -35,7 +35,7 @@ timed() {
 K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
 
 have_all() {
-  for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool redis_exporter; do
+  for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool prometheus redis_exporter; do
     [ -x "$bin/$b" ] || return 1
   done
 }
@@ -126,6 +126,9 @@ go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRIC
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
+# The real-node tier scrapes the exporters, the operator and the webhook
+# with it, and evaluates the chart's alerts (its web UI is not needed).
+go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
 # Through a wrapper module: `go install pkg@version` asks the proxy for the
 # module's version list (for deprecations), which it refuses for this one.
 build_redis_exporter() {

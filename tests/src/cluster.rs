@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pki::{FRONT_PROXY_CLIENT_CN, Pki};
@@ -561,6 +561,16 @@ impl Cluster {
     }
 
     /// Spawns `program` (inside the node's namespace when there is one).
+    /// Runs `program` in the real node's network namespace until the
+    /// cluster stops (its log is `<name>.log`).
+    pub fn spawn_in_node(&self, name: &str, program: &Path, args: Vec<String>) -> Result<()> {
+        ensure!(
+            self.netns.is_some(),
+            "{name}: this cluster has no real node"
+        );
+        self.spawn_program(name, program, args)
+    }
+
     fn spawn_program(&self, name: &str, program: &Path, args: Vec<String>) -> Result<()> {
         let (program, args) = self.in_netns(program, args);
         let log = self.log_path(name);

@@ -26,6 +26,7 @@ pub mod pki;
 pub mod pod_redis;
 pub mod process;
 pub mod product;
+pub mod prometheus;
 pub mod proxy;
 pub mod real_node;
 pub mod redis;

@@ -18,6 +18,7 @@ pub const BINARIES: &[&str] = &[
     "metrics-server",
     "helm",
     "promtool",
+    "prometheus",
     "redis_exporter",
 ];
 

@@ -3,12 +3,14 @@
 //! `promtool test rules` (tests/monitoring/alerts_test.yaml) proves each
 //! alert fires on the series that mean trouble and only after its `for:`,
 //! every dashboard query is valid PromQL, and each alert has a runbook line
-//! in the README. Needs `make cluster-tools` (helm, promtool).
+//! in the README. Needs `make cluster-tools` (helm, promtool). The
+//! real-node tier (`e2e_real_monitoring`) runs them in a real Prometheus.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use harness::prometheus::{Dashboard, chart_objects, chart_rules, dashboard};
 use harness::tools::Tools;
 
 fn repo() -> PathBuf {
@@ -35,55 +37,23 @@ fn run(program: &Path, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
-/// The chart's objects of `kind` with the monitoring toggles on.
-fn rendered(tools: &Tools, kind: &str) -> Result<Vec<serde_json::Value>> {
-    let chart = repo().join("charts/redis-operator");
-    let values = chart.join("ci/monitoring-values.yaml");
-    let yaml = run(
-        &tools.path("helm")?,
-        &[
-            "template",
-            "t",
-            &chart.display().to_string(),
-            "-n",
-            "redis-operator",
-            "-f",
-            &values.display().to_string(),
-        ],
-    )?;
-    let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let v: serde_json::Value = serde::Deserialize::deserialize(doc)?;
-        if v["kind"] == kind {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
-/// The PrometheusRule's spec as a rule file in `dir`.
-fn rule_file(tools: &Tools, dir: &Path) -> Result<(PathBuf, serde_json::Value)> {
-    let rules = rendered(tools, "PrometheusRule")?;
-    ensure!(rules.len() == 1, "{} PrometheusRules rendered", rules.len());
-    let spec = rules[0]["spec"].clone();
-    let path = dir.join("alerts.rules.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&spec)?)?;
-    Ok((path, spec))
-}
-
 #[test]
 fn the_alerts_pass_promtool_and_their_unit_tests() -> Result<()> {
     let tools = Tools::from_env()?;
     let promtool = tools.path("promtool")?;
     let dir = tempfile::tempdir()?;
-    let (rules, spec) = rule_file(&tools, dir.path())?;
+    let (text, spec) = chart_rules(&tools)?;
+    let rules = dir.path().join("alerts.rules.yaml");
+    std::fs::write(&rules, text)?;
     let checked = run(&promtool, &["check", "rules", &rules.display().to_string()])?;
     ensure!(checked.contains("SUCCESS"), "{checked}");
     // The unit test names the rule file it tests: point it at the rendered one.
-    let test = std::fs::read_to_string(repo().join("tests/monitoring/alerts_test.yaml"))?
-        .replace("  - RULES", &format!("  - {}", rules.display()));
+    let unit = std::fs::read_to_string(repo().join("tests/monitoring/alerts_test.yaml"))?;
     let test_path = dir.path().join("alerts_test.yaml");
-    std::fs::write(&test_path, test)?;
+    std::fs::write(
+        &test_path,
+        unit.replace("  - RULES", &format!("  - {}", rules.display())),
+    )?;
     let tested = run(
         &promtool,
         &["test", "rules", &test_path.display().to_string()],
@@ -92,7 +62,6 @@ fn the_alerts_pass_promtool_and_their_unit_tests() -> Result<()> {
 
     // Every alert is tested, and has a runbook line in the README.
     let readme = std::fs::read_to_string(repo().join("README.md"))?;
-    let unit = std::fs::read_to_string(repo().join("tests/monitoring/alerts_test.yaml"))?;
     let groups = spec["groups"].as_array().context("no groups")?;
     let mut alerts = 0;
     for rule in groups
@@ -119,7 +88,7 @@ fn the_alerts_pass_promtool_and_their_unit_tests() -> Result<()> {
 #[test]
 fn every_dashboard_query_is_valid_promql() -> Result<()> {
     let tools = Tools::from_env()?;
-    let maps = rendered(&tools, "ConfigMap")?;
+    let maps = chart_objects(&tools, "monitoring-values.yaml", "ConfigMap")?;
     let map = maps
         .iter()
         .find(|m| m["metadata"]["name"] == "t-redis-operator-dashboard")
@@ -130,35 +99,7 @@ fn every_dashboard_query_is_valid_promql() -> Result<()> {
         "the dashboard's metadata: {}",
         map["metadata"]
     );
-    let json = map["data"]["redis-operator.json"]
-        .as_str()
-        .context("no redis-operator.json in the ConfigMap")?;
-    let dashboard: serde_json::Value = serde_json::from_str(json)?;
-    // Each query becomes a recording rule, which promtool parses; Grafana's
-    // variables become what they stand for.
-    let mut rules = Vec::new();
-    let mut rows = Vec::new();
-    for panel in dashboard["panels"].as_array().context("no panels")? {
-        if panel["type"] == "row" {
-            rows.push(panel["title"].as_str().unwrap_or_default().to_string());
-            continue;
-        }
-        let targets = panel["targets"]
-            .as_array()
-            .context("a panel without targets")?;
-        ensure!(!targets.is_empty(), "panel {} has no query", panel["title"]);
-        for t in targets {
-            let expr = t["expr"].as_str().context("a target without expr")?;
-            let expr = expr
-                .replace("$__rate_interval", "5m")
-                .replace("$namespace", ".*")
-                .replace("$cluster", ".*");
-            rules.push(serde_json::json!({
-                "record": format!("dashboard:panel_{}", rules.len()),
-                "expr": expr,
-            }));
-        }
-    }
+    let Dashboard { queries, rows } = dashboard(&tools)?;
     for row in [
         "Cluster state",
         "Shards",
@@ -169,6 +110,12 @@ fn every_dashboard_query_is_valid_promql() -> Result<()> {
     ] {
         ensure!(rows.iter().any(|r| r == row), "no row {row:?}: {rows:?}");
     }
+    // Each query becomes a recording rule, which promtool parses.
+    let rules: Vec<serde_json::Value> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, expr))| serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": expr}))
+        .collect();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("dashboard.rules.yaml");
     let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
@@ -180,6 +127,40 @@ fn every_dashboard_query_is_valid_promql() -> Result<()> {
     ensure!(
         checked.contains(&format!("{} rules found", rules.len())),
         "{checked}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_service_monitors_keep_the_clusters_namespace_label() -> Result<()> {
+    let tools = Tools::from_env()?;
+    let monitors = chart_objects(&tools, "servicemonitor-values.yaml", "ServiceMonitor")?;
+    ensure!(monitors.len() == 2, "{} ServiceMonitors", monitors.len());
+    for m in &monitors {
+        ensure!(
+            m["spec"]["endpoints"][0]["honorLabels"] == true,
+            "{}: the operator's namespace label would become exported_namespace",
+            m["metadata"]["name"]
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_pod_monitor_selects_the_redis_pods_metrics_port() -> Result<()> {
+    let tools = Tools::from_env()?;
+    let monitors = chart_objects(&tools, "monitoring-values.yaml", "PodMonitor")?;
+    ensure!(monitors.len() == 1, "{} PodMonitors", monitors.len());
+    let spec = &monitors[0]["spec"];
+    ensure!(spec["namespaceSelector"]["any"] == true, "{spec}");
+    ensure!(
+        spec["selector"]["matchLabels"]
+            == serde_json::json!({"app.kubernetes.io/name": "redis", "app.kubernetes.io/managed-by": "redis-operator"}),
+        "{spec}"
+    );
+    ensure!(
+        spec["podMetricsEndpoints"][0]["port"] == "metrics",
+        "{spec}"
     );
     Ok(())
 }
