@@ -69,9 +69,31 @@ pub struct Args {
     /// Redis node, serving `/metrics` on port 9121; absent or empty: none.
     #[arg(long, env = "REDIS_EXPORTER_IMAGE")]
     pub exporter_image: Option<String>,
+    /// The exporter's resources, as a Kubernetes ResourceRequirements in
+    /// JSON; absent: 10m CPU and 32Mi memory requested, a 64Mi limit.
+    #[arg(long, env = "REDIS_EXPORTER_RESOURCES")]
+    pub exporter_resources: Option<String>,
 }
 
 impl Args {
+    /// The exporter sidecar to run, if an image is given.
+    pub fn exporter(&self) -> anyhow::Result<Option<crate::desired::Exporter>> {
+        let Some(image) = self.exporter_image.clone().filter(|i| !i.is_empty()) else {
+            return Ok(None);
+        };
+        let resources = match self
+            .exporter_resources
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        {
+            None => crate::desired::Exporter::default_resources(),
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                anyhow::anyhow!("--exporter-resources is not a ResourceRequirements in JSON: {e}")
+            })?,
+        };
+        Ok(Some(crate::desired::Exporter { image, resources }))
+    }
+
     /// Where the operator runs, for the NetworkPolicies; `None` when they
     /// are off, or on and the namespace is unknown (a warning says so).
     pub fn operator_peer(&self) -> anyhow::Result<Option<crate::desired::OperatorPeer>> {
@@ -95,5 +117,46 @@ impl Args {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Some(crate::desired::OperatorPeer { namespace, labels }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["redis-operator"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn the_exporter_takes_its_image_and_resources_from_the_flags() {
+        assert!(args(&[]).exporter().unwrap().is_none());
+        let e = args(&["--exporter-image", "exp:1"])
+            .exporter()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.image, "exp:1");
+        assert_eq!(e.resources, crate::desired::Exporter::default_resources());
+        let e = args(&[
+            "--exporter-image",
+            "exp:1",
+            "--exporter-resources",
+            r#"{"limits":{"memory":"128Mi"}}"#,
+        ])
+        .exporter()
+        .unwrap()
+        .unwrap();
+        let limits = e.resources.limits.unwrap();
+        assert_eq!(limits["memory"].0, "128Mi");
+        let err = args(&["--exporter-image", "exp:1", "--exporter-resources", "{"])
+            .exporter()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--exporter-resources is not a ResourceRequirements in JSON"),
+            "{err}"
+        );
     }
 }

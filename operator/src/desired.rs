@@ -64,9 +64,25 @@ pub struct OperatorPeer {
 }
 
 /// The metrics exporter that runs beside each Redis node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Exporter {
     pub image: String,
+    pub resources: ResourceRequirements,
+}
+
+impl Exporter {
+    /// What an exporter of one node needs: little CPU, and a memory limit
+    /// (its memory grows with the number of metrics, not with the data).
+    pub fn default_resources() -> ResourceRequirements {
+        ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("10m".into())),
+                ("memory".into(), Quantity("32Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+            ..Default::default()
+        }
+    }
 }
 
 /// The port the exporter serves `/metrics` on.
@@ -74,7 +90,7 @@ pub const EXPORTER_PORT: i32 = 9121;
 
 /// What the operator's installation adds to every cluster: the
 /// NetworkPolicies' way in for the operator, and the exporter sidecar.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Platform {
     pub operator: Option<OperatorPeer>,
     pub exporter: Option<Exporter>,
@@ -482,14 +498,7 @@ fn exporter_container(exporter: &Exporter, cluster: &str, auth: bool) -> Contain
             ..Default::default()
         }]),
         restart_policy: Some("Always".into()),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("10m".into())),
-                ("memory".into(), Quantity("32Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
-            ..Default::default()
-        }),
+        resources: Some(exporter.resources.clone()),
         security_context: Some(restricted_container(REDIS_UID)),
         ..Default::default()
     }
@@ -1206,6 +1215,7 @@ mod tests {
             operator: None,
             exporter: Some(Exporter {
                 image: "exporter:1".into(),
+                resources: Exporter::default_resources(),
             }),
         };
         let c = children(&r, &plan, &platform);
@@ -1233,6 +1243,10 @@ mod tests {
             serde_json::json!({"name": "cache-internal-auth", "key": "exporter-password"})
         );
         assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            sidecar["resources"],
+            serde_json::json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}})
+        );
         // Without an exporter, no init container; without auth, no login.
         let bare = children(&r, &plan, &Platform::default());
         assert!(

@@ -45,9 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         fence: Default::default(),
         platform: crate::desired::Platform {
             operator: args.operator_peer()?,
-            exporter: (args.exporter_image.clone())
-                .filter(|i| !i.is_empty())
-                .map(|image| crate::desired::Exporter { image }),
+            exporter: args.exporter()?,
         },
     };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
