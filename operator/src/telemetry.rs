@@ -245,7 +245,11 @@ impl ClusterReading {
 /// The per-cluster gauges, rendered at scrape time from one map: a cluster
 /// that is deleted, or not read (its topology not managed), has no series.
 #[derive(Debug, Default)]
-pub struct ClusterGauges(Mutex<BTreeMap<(String, String), ClusterReading>>);
+pub struct ClusterGauges(Mutex<ByNamespace>);
+
+/// Readings by namespace, then cluster name: an update looks its cluster up
+/// by `&str`, without allocating.
+type ByNamespace = BTreeMap<String, BTreeMap<String, ClusterReading>>;
 
 /// Name, help and value of each per-cluster gauge.
 type GaugeDef = (
@@ -308,30 +312,43 @@ const CLUSTER_GAUGES: [GaugeDef; 10] = [
 ];
 
 impl ClusterGauges {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), ClusterReading>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, ByNamespace> {
         // Each update is one insert or remove: a panic cannot leave half.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set(&self, namespace: &str, cluster: &str, reading: ClusterReading) {
         let mut map = self.map();
-        match map.get_mut(&(namespace.to_string(), cluster.to_string())) {
+        let clusters = match map.get_mut(namespace) {
+            Some(c) => c,
+            None => map.entry(namespace.to_string()).or_default(),
+        };
+        match clusters.get_mut(cluster) {
             Some(r) => *r = reading,
             None => {
-                map.insert((namespace.into(), cluster.into()), reading);
+                clusters.insert(cluster.to_string(), reading);
             }
         }
     }
 
     pub fn forget(&self, namespace: &str, cluster: &str) {
-        self.map()
-            .remove(&(namespace.to_string(), cluster.to_string()));
+        let mut map = self.map();
+        if let Some(clusters) = map.get_mut(namespace) {
+            clusters.remove(cluster);
+            if clusters.is_empty() {
+                map.remove(namespace);
+            }
+        }
     }
 
     /// Keeps the clusters for which `keep(namespace, name)` holds (after a
     /// relist, which reports no deletions).
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        self.map().retain(|(ns, name), _| keep(ns, name));
+        let mut map = self.map();
+        for (ns, clusters) in map.iter_mut() {
+            clusters.retain(|name, _| keep(ns, name));
+        }
+        map.retain(|_, clusters| !clusters.is_empty());
     }
 }
 
@@ -348,7 +365,10 @@ impl Collector for ClusterGauges {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for ((namespace, cluster), reading) in map.iter() {
+            let all = map
+                .iter()
+                .flat_map(|(ns, c)| c.iter().map(move |(n, r)| (ns, n, r)));
+            for (namespace, cluster, reading) in all {
                 let Some(v) = value(reading) else { continue };
                 let labels = [
                     ("namespace", namespace.as_str()),
