@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use harness::in_cluster::{
-    APPS, helm_install, load_pod, pod_phase, rc_field, redis_cluster, service_host, wait_ready,
+    APPS, helm_install, load_pod, pod_phase, rc_field, redis_cluster, release_pods, service_host,
+    wait_ready,
 };
 use harness::stack::NAMESPACE;
 use harness::{Cluster, ClusterOptions};
@@ -118,18 +119,10 @@ async fn instructions(c: &Cluster) -> Result<String> {
             "jsonpath={.spec.clusterIP}",
         ])
         .await?;
-    let operator = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/component=operator",
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ])
+    let operator = release_pods(c, "app.kubernetes.io/component=operator")
         .await
+        .ok()
+        .and_then(|pods| pods.first().map(|(_, ip)| ip.to_string()))
         .unwrap_or_default();
     Ok(format!(
         "== the cluster is up. Everything lives in the node's network namespace; in another shell, as root:\n\

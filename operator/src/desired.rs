@@ -760,6 +760,15 @@ mod tests {
         ClusterShape::of(&rc.spec).unwrap()
     }
 
+    /// The pod template of the first StatefulSet.
+    fn first_pod(c: &Children) -> &PodSpec {
+        c.statefulsets[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a StatefulSet has a pod template")
+    }
+
     fn spec(shards: i32, replicas: i32) -> RedisClusterSpec {
         RedisClusterSpec {
             shard_count: shards,
@@ -903,14 +912,7 @@ mod tests {
             &shard_plan(shape(&r), &BTreeMap::new(), false, &[]),
             &Platform::default(),
         );
-        let pod = c.statefulsets[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = first_pod(&c);
         let ctr = &pod.containers[0];
         assert_eq!(ctr.image.as_deref(), Some("redis:7.0"));
         assert_eq!(
@@ -1218,9 +1220,8 @@ mod tests {
                 resources: Exporter::default_resources(),
             }),
         };
-        let c = children(&r, &plan, &platform);
-        let pod =
-            serde_json::to_value(&c.statefulsets[0]).unwrap()["spec"]["template"]["spec"].clone();
+        let pod_json = |c: &Children| serde_json::to_value(first_pod(c)).unwrap();
+        let pod = pod_json(&children(&r, &plan, &platform));
         let sidecar = &pod["initContainers"][0];
         assert_eq!(sidecar["name"], "exporter");
         assert_eq!(sidecar["image"], "exporter:1");
@@ -1249,26 +1250,13 @@ mod tests {
         );
         // Without an exporter, no init container; without auth, no login.
         let bare = children(&r, &plan, &Platform::default());
-        assert!(
-            bare.statefulsets[0]
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .init_containers
-                .is_none()
-        );
+        assert!(first_pod(&bare).init_containers.is_none());
         let mut open = spec(2, 1);
         open.auth = Some(api::AuthSpec {
             enabled: false,
             ..Default::default()
         });
-        let c = children(&rc(open), &plan, &platform);
-        let pod =
-            serde_json::to_value(&c.statefulsets[0]).unwrap()["spec"]["template"]["spec"].clone();
+        let pod = pod_json(&children(&rc(open), &plan, &platform));
         assert_eq!(
             pod["initContainers"][0]["env"].as_array().map(Vec::len),
             Some(1)

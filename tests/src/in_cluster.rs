@@ -373,9 +373,9 @@ pub async fn use_client_password(c: &Cluster, ns: &str, name: &str) -> Result<St
     Ok(password)
 }
 
-/// The sum of a counter over the operator's pods (only the leader counts),
-/// read from their `/metrics` endpoints inside the node.
-pub async fn operator_counter(c: &Cluster, metric: &str) -> Result<f64> {
+/// The chart's pods (in [`NAMESPACE`]) that match the label `selector`,
+/// with their IPs; a pod without an IP yet is left out.
+pub async fn release_pods(c: &Cluster, selector: &str) -> Result<Vec<(String, Ipv4Addr)>> {
     let out = c
         .kubectl_ok([
             "get",
@@ -383,18 +383,28 @@ pub async fn operator_counter(c: &Cluster, metric: &str) -> Result<f64> {
             "-n",
             NAMESPACE,
             "-l",
-            "app.kubernetes.io/component=operator",
+            selector,
             "-o",
-            r#"jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}"#,
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
         ])
         .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (name, ip) = l.split_once(' ')?;
+            Some((name.to_string(), ip.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// The sum of a counter over the operator's pods (only the leader counts),
+/// read from their `/metrics` endpoints inside the node.
+pub async fn operator_counter(c: &Cluster, metric: &str) -> Result<f64> {
+    let operators = release_pods(c, "app.kubernetes.io/component=operator").await?;
     let netns = c.netns_handle()?;
     let mut sum = 0.0;
     let mut pods = 0;
-    for ip in out
-        .lines()
-        .filter_map(|l| l.trim().parse::<Ipv4Addr>().ok())
-    {
+    for (_, ip) in operators {
         let body = netns
             .http_get((ip, 8080), "/metrics")
             .with_context(|| format!("GET {ip}:8080/metrics"))?;

@@ -16,13 +16,12 @@
 //! (`make e2e-real` does all of it). A missing prerequisite fails the test.
 
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use harness::in_cluster::{
-    APPS, helm_install, on_real_node, pod_ips, redis_cluster, seeds, use_client_password,
-    wait_ready,
+    APPS, helm_install, on_real_node, pod_ips, redis_cluster, release_pods, seeds,
+    use_client_password, wait_ready,
 };
 use harness::prometheus::{Prometheus, Target, chart_rules, dashboard};
 use harness::stack::NAMESPACE;
@@ -184,33 +183,20 @@ async fn set_targets(c: &Cluster, prometheus: &Prometheus) -> Result<()> {
         }
     }
     prometheus.set_targets("redis", &redis)?;
-    let listing = c
-        .kubectl_ok([
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=redis-operator",
-            "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-        ])
-        .await?;
-    let mut ours = Vec::new();
-    for line in listing.lines() {
-        let Some((pod, ip)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(ip) = ip.trim().parse::<Ipv4Addr>() else {
-            continue;
-        };
-        ours.push(Target {
+    let ours: Vec<Target> = release_pods(c, "app.kubernetes.io/name=redis-operator")
+        .await?
+        .into_iter()
+        .map(|(pod, ip)| Target {
             addr: (ip, 8080),
             namespace: NAMESPACE.into(),
-            pod: pod.to_string(),
-        });
-    }
-    ensure!(ours.len() >= 2, "operator and webhook pods: {listing}");
+            pod,
+        })
+        .collect();
+    ensure!(
+        ours.len() >= 2,
+        "{} operator and webhook pods with an IP",
+        ours.len()
+    );
     prometheus.set_targets("redis-operator", &ours)
 }
 

@@ -610,40 +610,17 @@ async fn the_operators_acl_user_can_do_all_the_topology_work_and_no_more() -> Re
         );
 
         // No more than that: the operator's login cannot touch data.
-        let mut c = redis::Client::open(rh::url_with(fleet.addr(0, 1), None))?
-            .get_multiplexed_async_connection()
-            .await?;
-        let _: () = redis::cmd("AUTH")
-            .arg(auth::OPERATOR_USER)
-            .arg(&internal.operator)
-            .query_async(&mut c)
-            .await?;
-        for cmd in [
-            vec!["FLUSHALL"],
-            vec!["GET", "key:0"],
-            vec!["CONFIG", "GET", "*"],
-        ] {
-            let err = redis::cmd(cmd[0])
-                .arg(&cmd[1..])
-                .query_async::<redis::Value>(&mut c)
-                .await
-                .err()
-                .with_context(|| format!("{cmd:?} was allowed to the operator's user"))?;
-            ensure!(
-                err.to_string().to_lowercase().contains("noperm"),
-                "{cmd:?}: {err}"
-            );
-        }
+        let node = fleet.addr(0, 1);
+        let mut c = logged_in(node, auth::OPERATOR_USER, &internal.operator).await?;
+        refused(
+            &mut c,
+            "the operator's user",
+            &[&["FLUSHALL"], &["GET", "key:0"], &["CONFIG", "GET", "*"]],
+        )
+        .await?;
         // The exporter's login reads INFO and CLUSTER INFO, and nothing
         // that holds a key, a value or a password.
-        let mut e = redis::Client::open(rh::url_with(fleet.addr(0, 1), None))?
-            .get_multiplexed_async_connection()
-            .await?;
-        let _: () = redis::cmd("AUTH")
-            .arg(auth::EXPORTER_USER)
-            .arg(&internal.exporter)
-            .query_async(&mut e)
-            .await?;
+        let mut e = logged_in(node, auth::EXPORTER_USER, &internal.exporter).await?;
         let info: String = redis::cmd("INFO").arg("ALL").query_async(&mut e).await?;
         ensure!(info.contains("used_memory:"), "{info}");
         let cluster: String = redis::cmd("CLUSTER")
@@ -651,30 +628,62 @@ async fn the_operators_acl_user_can_do_all_the_topology_work_and_no_more() -> Re
             .query_async(&mut e)
             .await?;
         ensure!(cluster.contains("cluster_state:ok"), "{cluster}");
-        for cmd in [
-            vec!["GET", "key:0"],
-            vec!["SCAN", "0"],
-            vec!["CONFIG", "GET", "masterauth"],
-            vec!["CLIENT", "LIST"],
-            vec!["FLUSHALL"],
-        ] {
-            let err = redis::cmd(cmd[0])
-                .arg(&cmd[1..])
-                .query_async::<redis::Value>(&mut e)
-                .await
-                .err()
-                .with_context(|| format!("{cmd:?} was allowed to the exporter's user"))?;
-            ensure!(
-                err.to_string().to_lowercase().contains("noperm"),
-                "{cmd:?}: {err}"
-            );
-        }
-        rh::verify(fleet.addr(0, 1), &versions).await?;
+        refused(
+            &mut e,
+            "the exporter's user",
+            &[
+                &["GET", "key:0"],
+                &["SCAN", "0"],
+                &["CONFIG", "GET", "masterauth"],
+                &["CLIENT", "LIST"],
+                &["FLUSHALL"],
+            ],
+        )
+        .await?;
+        rh::verify(node, &versions).await?;
         Ok(())
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// A connection to `node` logged in as `user`.
+async fn logged_in(
+    node: SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<redis::aio::MultiplexedConnection> {
+    let mut c = redis::Client::open(rh::url_with(node, None))?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("AUTH")
+        .arg(user)
+        .arg(password)
+        .query_async(&mut c)
+        .await?;
+    Ok(c)
+}
+
+/// Checks that each of `commands` is refused to `who` with NOPERM.
+async fn refused(
+    c: &mut redis::aio::MultiplexedConnection,
+    who: &str,
+    commands: &[&[&str]],
+) -> Result<()> {
+    for cmd in commands {
+        let err = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query_async::<redis::Value>(c)
+            .await
+            .err()
+            .with_context(|| format!("{cmd:?} was allowed to {who}"))?;
+        ensure!(
+            err.to_string().to_lowercase().contains("noperm"),
+            "{cmd:?}: {err}"
+        );
+    }
+    Ok(())
 }
 
 // ---- replica scale-down after a failover ------------------------------------------------
