@@ -174,12 +174,17 @@ mod tests {
             .iter()
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(rules.len(), 4, "{rules:?}");
-        assert!(
-            rules
-                .iter()
-                .any(|r| r.contains("self.storage == oldSelf.storage"))
-        );
+        assert_eq!(rules.len(), 6, "{rules:?}");
+        for storage_rule in [
+            "has(self.storage) == has(oldSelf.storage)",
+            "self.storage.storage_class_name : '') == (has(oldSelf.storage.storage_class_name)",
+            "quantity(string(self.storage.size)).compareTo(quantity(string(oldSelf.storage.size))) >= 0",
+        ] {
+            assert!(
+                rules.iter().any(|r| r.contains(storage_rule)),
+                "{storage_rule}"
+            );
+        }
         assert!(
             rules
                 .iter()

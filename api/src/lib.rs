@@ -9,6 +9,7 @@
 pub mod bounds;
 pub mod crd;
 pub mod defaults;
+pub mod expansion;
 pub mod policy;
 pub mod quantity;
 pub mod types;
@@ -17,5 +18,5 @@ pub use policy::{Policy, Range, Violation};
 pub use types::{
     AppendFsync, AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec,
     OnDataLoss, PersistenceSpec, RedisCluster, RedisClusterSpec, RedisClusterStatus, SavePoint,
-    StorageSpec,
+    StorageSpec, VolumeExpansionStatus,
 };

@@ -62,11 +62,20 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
         .message("spec.replicas must be less than or equal to spec.max_replicas")
         .field_path(".replicas")
         .reason(Reason::FieldValueInvalid),
-    // The claims are part of the StatefulSets' immutable template: a change
-    // would fail every apply. See the README, "Changing storage".
-    validation = Rule::new("has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)")
-        .message("spec.storage cannot change once the cluster exists (PersistentVolumeClaim templates are immutable): create a new RedisCluster and move the data, see the README, 'Changing storage'")
+    // Storage can only grow (the operator expands the claims and re-creates
+    // the StatefulSets around their pods). Adding or removing it, or another
+    // class, would be new volumes. See the README, "Changing storage".
+    validation = Rule::new("has(self.storage) == has(oldSelf.storage)")
+        .message("spec.storage cannot be added or removed once the cluster exists: create a new RedisCluster and move the data, see the README, 'Changing storage'")
         .field_path(".storage")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || (has(self.storage.storage_class_name) ? self.storage.storage_class_name : '') == (has(oldSelf.storage.storage_class_name) ? oldSelf.storage.storage_class_name : '')")
+        .message("spec.storage.storage_class_name cannot change once the cluster exists: the volumes stay in their class; see the README, 'Changing storage'")
+        .field_path(".storage.storage_class_name")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || !isQuantity(string(self.storage.size)) || !isQuantity(string(oldSelf.storage.size)) || quantity(string(self.storage.size)).compareTo(quantity(string(oldSelf.storage.size))) >= 0")
+        .message("spec.storage.size cannot shrink: a volume can only grow; see the README, 'Changing storage'")
+        .field_path(".storage.size")
         .reason(Reason::FieldValueForbidden)
 )]
 pub struct RedisClusterSpec {
@@ -396,6 +405,27 @@ pub struct RedisClusterStatus {
     /// How clients log in, when authentication is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
+    /// Growing the volumes to a larger `spec.storage.size`: set by the
+    /// first expansion, and kept once it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_expansion: Option<VolumeExpansionStatus>,
+}
+
+/// See [`RedisClusterStatus::volume_expansion`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct VolumeExpansionStatus {
+    /// The size every volume is grown to.
+    pub size: String,
+    /// The cluster's claims, and how many of them have `size`.
+    pub volumes: u32,
+    pub expanded: u32,
+    /// StatefulSets still to re-create with the larger claim template.
+    pub statefulsets_left: u32,
+    /// Why the expansion does not go on, when something refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Where it stands, in words.
+    pub message: String,
 }
 
 /// See [`RedisClusterStatus::auth`].

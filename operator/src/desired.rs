@@ -43,6 +43,8 @@ pub const BUS_PORT: i32 = 16379;
 const REDIS_UID: i64 = 999;
 /// The pod volume of the internal Secret.
 const AUTH_VOLUME: &str = "auth";
+/// The Redis data volume: an emptyDir, or the claim template of `spec.storage`.
+pub const DATA_VOLUME: &str = "data";
 
 /// Everything the operator applies for one cluster.
 #[derive(Debug, Clone)]
@@ -531,7 +533,7 @@ fn statefulset(
     let auth = auth::enabled(spec);
     let labels = shard_labels(&name, shard);
     let data_mount = VolumeMount {
-        name: "data".into(),
+        name: DATA_VOLUME.into(),
         mount_path: "/data".into(),
         ..Default::default()
     };
@@ -625,7 +627,7 @@ fn statefulset(
     let claims = match &spec.storage {
         Some(storage) => Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
-                name: Some("data".into()),
+                name: Some(DATA_VOLUME.into()),
                 labels: Some(labels.clone()),
                 ..Default::default()
             },
@@ -642,7 +644,7 @@ fn statefulset(
         }]),
         None => {
             volumes.push(Volume {
-                name: "data".into(),
+                name: DATA_VOLUME.into(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Default::default()
             });

@@ -24,3 +24,4 @@ pub mod status;
 pub mod telemetry;
 pub mod topology;
 pub mod utilization;
+pub mod volumes;

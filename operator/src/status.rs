@@ -1,7 +1,7 @@
 //! Observed state in, `RedisClusterStatus` out: pure, so every condition and
 //! phase can be tested without a cluster.
 
-use api::{MigrationStatus, RedisClusterStatus};
+use api::{MigrationStatus, RedisClusterStatus, VolumeExpansionStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::shape::ClusterShape;
@@ -14,9 +14,17 @@ pub const SCALING: &str = "Scaling";
 pub const DEGRADED: &str = "Degraded";
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const UPDATING: &str = "Updating";
+pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
 
 /// The conditions we write, in the order we write them.
-const CONDITIONS: [&str; 5] = [READY, SCALING, DEGRADED, METRICS_AVAILABLE, UPDATING];
+const CONDITIONS: [&str; 6] = [
+    READY,
+    SCALING,
+    DEGRADED,
+    METRICS_AVAILABLE,
+    UPDATING,
+    EXPANDING_VOLUMES,
+];
 
 /// What a new status takes over from the one on the object, kept in place
 /// of that status (see `cache`): with thousands of clusters, four
@@ -27,14 +35,16 @@ pub struct Prior {
     /// the status it builds has another.
     pub fingerprint: u64,
     /// Each of [`CONDITIONS`]: whether it was True, and since when.
-    conditions: [Option<(bool, Time)>; 5],
+    conditions: [Option<(bool, Time)>; 6],
     pub last_scale_time: Option<Time>,
     pub migration: Option<MigrationStatus>,
+    /// Kept until the next listing of the claims (only while expanding).
+    pub volume_expansion: Option<Box<VolumeExpansionStatus>>,
 }
 
 impl Prior {
     pub fn of(status: &RedisClusterStatus) -> Prior {
-        let mut conditions: [Option<(bool, Time)>; 5] = Default::default();
+        let mut conditions: [Option<(bool, Time)>; 6] = Default::default();
         for c in &status.conditions {
             if let Some(i) = CONDITIONS.iter().position(|t| *t == c.type_) {
                 conditions[i] = Some((c.status == "True", c.last_transition_time.clone()));
@@ -45,6 +55,7 @@ impl Prior {
             conditions,
             last_scale_time: status.last_scale_time.clone(),
             migration: status.migration.clone(),
+            volume_expansion: status.volume_expansion.clone().map(Box::new),
         }
     }
 
@@ -198,6 +209,7 @@ pub fn build(prev: Option<&Prior>, o: &Observed<'_>, now: Time) -> Built {
         last_scale_time: o.last_scale_time.clone(),
         selector: Some(o.selector.clone()),
         auth: o.auth.clone(),
+        volume_expansion: None,
         migration: o.migration.clone(),
     };
     Built { status, phase }
@@ -432,6 +444,33 @@ pub fn updating(
         message: roll.to_string(),
         observed_generation: generation,
         last_transition_time: prev.and_then(|p| p.since(UPDATING, status)).unwrap_or(now),
+    }
+}
+
+/// The `ExpandingVolumes` condition: True while volumes are left to grow
+/// or something refused it, False once all have the size.
+pub fn expanding_volumes(
+    prev: Option<&Prior>,
+    s: &VolumeExpansionStatus,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let (status, reason) = if s.refused.is_some() {
+        (true, "ExpansionRefused")
+    } else if crate::volumes::is_done(s) {
+        (false, "Expanded")
+    } else {
+        (true, "Expanding")
+    };
+    Condition {
+        type_: EXPANDING_VOLUMES.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: s.message.clone(),
+        observed_generation: generation,
+        last_transition_time: prev
+            .and_then(|p| p.since(EXPANDING_VOLUMES, status))
+            .unwrap_or(now),
     }
 }
 

@@ -213,6 +213,7 @@ impl Stack {
             "2",
             "--ca-propagation-seconds",
             "3",
+            "--watch-storage-classes",
         ]
         .iter()
         .map(|s| s.to_string())

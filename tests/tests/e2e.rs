@@ -401,32 +401,7 @@ async fn admission_through_the_apiserver() -> Result<()> {
     .await?
     .map_err(anyhow::Error::msg)?;
 
-    // Storage is fixed at creation: adding it, or resizing it, is refused
-    // with the way out in the message (a CEL transition rule).
-    apply(&c, &manifest("kept", "  storage:\n    size: 1Gi\n"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    for (name, storage) in [
-        ("omitted", r#"{"size":"1Gi"}"#),
-        ("kept", r#"{"size":"2Gi"}"#),
-    ] {
-        let out = c
-            .kubectl([
-                "patch",
-                "rediscluster",
-                name,
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"storage":{storage}}}}}"#),
-            ])
-            .await?;
-        ensure!(!out.status.success(), "storage of {name} changed");
-        must_contain(
-            &String::from_utf8_lossy(&out.stderr),
-            &["spec.storage: Forbidden: spec.storage cannot change once the cluster exists"],
-        )
-        .with_context(|| format!("changing the storage of {name}"))?;
-    }
+    storage_changes(&c).await?;
 
     // Defence in depth: without the webhook, the schema and CEL rules still refuse.
     let mut off = up.clone();
@@ -477,6 +452,120 @@ async fn admission_through_the_apiserver() -> Result<()> {
         );
     }
     c.stop();
+    Ok(())
+}
+
+/// `kubectl patch` of a RedisCluster's `spec.storage`: Ok, or the refusal.
+async fn patch_storage(
+    c: &Cluster,
+    name: &str,
+    storage: &str,
+) -> Result<std::result::Result<(), String>> {
+    let out = c
+        .kubectl([
+            "patch",
+            "rediscluster",
+            name,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"storage":{storage}}}}}"#),
+        ])
+        .await?;
+    Ok(if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+}
+
+/// Storage can only grow, in its class, and only where the class can
+/// expand volumes: the CRD's rules refuse the rest, the webhook checks the
+/// class (it watches StorageClasses, so a new one is waited for).
+async fn storage_changes(c: &Cluster) -> Result<()> {
+    let classes = |name: &str, allow: bool| {
+        format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {name}\nprovisioner: kubernetes.io/no-provisioner\nallowVolumeExpansion: {allow}\n"
+        )
+    };
+    for (name, allow) in [("fixed", false), ("growable", true)] {
+        c.kubectl_apply(&classes(name, allow)).await?;
+    }
+    for (name, storage) in [
+        ("kept", "  storage:\n    size: 1Gi\n"),
+        (
+            "fixed",
+            "  storage:\n    size: 1Gi\n    storage_class_name: fixed\n",
+        ),
+        (
+            "growable",
+            "  storage:\n    size: 1Gi\n    storage_class_name: growable\n",
+        ),
+    ] {
+        apply(c, &manifest(name, storage))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    }
+    let refusals = [
+        (
+            "omitted",
+            r#"{"size":"1Gi"}"#,
+            "spec.storage: Forbidden: spec.storage cannot be added or removed once the cluster exists",
+        ),
+        (
+            "growable",
+            r#"{"size":"512Mi"}"#,
+            "spec.storage.size: Forbidden: spec.storage.size cannot shrink: a volume can only grow",
+        ),
+        (
+            "growable",
+            r#"{"storage_class_name":"fixed"}"#,
+            "spec.storage.storage_class_name: Forbidden: spec.storage.storage_class_name cannot change once the cluster exists",
+        ),
+        (
+            "kept",
+            r#"{"size":"2Gi"}"#,
+            "spec.storage.size cannot grow from 1Gi to 2Gi: no StorageClass is named and none is the default, so the claims cannot expand",
+        ),
+        (
+            "fixed",
+            r#"{"size":"2Gi"}"#,
+            "spec.storage.size cannot grow from 1Gi to 2Gi: StorageClass fixed does not allow volume expansion (allowVolumeExpansion is not true)",
+        ),
+    ];
+    for (name, storage, says) in refusals {
+        wait_for(
+            &format!("{name}: {storage} refused with {says:?}"),
+            Duration::from_secs(30),
+            || async {
+                match patch_storage(c, name, storage).await? {
+                    Ok(()) => bail!("the storage of {name} changed to {storage}"),
+                    Err(msg) => Ok(msg.contains(says).then_some(())),
+                }
+            },
+        )
+        .await?;
+    }
+    // A class that can expand: the size grows, once the webhook knows it.
+    wait_for(
+        "growable to grow to 2Gi",
+        Duration::from_secs(30),
+        || async {
+            Ok(patch_storage(c, "growable", r#"{"size":"2Gi"}"#)
+                .await?
+                .ok())
+        },
+    )
+    .await?;
+    let size = c
+        .kubectl_ok([
+            "get",
+            "rediscluster",
+            "growable",
+            "-o",
+            "jsonpath={.spec.storage.size}",
+        ])
+        .await?;
+    ensure!(size == "2Gi", "growable has {size}");
     Ok(())
 }
 

@@ -1,15 +1,18 @@
 //! `admission.k8s.io/v1` AdmissionReview in, AdmissionReview out.
 //!
-//! Pure: a request body and the policy go in, an HTTP status and a review
-//! come out, so every path of the v1 contract is unit-tested without a
-//! server. Every answer carries `apiVersion`, `kind` and the request's uid
+//! Pure: a request body, the policy and the known StorageClasses go in, an
+//! HTTP status and a review come out, so every path of the v1 contract is
+//! unit-tested without a server. Every answer carries `apiVersion`, `kind` and the request's uid
 //! when one could be read.
 
 use api::Policy;
+use api::expansion;
 use api::policy::{Violation, describe, validate_name, validate_scale, validate_spec, warnings};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
+
+use crate::classes::StorageClasses;
 
 /// Which webhook path was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +63,12 @@ pub struct Answer {
 pub const DENIED_CODE: u16 = 422;
 
 /// Handles one AdmissionReview body.
-pub fn review(body: &[u8], endpoint: Endpoint, policy: &Policy) -> Answer {
+pub fn review(
+    body: &[u8],
+    endpoint: Endpoint,
+    policy: &Policy,
+    classes: &dyn StorageClasses,
+) -> Answer {
     let raw: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return bad_request(None, format!("malformed AdmissionReview JSON: {e}")),
@@ -90,7 +98,7 @@ pub fn review(body: &[u8], endpoint: Endpoint, policy: &Policy) -> Answer {
     };
 
     let response = match endpoint {
-        Endpoint::Validate => validate(&request, policy),
+        Endpoint::Validate => validate(&request, policy, classes),
         Endpoint::Mutate => mutate(&request, policy),
     };
     let outcome = if !response.allowed {
@@ -161,7 +169,11 @@ fn object_violations(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
     v
 }
 
-fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
+fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    policy: &Policy,
+    classes: &dyn StorageClasses,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if matches!(req.operation, Operation::Delete | Operation::Connect) {
         return response;
@@ -182,11 +194,25 @@ fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Admission
         ("RedisCluster", object_violations(req, policy))
     };
     if violations.is_empty() {
-        let w = if is_scale(req) {
+        let mut w = if is_scale(req) {
             Vec::new()
         } else {
             warnings(spec_of(req))
         };
+        let old_spec = req.old_object.as_ref().and_then(|o| o.data.get("spec"));
+        if let Some(growth) = expansion::growth(old_spec, spec_of(req)).filter(|_| !is_scale(req)) {
+            match classes.classes() {
+                Ok(known) => {
+                    if let Some(why) = expansion::refusal(&growth, &known) {
+                        let message = format!("{what} {} is invalid: {why}", object_name(req));
+                        return deny(response, DENIED_CODE, message);
+                    }
+                }
+                Err(why) => w.push(format!(
+                    "could not check that the volumes can expand ({why}); status.volume_expansion says if they cannot"
+                )),
+            }
+        }
         let mut response = response;
         if !w.is_empty() {
             response.warnings = Some(w);
@@ -310,7 +336,12 @@ mod tests {
     }
 
     fn run(endpoint: Endpoint, body: &[u8]) -> Answer {
-        review(body, endpoint, &Policy::default())
+        review(
+            body,
+            endpoint,
+            &Policy::default(),
+            &crate::classes::NotWatched,
+        )
     }
 
     fn response(a: &Answer) -> &Value {
@@ -431,6 +462,65 @@ mod tests {
         assert_eq!(response(&a)["allowed"], false);
     }
 
+    struct Classes(Vec<api::expansion::ClassFacts>);
+
+    impl StorageClasses for Classes {
+        fn classes(&self) -> Result<Vec<api::expansion::ClassFacts>, String> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn grow_body(from: &str, to: &str) -> Vec<u8> {
+        let storage = |size: &str| json!({"replicas": 2, "storage": {"size": size, "storage_class_name": "local"}});
+        let mut body: Value =
+            serde_json::from_slice(&review_body("UPDATE", rc(storage(to)), None, false)).unwrap();
+        body["request"]["oldObject"] = rc(storage(from));
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn growing_storage_needs_a_class_that_can_expand() {
+        let class = |allow_expansion| {
+            Classes(vec![api::expansion::ClassFacts {
+                name: "local".into(),
+                default: false,
+                allow_expansion,
+            }])
+        };
+        let policy = Policy::default();
+        let a = review(
+            &grow_body("1Gi", "2Gi"),
+            Endpoint::Validate,
+            &policy,
+            &class(true),
+        );
+        assert_eq!(response(&a)["allowed"], true);
+        let a = review(
+            &grow_body("1Gi", "2Gi"),
+            Endpoint::Validate,
+            &policy,
+            &class(false),
+        );
+        assert_eq!(response(&a)["allowed"], false);
+        assert_eq!(response(&a)["status"]["code"], 422);
+        assert_eq!(
+            response(&a)["status"]["message"],
+            "RedisCluster team-a/demo is invalid: spec.storage.size cannot grow from 1Gi to 2Gi: StorageClass local does not allow volume expansion (allowVolumeExpansion is not true); an admin can set it if the storage driver can expand volumes"
+        );
+        // The same size, or classes not known: admitted, the latter with a warning.
+        let a = review(
+            &grow_body("2Gi", "2Gi"),
+            Endpoint::Validate,
+            &policy,
+            &class(false),
+        );
+        assert_eq!(response(&a)["allowed"], true);
+        let a = run(Endpoint::Validate, &grow_body("1Gi", "2Gi"));
+        assert_eq!(response(&a)["allowed"], true);
+        let warnings = response(&a)["warnings"].to_string();
+        assert!(warnings.contains("could not check that the volumes can expand (the webhook does not watch StorageClasses"), "{warnings}");
+    }
+
     #[test]
     fn wrong_type_is_denied_not_an_error() {
         let a = run(
@@ -471,6 +561,7 @@ mod tests {
             &review_body("UPDATE", scale(7), Some("scale"), false),
             Endpoint::Validate,
             &tight,
+            &crate::classes::NotWatched,
         );
         let msg = response(&a)["status"]["message"].as_str().unwrap();
         assert!(msg.contains("maximum 6"), "{msg}");

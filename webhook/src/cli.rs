@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// How often the self-managed Secret is checked, in seconds.
     #[arg(long, default_value_t = 10)]
     pub cert_check_seconds: u64,
+    /// Watch StorageClasses, so that growing `spec.storage.size` on a class
+    /// that cannot expand volumes is refused at admission.
+    #[arg(long)]
+    pub watch_storage_classes: bool,
     /// Seconds a new CA sits in the injected bundle before it signs.
     #[arg(long, default_value_t = 30)]
     pub ca_propagation_seconds: i64,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod classes;
 mod cli;
 mod metrics;
 mod run;

@@ -88,8 +88,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let classes: Arc<dyn crate::classes::StorageClasses> = if args.watch_storage_classes {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API to watch StorageClasses")?;
+        let (watched, run) = crate::classes::watch(client);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = run => {},
+                _ = stop.cancelled() => {},
+            }
+        });
+        Arc::new(watched)
+    } else {
+        Arc::new(crate::classes::NotWatched)
+    };
     let state = AppState {
         policy: Arc::new(policy),
+        classes,
         metrics: Metrics::new(Some(resolver.clone())),
         resolver: resolver.clone(),
     };

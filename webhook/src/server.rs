@@ -32,6 +32,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     pub metrics: Arc<Metrics>,
     pub resolver: Arc<ReloadingResolver>,
+    /// What a volume expansion is checked against.
+    pub classes: Arc<dyn crate::classes::StorageClasses>,
 }
 
 pub fn admission_router(state: AppState) -> Router {
@@ -50,7 +52,7 @@ pub fn admission_router(state: AppState) -> Router {
 
 async fn handle(State(s): State<AppState>, endpoint: Endpoint, body: Bytes) -> Response {
     let start = Instant::now();
-    let answer = admission::review(&body, endpoint, &s.policy);
+    let answer = admission::review(&body, endpoint, &s.policy, s.classes.as_ref());
     s.metrics
         .requests
         .get_or_create(&RequestLabels {

@@ -153,6 +153,10 @@ pub struct SetState {
     /// `status.updateRevision`, as its `revision` hash: the revision
     /// every pod is rolled to.
     pub update_revision: Option<u64>,
+    /// The size its `data` claim template asks for, in bytes.
+    pub claim_bytes: Option<u64>,
+    /// Marked for deletion.
+    pub deleting: bool,
 }
 
 /// A revision name (`controller-revision-hash`, `updateRevision`) as a
@@ -164,9 +168,31 @@ pub fn revision(name: &str) -> u64 {
 impl<'de> Deserialize<'de> for StatefulSet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize, Default)]
-        #[serde(default)]
+        #[serde(default, rename_all = "camelCase")]
         struct Spec {
             replicas: Option<i32>,
+            volume_claim_templates: Vec<Claim>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Claim {
+            metadata: ClaimMeta,
+            spec: ClaimSpec,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ClaimMeta {
+            name: String,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ClaimSpec {
+            resources: Requests,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Requests {
+            requests: BTreeMap<String, String>,
         }
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
@@ -177,6 +203,7 @@ impl<'de> Deserialize<'de> for StatefulSet {
         }
         let w = Wire::<Spec, Status>::deserialize(d)?;
         let (metadata, ownership) = w.metadata.split();
+        let deleting = metadata.deletion_timestamp.is_some();
         Ok(StatefulSet {
             metadata,
             state: SetState {
@@ -185,6 +212,11 @@ impl<'de> Deserialize<'de> for StatefulSet {
                 current: w.status.replicas,
                 ready: w.status.ready_replicas.unwrap_or(0),
                 update_revision: w.status.update_revision.as_deref().map(revision),
+                claim_bytes: (w.spec.volume_claim_templates.iter())
+                    .find(|c| c.metadata.name == crate::desired::DATA_VOLUME)
+                    .and_then(|c| c.spec.resources.requests.get("storage"))
+                    .and_then(|q| api::quantity::bytes(q)),
+                deleting,
             },
         })
     }

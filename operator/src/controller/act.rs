@@ -88,6 +88,11 @@ pub(super) async fn act(
             Err(e) => return Err(kube_err("deleting", "NetworkPolicy", &format!("{ns}/{np}"))(e)),
         }
     }
+    grow_claims(&w.client, rc, ns, &intent.grow_claims, mem).await;
+    if let Some(sts) = &intent.replace_set {
+        replace_set(&w.client, ns, sts).await?;
+        tracing::info!(cluster = %format_args!("{ns}/{name}"), statefulset = %sts, "deleted with its pods left running, to re-create it with the larger claim template");
+    }
     mem.autoscale = intent.autoscale;
     let api: Api<RedisCluster> = Api::namespaced(w.client.clone(), ns);
     if let Some(status) = &intent.status
@@ -118,6 +123,69 @@ pub(super) async fn act(
         tracing::info!(cluster = %format_args!("{ns}/{name}"), from = step.from, to = step.to, "scaled");
     }
     Ok(Action::requeue(intent.requeue))
+}
+
+/// Raises each claim's request to `spec.storage.size`. A refusal (the
+/// class cannot expand, a quota) is remembered for the status and tried
+/// again on the next reconcile; the StatefulSets are left alone meanwhile.
+async fn grow_claims(
+    client: &Client,
+    rc: &RedisCluster,
+    ns: &str,
+    claims: &[String],
+    mem: &mut ClusterMemory,
+) {
+    let Some(storage) = rc.spec.storage.as_ref().filter(|_| !claims.is_empty()) else {
+        return;
+    };
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let patch = Patch::Merge(json!({
+        "spec": { "resources": { "requests": { "storage": storage.size } } }
+    }));
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let mut refused = None;
+    for claim in claims {
+        match api.patch(claim, &params, &patch).await {
+            Ok(_) => {
+                tracing::info!(claim = %format_args!("{ns}/{claim}"), size = %storage.size.0, "claim grown")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                let why = match &e {
+                    kube::Error::Api(s) => s.message.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(claim = %format_args!("{ns}/{claim}"), error = %why, "claim not grown");
+                refused = Some(format!("claim {claim}: {why}"));
+                break;
+            }
+        }
+    }
+    mem.expansion_refused = refused;
+}
+
+/// Deletes a StatefulSet and leaves its pods (and their claims) running:
+/// the next reconcile creates it again, and it adopts them.
+async fn replace_set(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    match Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .delete(name, &dp)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(
+            "deleting (pods left running) to re-create with larger claims",
+            "StatefulSet",
+            &format!("{ns}/{name}"),
+        )(e)),
+    }
 }
 
 /// Applies one child with Server-Side Apply, taking over its fields.

@@ -23,6 +23,7 @@ use crate::shape::ClusterShape;
 use crate::status::{self, Phase, Prior, RedisState, ShardObservation};
 use crate::topology::{Report, TopologyError};
 use crate::utilization::{self, Reading, Unavailable};
+use crate::volumes;
 
 /// The kinds of child a cluster has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,6 +142,10 @@ pub struct Inputs<'a> {
     /// What the installation adds to each cluster (NetworkPolicies, the
     /// exporter).
     pub platform: &'a desired::Platform,
+    /// The cluster's claims, listed while its volumes are to grow.
+    pub claims: Option<&'a [volumes::Claim]>,
+    /// The API refused the last claim expansion: its words.
+    pub expansion_refused: Option<&'a str>,
 }
 
 /// What the last reconciles left that this one decides on.
@@ -183,6 +188,8 @@ pub enum Note {
     Rolling(String),
     /// A rolling update cannot go on without the user.
     RollBlocked(String),
+    /// Claims grown, or a StatefulSet re-created, for a larger size.
+    Expanding(String),
 }
 
 /// What a reconcile is to do, in the order `act` does it.
@@ -211,6 +218,11 @@ pub struct Intent {
     pub roll_blocked: bool,
     /// The cluster's NetworkPolicy, to delete: it was switched off.
     pub delete_network_policy: Option<String>,
+    /// Claims whose request grows to `spec.storage.size`.
+    pub grow_claims: Vec<String>,
+    /// A StatefulSet to delete, leaving its pods, so that the next
+    /// reconcile creates it with the larger claim template.
+    pub replace_set: Option<String>,
     pub requeue: Duration,
 }
 
@@ -225,7 +237,14 @@ const BUSY_REQUEUE: Duration = Duration::from_secs(3);
 pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     let redis = RedisView::of(i);
     let plan = desired::shard_plan(i.shape, i.current, redis.surplus_ok, &redis.removable);
-    let (apply, rendered) = children(i, &plan, mem.rendered, live);
+    let (mut apply, rendered) = children(i, &plan, mem.rendered, live);
+    let expansion = expansion(i, &redis.state);
+    // A StatefulSet whose claim template differs from the spec is re-created,
+    // not updated: the API refuses that update.
+    let held: Vec<String> = (expansion.hold.iter())
+        .map(|&shard| names::statefulset_name(i.name, shard))
+        .collect();
+    apply.retain(|c| c.kind() != ChildKind::StatefulSet || !held.contains(&c.name));
     let drop_shards = plan
         .replicas
         .iter()
@@ -250,6 +269,23 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         events.push(Note::MetricsUnavailable(why.clone()));
     }
     let (delete_pod, roll_blocked) = roll_intent(i.roll, mem.roll_blocked, &mut events);
+    let size = i.rc.spec.storage.as_ref().map(|s| s.size.0.as_str());
+    if !expansion.grow.is_empty() && i.expansion_refused.is_none() {
+        events.push(Note::Expanding(format!(
+            "growing {} claims to {}",
+            expansion.grow.len(),
+            size.unwrap_or_default()
+        )));
+    }
+    let replace_set = expansion
+        .replace
+        .map(|shard| names::statefulset_name(i.name, shard));
+    if let Some(sts) = &replace_set {
+        events.push(Note::Expanding(format!(
+            "re-creating StatefulSet {sts} with {} claims; its pods keep running",
+            size.unwrap_or_default()
+        )));
+    }
     let delete_network_policy =
         (!desired::wants_network_policy(i.rc, i.platform.operator.as_ref())
             && live
@@ -270,6 +306,8 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         delete_pod,
         roll_blocked,
         delete_network_policy,
+        grow_claims: expansion.grow,
+        replace_set,
         requeue: SETTLING_REQUEUE,
     };
     if decision == Decision::Hold(autoscale::HoldReason::Settling) {
@@ -292,10 +330,25 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         let generation = i.rc.meta().generation;
         (built.status.conditions).push(status::updating(i.prior, roll, generation, Time(i.now)));
     }
+    let volumes = expansion
+        .status
+        .or_else(|| i.prior.and_then(|p| p.volume_expansion.as_deref().cloned()));
+    let expanding = volumes.as_ref().is_some_and(|v| !volumes::is_done(v));
+    if let Some(v) = &volumes {
+        let generation = i.rc.meta().generation;
+        (built.status.conditions).push(status::expanding_volumes(
+            i.prior,
+            v,
+            generation,
+            Time(i.now),
+        ));
+    }
+    built.status.volume_expansion = volumes;
     let rolling = i.roll.is_some_and(|r| r.left > 0 && !roll_blocked);
     let busy = !matches!(redis.state, RedisState::Converged | RedisState::Unmanaged)
         || built.phase != Phase::Ready
-        || rolling;
+        || rolling
+        || expanding;
     intent.requeue = if busy {
         BUSY_REQUEUE.min(i.metrics_interval)
     } else {
@@ -305,6 +358,26 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         intent.status = Some(built.status);
     }
     intent
+}
+
+/// The volume expansion's next step; empty without storage.
+fn expansion(i: &Inputs<'_>, redis: &RedisState) -> volumes::Plan {
+    let Some(storage) = &i.rc.spec.storage else {
+        return volumes::Plan::default();
+    };
+    let Some(size) = api::quantity::bytes(&storage.size.0) else {
+        return volumes::Plan::default();
+    };
+    let settled = matches!(redis, RedisState::Converged | RedisState::Unmanaged)
+        && i.roll.is_none_or(|r| r.left == 0);
+    volumes::plan(&volumes::Inputs {
+        size,
+        size_text: &storage.size.0,
+        sets: i.sets,
+        claims: i.claims,
+        settled,
+        refused: i.expansion_refused,
+    })
 }
 
 /// The pod to delete for the roll, and whether it is blocked; a block is

@@ -64,7 +64,11 @@ impl Events {
 fn distinct(note: &Note) -> bool {
     matches!(
         note,
-        Note::ShardRemoved(_) | Note::Scaled(_) | Note::DataLost(_) | Note::Rolling(_)
+        Note::ShardRemoved(_)
+            | Note::Scaled(_)
+            | Note::DataLost(_)
+            | Note::Rolling(_)
+            | Note::Expanding(_)
     )
 }
 
@@ -79,6 +83,7 @@ fn kind(note: &Note) -> (EventType, &'static str) {
         Note::DataLost(_) => (EventType::Warning, "DataLost"),
         Note::Rolling(_) => (EventType::Normal, "RollingUpdate"),
         Note::RollBlocked(_) => (EventType::Warning, "UpdateBlocked"),
+        Note::Expanding(_) => (EventType::Normal, "ExpandingVolumes"),
     }
 }
 
@@ -112,7 +117,7 @@ pub(super) fn render(note: &Note) -> String {
                 s.from, s.to, s.threshold
             )
         }
-        Note::Rolling(text) | Note::RollBlocked(text) => text.clone(),
+        Note::Rolling(text) | Note::RollBlocked(text) | Note::Expanding(text) => text.clone(),
     }
 }
 

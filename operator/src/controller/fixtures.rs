@@ -74,7 +74,7 @@ pub fn set(shard: u32, pods: i32, ready: i32) -> SetState {
         replicas: Some(pods),
         current: pods,
         ready,
-        update_revision: None,
+        ..Default::default()
     }
 }
 
@@ -113,6 +113,8 @@ pub struct World {
     pub live: FakeLive,
     pub roll: Option<crate::roll::Decision>,
     pub roll_blocked: bool,
+    pub claims: Option<Vec<crate::volumes::Claim>>,
+    pub expansion_refused: Option<String>,
 }
 
 impl World {
@@ -130,6 +132,8 @@ impl World {
             live: FakeLive::default(),
             roll: None,
             roll_blocked: false,
+            claims: None,
+            expansion_refused: None,
         }
     }
 
@@ -162,6 +166,8 @@ impl World {
             roll: self.roll.as_ref(),
             auth: None,
             platform: &NO_PLATFORM,
+            claims: self.claims.as_deref(),
+            expansion_refused: self.expansion_refused.as_deref(),
         };
         let mem = Remembered {
             rendered: self.rendered.as_ref(),

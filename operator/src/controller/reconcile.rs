@@ -25,6 +25,9 @@ use crate::shape::ClusterShape;
 use crate::telemetry::{ClusterReading, Metrics};
 use crate::topology;
 use crate::utilization::{self, Reading, ReadyPod, Unavailable};
+use crate::volumes;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, ListParams};
 
 /// Name of the debug span around our reconcile code alone: kube-runtime's
 /// `reconciling object` span also covers handing the requeue back to its
@@ -111,6 +114,7 @@ async fn reconcile_cluster(
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
     record_cluster(ctx, rc, (ns, name), shape, &report, &utilization);
     let prior = ctx.priors.get(ns, name).flatten();
+    let claims = list_claims(rc, ctx, (ns, name), &sets, prior.as_deref()).await?;
 
     // Decide.
     let topology = match &report {
@@ -134,6 +138,8 @@ async fn reconcile_cluster(
         roll: Some(&roll),
         auth: redis.auth.as_ref(),
         platform: &ctx.settings.platform,
+        claims: claims.as_deref(),
+        expansion_refused: mem.expansion_refused.as_deref(),
     };
     let remembered = Remembered {
         rendered: mem.rendered.as_ref(),
@@ -149,6 +155,59 @@ async fn reconcile_cluster(
 
     // Act.
     act::act(&ctx.writer, rc, ns, intent, mem).await
+}
+
+/// The cluster's claims, listed only while its volumes are to grow.
+async fn list_claims(
+    rc: &RedisCluster,
+    ctx: &Context,
+    (ns, name): (&str, &str),
+    sets: &[cache::SetState],
+    prior: Option<&crate::status::Prior>,
+) -> Result<Option<Vec<volumes::Claim>>, Error> {
+    let Some(size) = (rc.spec.storage.as_ref())
+        .and_then(|s| Some((api::quantity::bytes(&s.size.0)?, &s.size.0)))
+    else {
+        return Ok(None);
+    };
+    let last = prior.and_then(|p| p.volume_expansion.as_deref());
+    if !volumes::needs_claims(size.1, size.0, sets, last) {
+        return Ok(None);
+    }
+    let list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&names::selector_string(name)))
+        .await
+        .map_err(super::kube_err(
+            "listing the claims of",
+            "RedisCluster",
+            &format!("{ns}/{name}"),
+        ))?;
+    Ok(Some(list.items.iter().map(claim_of).collect()))
+}
+
+fn claim_of(pvc: &PersistentVolumeClaim) -> volumes::Claim {
+    let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| api::quantity::bytes(&q.0))
+    };
+    let status = pvc.status.as_ref();
+    volumes::Claim {
+        name: pvc.name_any(),
+        requested: bytes(
+            (pvc.spec.as_ref())
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage")),
+        ),
+        capacity: bytes(
+            status
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage")),
+        ),
+        fs_pending: (status.and_then(|s| s.conditions.as_ref())).is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "FileSystemResizePending" && c.status == "True")
+        }),
+    }
 }
 
 /// What this reconcile saw and did on the Redis side.

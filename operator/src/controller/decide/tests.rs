@@ -452,3 +452,121 @@ fn a_finished_roll_is_up_to_date() {
     assert_eq!(updating(&intent).1, "UpToDate");
     assert_eq!(intent.requeue, INTERVAL);
 }
+
+/// A settled 2x2 cluster with 1Gi volumes whose spec now asks for 2Gi.
+fn growing_to_2gi() -> World {
+    const GI: u64 = 1 << 30;
+    let mut world = World::new(rc(2, 2), vec![set(0, 2, 2), set(1, 2, 2)]);
+    world.rc.spec.storage = Some(api::StorageSpec {
+        size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+        storage_class_name: None,
+    });
+    for s in &mut world.sets {
+        s.claim_bytes = Some(GI);
+    }
+    let first = world.decide();
+    let mut world = world.after(&first);
+    world.rc.metadata.generation = Some(GENERATION + 1);
+    world.rc.spec.storage.as_mut().unwrap().size.0 = "2Gi".into();
+    world.claims = Some(
+        ["data-cache-shard-0-0", "data-cache-shard-0-1"]
+            .map(|name| crate::volumes::Claim {
+                name: name.into(),
+                requested: Some(GI),
+                capacity: Some(GI),
+                fs_pending: false,
+            })
+            .to_vec(),
+    );
+    world
+}
+
+fn expanding(intent: &Intent) -> (String, String, String) {
+    let c = intent
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == status::EXPANDING_VOLUMES)
+        })
+        .expect("an ExpandingVolumes condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn a_larger_size_grows_the_claims_and_holds_the_statefulsets() {
+    let world = growing_to_2gi();
+    let intent = world.decide();
+    assert_eq!(intent.grow_claims.len(), 2);
+    assert_eq!(intent.replace_set, None, "claims first");
+    assert!(
+        !intent.apply.iter().any(|c| c.kind() == Sts),
+        "the API refuses a new claim template: {:?}",
+        summary(&intent).apply
+    );
+    assert_eq!(
+        intent.events,
+        vec![Note::Expanding("growing 2 claims to 2Gi".into())]
+    );
+    assert_eq!(intent.requeue, BUSY_REQUEUE);
+    let (status, reason, _) = expanding(&intent);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Expanding"));
+    let v = intent.status.unwrap().volume_expansion.unwrap();
+    assert_eq!(
+        (v.size.as_str(), v.volumes, v.expanded, v.statefulsets_left),
+        ("2Gi", 2, 0, 2)
+    );
+}
+
+#[test]
+fn grown_claims_let_one_statefulset_be_re_created_then_the_next() {
+    let mut world = growing_to_2gi();
+    for c in world.claims.as_mut().unwrap() {
+        c.requested = Some(2 << 30);
+    }
+    let intent = world.decide();
+    assert!(intent.grow_claims.is_empty());
+    assert_eq!(intent.replace_set.as_deref(), Some("cache-shard-0"));
+    assert_eq!(
+        intent.events,
+        vec![Note::Expanding(
+            "re-creating StatefulSet cache-shard-0 with 2Gi claims; its pods keep running".into()
+        )]
+    );
+    // Gone and created again at 2Gi: shard 0 is applied, shard 1 is next.
+    world.sets[0].claim_bytes = Some(2 << 30);
+    let intent = world.decide();
+    assert_eq!(intent.replace_set.as_deref(), Some("cache-shard-1"));
+    let sts: Vec<_> = (intent.apply.iter())
+        .filter(|c| c.kind() == Sts)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(sts, ["cache-shard-0"]);
+    // Not while the topology is moving.
+    world.report.as_mut().unwrap().converged = false;
+    assert_eq!(world.decide().replace_set, None);
+}
+
+#[test]
+fn a_refused_expansion_says_why_in_status() {
+    let mut world = growing_to_2gi();
+    let why = "claim data-cache-shard-0-0: only dynamically provisioned pvc can be resized";
+    world.claims.as_mut().unwrap().truncate(1);
+    world.expansion_refused = Some(why.into());
+    let intent = world.decide();
+    assert!(
+        intent.events.is_empty(),
+        "the refusal is in status, not an event per retry"
+    );
+    assert_eq!(intent.grow_claims.len(), 1, "tried again");
+    let (status, reason, message) = expanding(&intent);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ExpansionRefused")
+    );
+    assert_eq!(
+        message,
+        format!("the API refused to grow the claims: {why}")
+    );
+}
