@@ -15,6 +15,9 @@
 //!    then every pod is deleted at once, as after a node restart. The pods
 //!    come back (new IPs) with the changed settings from their config file,
 //!    and the cluster returns with every acknowledged key.
+//! 4. The same cluster's volumes grow from 1Gi to 2Gi under a writer: every
+//!    claim grows, every StatefulSet is re-created around its running pods,
+//!    status shows the progress; no pod restarts and no write is lost.
 //!
 //! Needs root, `make deps`, `make cluster-tools` and `make test-images`
 //! (`make e2e-real` does all of it). A missing prerequisite fails the test.
@@ -28,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
     APPS, cluster_objects, condition, events, helm_install, is_ready, on_real_node,
-    operator_counter, pod_ips, redis_cluster, redis_query, seeds, use_client_password, wait_ready,
+    operator_counter, pod_ips, rc_field, redis_cluster, redis_query, seeds, use_client_password,
+    wait_ready,
 };
 use harness::redis::key_slot;
 use harness::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
@@ -101,6 +105,174 @@ async fn scenarios(c: &Cluster, t0: Instant) -> Result<()> {
     step("3x2 with storage Ready, its persistence settings on every node");
     every_pod_restarted(c).await.context("scenario 3")?;
     step("scenario 3 (every pod with storage deleted) passed");
+
+    // --- 4: the volumes grow under the writer, no pod restarted -------------
+    volumes_grow(c).await.context("scenario 4")?;
+    step("scenario 4 (volumes grown, no pod restarted) passed");
+    Ok(())
+}
+
+/// Scenario 4: `spec.storage.size` 1Gi -> 2Gi under a writer. The operator
+/// grows every claim, then re-creates each StatefulSet (the claim template
+/// is immutable) while its pods keep running, and reports progress. These
+/// static hostPath volumes have no resizer, so the test plays the storage
+/// driver's part (PV and claim capacity), as external-resizer would for a
+/// CSI driver; its images cannot be built here (see the README).
+async fn volumes_grow(c: &Cluster) -> Result<()> {
+    let pod_runs = "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.containerStatuses[*].restartCount}{\"\\n\"}{end}";
+    let runs_before = cluster_objects(c, "pods", KEEP, pod_runs).await?;
+    let set_uids = "jsonpath={.items[*].metadata.uid}";
+    let sets_before = cluster_objects(c, "statefulsets", KEEP, set_uids).await?;
+    let pods = pod_ips(c, KEEP).await?;
+    let writer = Writer::new("g", seeds(&pods));
+    let running = spawn_writer(c, &writer)?;
+    let acks = || writer.acked_count();
+    wait_for(
+        "the writer's first 500 acknowledged writes",
+        Duration::from_secs(60),
+        || async { Ok((acks() >= 500).then_some(())) },
+    )
+    .await?;
+    let started = Instant::now();
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        KEEP,
+        "-n",
+        APPS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"storage":{"size":"2Gi"}}}"#,
+    ])
+    .await?;
+    let sizes = |kind: &'static str, path: &'static str| async move {
+        let out = cluster_objects(c, kind, KEEP, &format!("jsonpath={{{path}}}")).await?;
+        anyhow::Ok(out.split_whitespace().map(String::from).collect::<Vec<_>>())
+    };
+    wait_for(
+        "every claim asking for 2Gi and every StatefulSet re-created with a 2Gi template",
+        Duration::from_secs(180),
+        || async {
+            let claims = sizes("pvc", ".items[*].spec.resources.requests.storage").await?;
+            let templates = sizes(
+                "statefulsets",
+                ".items[*].spec.volumeClaimTemplates[0].spec.resources.requests.storage",
+            )
+            .await?;
+            let uids = cluster_objects(c, "statefulsets", KEEP, set_uids).await?;
+            let fresh = uids.split_whitespace().all(|u| !sets_before.contains(u));
+            Ok((claims == ["2Gi"; 6] && templates == ["2Gi"; 3] && fresh).then_some(()))
+        },
+    )
+    .await?;
+    let took = started.elapsed();
+    let waiting = "0 of 6 volumes have 2Gi; the rest wait for the storage driver";
+    wait_for(
+        "status to say the driver is waited for",
+        Duration::from_secs(60),
+        || async {
+            let (status, reason, message) = condition(c, KEEP, "ExpandingVolumes").await?;
+            Ok((status == "True" && reason == "Expanding" && message == waiting).then_some(()))
+        },
+    )
+    .await?;
+    // The storage driver's part: each volume, then each claim, has 2Gi.
+    for i in 0..6 {
+        c.kubectl_ok([
+            "patch",
+            "pv",
+            &format!("{STORAGE_CLASS}-{i}"),
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"capacity":{"storage":"2Gi"}}}"#,
+        ])
+        .await?;
+    }
+    let claims = cluster_objects(c, "pvc", KEEP, "jsonpath={.items[*].metadata.name}").await?;
+    for claim in claims.split_whitespace() {
+        c.kubectl_ok([
+            "patch",
+            "pvc",
+            claim,
+            "-n",
+            APPS,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"capacity":{"storage":"2Gi"}}}"#,
+        ])
+        .await?;
+    }
+    wait_for(
+        "status to say every volume has 2Gi",
+        Duration::from_secs(60),
+        || async {
+            let (status, reason, message) = condition(c, KEEP, "ExpandingVolumes").await?;
+            Ok(
+                (status == "False" && reason == "Expanded" && message == "all 6 volumes have 2Gi")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let expanded = rc_field(c, KEEP, "{.status.volume_expansion}").await?;
+    let expanded: serde_json::Value = serde_json::from_str(&expanded)?;
+    ensure!(
+        expanded
+            == serde_json::json!({"size": "2Gi", "volumes": 6, "expanded": 6, "statefulsets_left": 0, "message": "all 6 volumes have 2Gi"}),
+        "status.volume_expansion is {expanded}"
+    );
+    let from = acks();
+    wait_for(
+        "500 more acknowledged writes",
+        Duration::from_secs(60),
+        || async { Ok((acks() >= from + 500).then_some(())) },
+    )
+    .await?;
+    writer.stop();
+    running.await.context("joining the writer")??;
+    let summary = writer.summary();
+    let acked = summary.acked.clone();
+    let pods = pod_ips(c, KEEP).await?;
+    let lost = c
+        .netns_handle()?
+        .run_async(move || async move { lost_writes(seeds(&pods), "g", &acked).await })
+        .await?;
+    let timing = format!(
+        "every claim grown and every StatefulSet re-created {:.1}s after the change",
+        took.as_secs_f64()
+    );
+    report("volumes grown 1Gi -> 2Gi", &summary, lost.len(), timing);
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    ensure!(
+        summary.failed == 0,
+        "{} writes failed while the volumes grew",
+        summary.failed
+    );
+    // The same pods, never restarted, now owned by the new StatefulSets.
+    let runs_after = cluster_objects(c, "pods", KEEP, pod_runs).await?;
+    ensure!(
+        runs_after == runs_before,
+        "pods replaced or restarted:\nbefore\n{runs_before}\nafter\n{runs_after}"
+    );
+    let owners = cluster_objects(
+        c,
+        "pods",
+        KEEP,
+        "jsonpath={.items[*].metadata.ownerReferences[0].uid}",
+    )
+    .await?;
+    let sets_after = cluster_objects(c, "statefulsets", KEEP, set_uids).await?;
+    ensure!(
+        owners.split_whitespace().count() == 6
+            && owners.split_whitespace().all(|o| sets_after.contains(o)),
+        "pods owned by {owners}, the StatefulSets are {sets_after}"
+    );
     Ok(())
 }
 
@@ -248,7 +420,7 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
         Ok((acks() >= from + 500).then_some(()))
     })
     .await?;
-    let recovered = deleted.elapsed();
+    let recovered_after = deleted.elapsed();
     writer.stop();
     running.await.context("joining the writer")??;
     let summary = writer.summary();
@@ -332,7 +504,7 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
         ),
         &summary,
         lost.len(),
-        recovered,
+        recovered(recovered_after),
     );
     eprintln!(
         "e2e-real-loss: Degraded reasons seen: {seen_degraded:?}; event: {}",
@@ -396,7 +568,7 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
         },
     )
     .await?;
-    let recovered = deleted.elapsed();
+    let recovered_after = deleted.elapsed();
     writer.stop();
     running.await.context("joining the writer")??;
     let summary = writer.summary();
@@ -417,7 +589,7 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
         "every pod of 3x2 with storage deleted",
         &summary,
         lost.len(),
-        recovered,
+        recovered(recovered_after),
     );
     ensure!(
         lost.is_empty(),
@@ -560,7 +732,7 @@ async fn own_slots(c: &Cluster, ip: Ipv4Addr) -> Result<Vec<(u16, u16)>> {
 /// no fsGroup to hostPath volumes).
 fn static_volumes(tmp: &Path, count: usize) -> Result<String> {
     let mut y = format!(
-        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {STORAGE_CLASS}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {STORAGE_CLASS}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\nallowVolumeExpansion: true\n"
     );
     for i in 0..count {
         let dir = tmp.join(format!("pv-{i}"));
@@ -575,14 +747,21 @@ fn static_volumes(tmp: &Path, count: usize) -> Result<String> {
     Ok(y)
 }
 
-fn report(what: &str, s: &Summary, lost: usize, recovered: Duration) {
+/// One line per scenario; `timing` says what took how long.
+fn report(what: &str, s: &Summary, lost: usize, timing: String) {
     eprintln!(
         "e2e-real-loss: {what}: {} writes acknowledged ({} failed, {} client rebuilds), {lost} lost, \
-         longest gap between acknowledged writes {:.1}s, recovered {:.1}s after the deletion",
+         longest gap between acknowledged writes {:.1}s, {timing}",
         s.acked.len(),
         s.failed,
         s.rebuilds,
         s.longest_gap.as_secs_f64(),
-        recovered.as_secs_f64()
     );
+}
+
+fn recovered(after_deletion: Duration) -> String {
+    format!(
+        "recovered {:.1}s after the deletion",
+        after_deletion.as_secs_f64()
+    )
 }

@@ -354,6 +354,13 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     } else {
         i.metrics_interval
     };
+    // A StatefulSet re-created for larger volumes is gone for a moment, and
+    // its shard would look empty (not Ready): the last status stands.
+    let set_gone = (0..i.shape.shards.get())
+        .any(|shard| !i.sets.iter().any(|s| s.ownership.shard == Some(shard)));
+    if expanding && set_gone {
+        return intent;
+    }
     if i.prior.map(|p| p.fingerprint) != Some(status::fingerprint(&built.status)) {
         intent.status = Some(built.status);
     }

@@ -549,6 +549,30 @@ fn grown_claims_let_one_statefulset_be_re_created_then_the_next() {
 }
 
 #[test]
+fn a_shard_whose_statefulset_is_being_re_created_does_not_flap_the_status() {
+    let mut world = growing_to_2gi();
+    for c in world.claims.as_mut().unwrap() {
+        c.requested = Some(2 << 30);
+    }
+    let intent = world.decide();
+    assert!(intent.status.is_some());
+    let mut world = world.after(&intent);
+    world.sets.remove(0);
+    let key = world.live.key("cache-shard-0");
+    world.live.hashes.remove(&(Sts, key));
+    let intent = world.decide();
+    assert_eq!(
+        intent.status, None,
+        "shard 0 is not empty, its StatefulSet is being replaced"
+    );
+    let sts: Vec<_> = (intent.apply.iter())
+        .filter(|c| c.kind() == Sts)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(sts, ["cache-shard-0"], "created again at once");
+}
+
+#[test]
 fn a_refused_expansion_says_why_in_status() {
     let mut world = growing_to_2gi();
     let why = "claim data-cache-shard-0-0: only dynamically provisioned pvc can be resized";
