@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, Pipeline, Value};
+use redis::{AsyncConnectionConfig, Pipeline, Value};
 
+use super::bounded;
 use super::error::TopologyError;
 use super::plan::{Action, NodeRef};
 use super::{Fence, Login, StepOptions};
@@ -182,34 +183,35 @@ async fn connect_as(
     timeout: Duration,
     login: Option<&Login>,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
-    let mut info =
-        redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()?;
+    let mut settings = redis::RedisConnectionInfo::default();
     if let Some(login) = login {
-        let settings = info
-            .redis_settings()
-            .clone()
+        settings = settings
             .set_username(&login.user)
             .set_password(&login.password);
-        info = info.set_redis_settings(settings);
     }
-    let client = redis::Client::open(info)?;
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(None);
-    // The connection timeout covers the TCP connect; this also bounds the
-    // initial handshake.
-    match tokio::time::timeout(
-        timeout + Duration::from_secs(1),
-        client.get_multiplexed_async_connection_with_config(&cfg),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+    let cfg = AsyncConnectionConfig::new().set_response_timeout(None);
+    let timed_out = || {
+        redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "connect timed out",
-        ))),
-    }
+        ))
+    };
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out())??;
+    tcp.set_nodelay(true)?;
+    let stream = bounded::Bounded::new(tcp, bounded::MAX_REPLY_BYTES);
+    // The login handshake, bounded in time like the connect.
+    let (con, driver) = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        MultiplexedConnection::new_with_config(&settings, stream, cfg),
+    )
+    .await
+    .map_err(|_| timed_out())??;
+    // The driver reads and writes the socket; it ends when the connection
+    // is dropped.
+    tokio::spawn(driver);
+    Ok(con)
 }
 
 async fn run_pipe(
@@ -690,4 +692,56 @@ async fn migrate(
         });
     }
     Ok(busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A "node" on loopback that answers the first thing it reads with a
+    /// bulk string announced as 512 MB, and sends `limit` bytes of it.
+    async fn oversized_node(limit: usize) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if s.write_all(b"$536870912\r\n").await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 1 << 20];
+            let mut sent = 0;
+            while sent < limit {
+                if s.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_node_sending_an_oversized_reply_is_dropped_not_buffered() {
+        // More than the bound, and far less than the 512 MB announced.
+        let addr = oversized_node(bounded::MAX_REPLY_BYTES + (4 << 20)).await;
+        let login = Login {
+            user: "redis-operator".into(),
+            password: "secret".into(),
+        };
+        let err = connect_as(addr, Duration::from_secs(10), Some(&login))
+            .await
+            .expect_err("the reply is larger than the bound");
+        let text = err.to_string();
+        assert!(
+            text.contains("the node sent more than 32 MiB in reply: connection dropped"),
+            "{text}"
+        );
+    }
 }

@@ -23,6 +23,7 @@
 //!   copy of their keys: it is never re-pointed, reset or forgotten;
 //! - nodes are forgotten only once they hold no slots and no keys of their own.
 
+mod bounded;
 mod error;
 mod exec;
 mod fence;
