@@ -80,12 +80,6 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         .filter(|s| s.claim_bytes.is_some_and(|b| b != i.size))
         .filter_map(|s| s.ownership.shard)
         .collect();
-    let larger = i
-        .sets
-        .iter()
-        .filter_map(|s| s.claim_bytes)
-        .filter(|&b| b > i.size)
-        .max();
     let Some(claims) = i.claims else {
         return Plan {
             hold,
@@ -112,18 +106,7 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         refused: None,
         message: String::new(),
     };
-    if let Some(have) = larger.or_else(|| {
-        claims
-            .iter()
-            .filter_map(|c| c.requested)
-            .filter(|&b| b > i.size)
-            .max()
-    }) {
-        let why = format!(
-            "spec.storage.size {} is smaller than the volumes' {}: a volume cannot shrink; set the size back",
-            i.size_text,
-            human(have)
-        );
+    if let Some(why) = shrink(i, claims) {
         status.message = why.clone();
         status.refused = Some(why);
         return Plan {
@@ -162,6 +145,19 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         hold,
         status: Some(status),
     }
+}
+
+/// Why the spec's size is refused: it is smaller than a template's or a
+/// claim's request.
+fn shrink(i: &Inputs<'_>, claims: &[Claim]) -> Option<String> {
+    let templates = i.sets.iter().filter_map(|s| s.claim_bytes);
+    let requests = claims.iter().filter_map(|c| c.requested);
+    let have = templates.chain(requests).filter(|&b| b > i.size).max()?;
+    Some(format!(
+        "spec.storage.size {} is smaller than the volumes' {}: a volume cannot shrink; set the size back",
+        i.size_text,
+        human(have)
+    ))
 }
 
 fn progress(s: &VolumeExpansionStatus, to_grow: usize, fs_pending: u32) -> String {

@@ -239,53 +239,15 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     let plan = desired::shard_plan(i.shape, i.current, redis.surplus_ok, &redis.removable);
     let (mut apply, rendered) = children(i, &plan, mem.rendered, live);
     let expansion = expansion(i, &redis.state);
-    // A StatefulSet whose claim template differs from the spec is re-created,
-    // not updated: the API refuses that update.
-    let held: Vec<String> = (expansion.hold.iter())
-        .map(|&shard| names::statefulset_name(i.name, shard))
-        .collect();
-    apply.retain(|c| c.kind() != ChildKind::StatefulSet || !held.contains(&c.name));
-    let drop_shards = plan
-        .replicas
-        .iter()
-        .zip(0u32..)
-        .filter(|&(&replicas, shard)| replicas == 0 && i.current.contains_key(&shard))
-        .map(|(_, shard)| shard)
-        .collect();
+    hold_sets(i.name, &expansion, &mut apply);
+    let drop_shards = drained(&plan, i.current);
     let created = i.sets.is_empty().then(|| Note::Created {
         statefulsets: plan.kept().count(),
         nodes: i.rc.spec.replicas,
     });
-    let mut events = Vec::new();
-    if let Some(note) = redis.note {
-        events.push(note);
-    }
-    // A loss is announced even when the step that caused it failed later.
-    if let Topology::Stepped(r) | Topology::Failed(_, r) = i.topology {
-        events.extend(r.data_lost.iter().cloned().map(Note::DataLost));
-    }
-    let was_available = i.prior.and_then(|p| p.is_true(status::METRICS_AVAILABLE));
-    if let (Err(why), Some(true)) = (i.utilization, was_available) {
-        events.push(Note::MetricsUnavailable(why.clone()));
-    }
+    let mut events = observed_notes(i, redis.note);
     let (delete_pod, roll_blocked) = roll_intent(i.roll, mem.roll_blocked, &mut events);
-    let size = i.rc.spec.storage.as_ref().map(|s| s.size.0.as_str());
-    if !expansion.grow.is_empty() && i.expansion_refused.is_none() {
-        events.push(Note::Expanding(format!(
-            "growing {} claims to {}",
-            expansion.grow.len(),
-            size.unwrap_or_default()
-        )));
-    }
-    let replace_set = expansion
-        .replace
-        .map(|shard| names::statefulset_name(i.name, shard));
-    if let Some(sts) = &replace_set {
-        events.push(Note::Expanding(format!(
-            "re-creating StatefulSet {sts} with {} claims; its pods keep running",
-            size.unwrap_or_default()
-        )));
-    }
+    let replace_set = expansion_notes(i, &expansion, &mut events);
     let delete_network_policy =
         (!desired::wants_network_policy(i.rc, i.platform.operator.as_ref())
             && live
@@ -330,20 +292,7 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
         let generation = i.rc.meta().generation;
         (built.status.conditions).push(status::updating(i.prior, roll, generation, Time(i.now)));
     }
-    let volumes = expansion
-        .status
-        .or_else(|| i.prior.and_then(|p| p.volume_expansion.as_deref().cloned()));
-    let expanding = volumes.as_ref().is_some_and(|v| !volumes::is_done(v));
-    if let Some(v) = &volumes {
-        let generation = i.rc.meta().generation;
-        (built.status.conditions).push(status::expanding_volumes(
-            i.prior,
-            v,
-            generation,
-            Time(i.now),
-        ));
-    }
-    built.status.volume_expansion = volumes;
+    let expanding = volume_status(i, expansion.status, &mut built.status);
     let rolling = i.roll.is_some_and(|r| r.left > 0 && !roll_blocked);
     let busy = !matches!(redis.state, RedisState::Converged | RedisState::Unmanaged)
         || built.phase != Phase::Ready
@@ -356,15 +305,90 @@ pub fn decide(i: &Inputs<'_>, mem: Remembered<'_>, live: &impl Live) -> Intent {
     };
     // A StatefulSet re-created for larger volumes is gone for a moment, and
     // its shard would look empty (not Ready): the last status stands.
-    let set_gone = (0..i.shape.shards.get())
-        .any(|shard| !i.sets.iter().any(|s| s.ownership.shard == Some(shard)));
-    if expanding && set_gone {
+    if expanding && set_gone(i) {
         return intent;
     }
     if i.prior.map(|p| p.fingerprint) != Some(status::fingerprint(&built.status)) {
         intent.status = Some(built.status);
     }
     intent
+}
+
+/// Shards the plan empties that still have a StatefulSet.
+fn drained(plan: &ShardPlan, current: &BTreeMap<u32, i32>) -> Vec<u32> {
+    (plan.replicas.iter().zip(0u32..))
+        .filter(|&(&replicas, shard)| replicas == 0 && current.contains_key(&shard))
+        .map(|(_, shard)| shard)
+        .collect()
+}
+
+/// The events of what was observed: the topology step's, each loss (even
+/// when the step that caused it failed later), and metrics lost.
+fn observed_notes(i: &Inputs<'_>, topology: Option<Note>) -> Vec<Note> {
+    let mut events: Vec<Note> = topology.into_iter().collect();
+    if let Topology::Stepped(r) | Topology::Failed(_, r) = i.topology {
+        events.extend(r.data_lost.iter().cloned().map(Note::DataLost));
+    }
+    let was_available = i.prior.and_then(|p| p.is_true(status::METRICS_AVAILABLE));
+    if let (Err(why), Some(true)) = (i.utilization, was_available) {
+        events.push(Note::MetricsUnavailable(why.clone()));
+    }
+    events
+}
+
+/// Leaves out of `apply` the StatefulSets whose claim template differs
+/// from the spec: they are re-created, as the API refuses that update.
+fn hold_sets(cluster: &str, expansion: &volumes::Plan, apply: &mut Vec<ToApply>) {
+    let held: Vec<String> = (expansion.hold.iter())
+        .map(|&shard| names::statefulset_name(cluster, shard))
+        .collect();
+    apply.retain(|c| c.kind() != ChildKind::StatefulSet || !held.contains(&c.name));
+}
+
+/// The events of the expansion's step, and the StatefulSet it re-creates.
+fn expansion_notes(
+    i: &Inputs<'_>,
+    expansion: &volumes::Plan,
+    events: &mut Vec<Note>,
+) -> Option<String> {
+    let size =
+        i.rc.spec
+            .storage
+            .as_ref()
+            .map(|s| s.size.0.as_str())
+            .unwrap_or_default();
+    if !expansion.grow.is_empty() && i.expansion_refused.is_none() {
+        let count = expansion.grow.len();
+        events.push(Note::Expanding(format!("growing {count} claims to {size}")));
+    }
+    let sts = names::statefulset_name(i.name, expansion.replace?);
+    events.push(Note::Expanding(format!(
+        "re-creating StatefulSet {sts} with {size} claims; its pods keep running"
+    )));
+    Some(sts)
+}
+
+/// Puts the expansion's progress (or the last one shown, when the claims
+/// were not listed) into `status`; whether it is still under way.
+fn volume_status(
+    i: &Inputs<'_>,
+    listed: Option<api::VolumeExpansionStatus>,
+    status: &mut RedisClusterStatus,
+) -> bool {
+    let shown = listed.or_else(|| i.prior.and_then(|p| p.volume_expansion.as_deref().cloned()));
+    let expanding = shown.as_ref().is_some_and(|v| !volumes::is_done(v));
+    if let Some(v) = &shown {
+        let generation = i.rc.meta().generation;
+        let condition = status::expanding_volumes(i.prior, v, generation, Time(i.now));
+        status.conditions.push(condition);
+    }
+    status.volume_expansion = shown;
+    expanding
+}
+
+/// A shard of the shape has no StatefulSet.
+fn set_gone(i: &Inputs<'_>) -> bool {
+    (0..i.shape.shards.get()).any(|shard| !i.sets.iter().any(|s| s.ownership.shard == Some(shard)))
 }
 
 /// The volume expansion's next step; empty without storage.
