@@ -114,9 +114,27 @@ async fn baseline(run: usize, keys: usize) -> Result<f64> {
         old.clone(),
     ])
     .await?;
-    // Rebalancing straight after add-node fails while the new node does not
-    // see the cluster as ok; the operator waits for agreement the same way.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Rebalancing fails until every node knows the new one (redis-cli sets
+    // each slot's owner on all of them) and the new node sees the cluster
+    // ok: wait for exactly that, as the operator waits for agreement.
+    let joined = fleet.addr(3, 0);
+    let id: String = query(joined, &["CLUSTER", "MYID"]).await?;
+    let members = fleet.members();
+    harness::wait_for(
+        "every node to know the added one",
+        Duration::from_secs(60),
+        || async {
+            for m in &members {
+                let nodes: String = query(m.addr, &["CLUSTER", "NODES"]).await?;
+                if !nodes.contains(&id) {
+                    return Ok(None);
+                }
+            }
+            let info: String = query(joined, &["CLUSTER", "INFO"]).await?;
+            Ok(info.contains("cluster_state:ok").then_some(()))
+        },
+    )
+    .await?;
     run_cli(vec![
         "--cluster".into(),
         "rebalance".into(),
