@@ -12,6 +12,7 @@ use crate::cluster::{Cluster, ClusterOptions};
 use crate::real_node::Images;
 use crate::stack::{NAMESPACE, RELEASE, chart_dir};
 use crate::wait::wait_for;
+use crate::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
 
 /// Where the RedisClusters and the client pods go.
 pub const APPS: &str = "apps";
@@ -438,4 +439,53 @@ pub async fn events(c: &Cluster, name: &str, reason: &str) -> Result<Vec<String>
         ])
         .await?;
     Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// A writer of `<prefix>:<i>` keys through `seeds`, running inside the
+/// node's network namespace, once it has `first` acknowledged writes.
+pub async fn start_writer(
+    c: &Cluster,
+    prefix: &str,
+    seeds: Vec<String>,
+    first: usize,
+) -> Result<(Writer, tokio::task::JoinHandle<Result<()>>)> {
+    let writer = Writer::new(prefix, seeds);
+    let w = writer.clone();
+    let netns = c.netns_handle()?;
+    let running = tokio::spawn(async move {
+        netns
+            .run_async(move || async move { w.run(WriteLimits::default()).await })
+            .await
+    });
+    wait_for(
+        &format!("the writer's first {first} acknowledged writes"),
+        Duration::from_secs(60),
+        || async { Ok((writer.acked_count() >= first).then_some(())) },
+    )
+    .await?;
+    Ok((writer, running))
+}
+
+/// Stops `writer`, waits for it, and says what it did.
+pub async fn stop_writer(
+    writer: &Writer,
+    running: tokio::task::JoinHandle<Result<()>>,
+) -> Result<Summary> {
+    writer.stop();
+    running.await.context("joining the writer")??;
+    Ok(writer.summary())
+}
+
+/// The acknowledged `<prefix>:<i>` keys that the cluster reached through
+/// `seeds` no longer has, read from inside the node's network namespace.
+pub async fn lost_of(
+    c: &Cluster,
+    seeds: Vec<String>,
+    prefix: &str,
+    acked: &[u64],
+) -> Result<Vec<u64>> {
+    let (prefix, acked) = (prefix.to_owned(), acked.to_vec());
+    c.netns_handle()?
+        .run_async(move || async move { lost_writes(seeds, &prefix, &acked).await })
+        .await
 }

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, cluster_objects, events, helm_install, image_values, load_pod, on_real_node,
-    pod_ips, pod_phase, pod_result, rc_field, redis_cluster, redis_query, use_client_password,
-    wait_ready,
+    APPS, client_pod, cluster_objects, events, helm_install, image_values, load_pod, lost_of,
+    on_real_node, pod_ips, pod_phase, pod_result, rc_field, redis_cluster, redis_query, seeds,
+    start_writer, stop_writer, use_client_password, wait_ready,
 };
 use harness::stack::{CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, RELEASE, chart_dir, release_objects};
-use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
 use harness::{Cluster, wait_for};
 
 const REDIS: &str = "ten";
@@ -308,27 +307,8 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .find(|(_, ip)| *ip == victim_ip)
         .map(|(n, _)| n.clone())
         .context("no pod has the primary's IP")?;
-    let seeds: Vec<String> = pods
-        .iter()
-        .map(|(_, ip)| harness::redis::url(SocketAddr::new((*ip).into(), 6379)))
-        .collect();
-    let writer = Writer::new("w", seeds);
-    let running = {
-        let w = writer.clone();
-        let netns = c.netns_handle()?;
-        tokio::spawn(async move {
-            netns
-                .run_async(move || async move { w.run(WriteLimits::default()).await })
-                .await
-        })
-    };
+    let (writer, running) = start_writer(c, "w", seeds(&pods), 200).await?;
     let acks = || writer.acked_count();
-    wait_for(
-        "the writer's first 200 acknowledged writes",
-        Duration::from_secs(60),
-        || async { Ok((acks() >= 200).then_some(())) },
-    )
-    .await?;
     c.kubectl_ok(["delete", "pod", &victim, "-n", APPS, "--wait=false"])
         .await?;
     step("primary deleted under the writer");
@@ -350,20 +330,9 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         },
     )
     .await?;
-    writer.stop();
-    running.await.context("joining the writer")??;
-    let summary = writer.summary();
-    let new_pods = pod_ips(c, REDIS).await?;
-    let seeds: Vec<String> = new_pods
-        .iter()
-        .map(|(_, ip)| harness::redis::url(SocketAddr::new((*ip).into(), 6379)))
-        .collect();
+    let summary = stop_writer(&writer, running).await?;
     let total = summary.acked.len();
-    let acked = summary.acked;
-    let lost = c
-        .netns_handle()?
-        .run_async(move || async move { lost_writes(seeds, "w", &acked).await })
-        .await?;
+    let lost = lost_of(c, seeds(&pod_ips(c, REDIS).await?), "w", &summary.acked).await?;
     ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     eprintln!(
         "e2e-real: writer: {total} acknowledged, {} failed, longest gap between acknowledged writes {:?}",

@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, cluster_objects, condition, events, helm_install, is_ready, on_real_node,
-    operator_counter, pod_ips, rc_field, redis_cluster, redis_query, seeds, use_client_password,
-    wait_ready,
+    APPS, cluster_objects, condition, events, helm_install, is_ready, lost_of, on_real_node,
+    operator_counter, pod_ips, rc_field, redis_cluster, redis_query, seeds, start_writer,
+    stop_writer, use_client_password, wait_ready,
 };
 use harness::redis::key_slot;
-use harness::writer::{Limits as WriteLimits, Summary, Writer, lost_writes};
+use harness::writer::Summary;
 use harness::{Cluster, wait_for};
 use operator::topology::model::fmt_ranges;
 
@@ -124,15 +124,8 @@ async fn volumes_grow(c: &Cluster) -> Result<()> {
     let set_uids = "jsonpath={.items[*].metadata.uid}";
     let sets_before = cluster_objects(c, "statefulsets", KEEP, set_uids).await?;
     let pods = pod_ips(c, KEEP).await?;
-    let writer = Writer::new("g", seeds(&pods));
-    let running = spawn_writer(c, &writer)?;
+    let (writer, running) = start_writer(c, "g", seeds(&pods), 500).await?;
     let acks = || writer.acked_count();
-    wait_for(
-        "the writer's first 500 acknowledged writes",
-        Duration::from_secs(60),
-        || async { Ok((acks() >= 500).then_some(())) },
-    )
-    .await?;
     let started = Instant::now();
     c.kubectl_ok([
         "patch",
@@ -229,26 +222,14 @@ async fn volumes_grow(c: &Cluster) -> Result<()> {
         || async { Ok((acks() >= from + 500).then_some(())) },
     )
     .await?;
-    writer.stop();
-    running.await.context("joining the writer")??;
-    let summary = writer.summary();
-    let acked = summary.acked.clone();
-    let pods = pod_ips(c, KEEP).await?;
-    let lost = c
-        .netns_handle()?
-        .run_async(move || async move { lost_writes(seeds(&pods), "g", &acked).await })
-        .await?;
+    let summary = stop_writer(&writer, running).await?;
+    let lost = lost_of(c, seeds(&pod_ips(c, KEEP).await?), "g", &summary.acked).await?;
     let timing = format!(
         "every claim grown and every StatefulSet re-created {:.1}s after the change",
         took.as_secs_f64()
     );
     report("volumes grown 1Gi -> 2Gi", &summary, lost.len(), timing);
-    ensure!(
-        lost.is_empty(),
-        "{} acknowledged writes lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
+    none_lost(&lost)?;
     ensure!(
         summary.failed == 0,
         "{} writes failed while the volumes grew",
@@ -311,15 +292,8 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
         .await?;
     }
 
-    let writer = Writer::new(prefix, seeds(&pods));
-    let running = spawn_writer(c, &writer)?;
+    let (writer, running) = start_writer(c, prefix, seeds(&pods), 500).await?;
     let acks = || writer.acked_count();
-    wait_for(
-        "the writer's first 500 acknowledged writes",
-        Duration::from_secs(60),
-        || async { Ok((acks() >= 500).then_some(())) },
-    )
-    .await?;
     c.kubectl_ok(["delete", "pod", &victim, "-n", APPS, "--wait=false"])
         .await?;
     let deleted = Instant::now();
@@ -421,9 +395,7 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
     })
     .await?;
     let recovered_after = deleted.elapsed();
-    writer.stop();
-    running.await.context("joining the writer")??;
-    let summary = writer.summary();
+    let summary = stop_writer(&writer, running).await?;
     let seen_degraded = seen_degraded.into_inner();
 
     // Status and events told the truth.
@@ -464,13 +436,7 @@ async fn only_copy_lost(c: &Cluster, shard: u32, prefix: &str, wait_first: bool)
     );
 
     // Exactly that shard's keys are lost.
-    let pods = pod_ips(c, LOSE).await?;
-    let acked = summary.acked.clone();
-    let p = prefix.to_owned();
-    let lost = c
-        .netns_handle()?
-        .run_async(move || async move { lost_writes(seeds(&pods), &p, &acked).await })
-        .await?;
+    let lost = lost_of(c, seeds(&pod_ips(c, LOSE).await?), prefix, &summary.acked).await?;
     let in_lost_slots = |i: &u64| {
         let s = key_slot(format!("{prefix}:{i}").as_bytes());
         ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
@@ -518,15 +484,8 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
     let pods = pod_ips(c, KEEP).await?;
     ensure!(pods.len() == 6, "{pods:?}");
     let old: BTreeSet<Ipv4Addr> = pods.iter().map(|(_, ip)| *ip).collect();
-    let writer = Writer::new("c", seeds(&pods));
-    let running = spawn_writer(c, &writer)?;
+    let (writer, running) = start_writer(c, "c", seeds(&pods), 500).await?;
     let acks = || writer.acked_count();
-    wait_for(
-        "the writer's first 500 acknowledged writes",
-        Duration::from_secs(60),
-        || async { Ok((acks() >= 500).then_some(())) },
-    )
-    .await?;
     persistence_changes_at_run_time(c).await?;
     c.kubectl_ok([
         "delete",
@@ -569,9 +528,7 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
     )
     .await?;
     let recovered_after = deleted.elapsed();
-    writer.stop();
-    running.await.context("joining the writer")??;
-    let summary = writer.summary();
+    let summary = stop_writer(&writer, running).await?;
     let pods = pod_ips(c, KEEP).await?;
     let new: BTreeSet<Ipv4Addr> = pods.iter().map(|(_, ip)| *ip).collect();
     eprintln!(
@@ -580,23 +537,14 @@ async fn every_pod_restarted(c: &Cluster) -> Result<()> {
         new.len(),
         new.difference(&old).count()
     );
-    let acked = summary.acked.clone();
-    let lost = c
-        .netns_handle()?
-        .run_async(move || async move { lost_writes(seeds(&pods), "c", &acked).await })
-        .await?;
+    let lost = lost_of(c, seeds(&pods), "c", &summary.acked).await?;
     report(
         "every pod of 3x2 with storage deleted",
         &summary,
         lost.len(),
         recovered(recovered_after),
     );
-    ensure!(
-        lost.is_empty(),
-        "{} acknowledged writes lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
+    none_lost(&lost)?;
     ensure!(
         condition(c, KEEP, "Degraded").await?.0 == "False",
         "still Degraded"
@@ -699,15 +647,14 @@ async fn persistence_changes_at_run_time(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Runs `writer` inside the node's network namespace.
-fn spawn_writer(c: &Cluster, writer: &Writer) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let w = writer.clone();
-    let netns = c.netns_handle()?;
-    Ok(tokio::spawn(async move {
-        netns
-            .run_async(move || async move { w.run(WriteLimits::default()).await })
-            .await
-    }))
+fn none_lost(lost: &[u64]) -> Result<()> {
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    Ok(())
 }
 
 /// The slot ranges a node owns, from its own `CLUSTER NODES` line.

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, cluster_objects, helm_install, is_ready, on_real_node, pods_of, rc_field, redis_cluster,
-    use_client_password, wait_ready,
+    APPS, cluster_objects, helm_install, is_ready, lost_of, on_real_node, pods_of, rc_field,
+    redis_cluster, start_writer, stop_writer, use_client_password, wait_ready,
 };
 use harness::stack::NAMESPACE;
-use harness::writer::{Limits as WriteLimits, Writer, lost_writes};
 use harness::{Cluster, fatal, wait_for};
 
 const NAME: &str = "roll";
@@ -115,22 +114,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     );
     step(&format!("{BULK_KEYS} keys of {VALUE_BYTES} bytes loaded"));
 
-    let writer = Writer::new("w", seeds);
-    let running = {
-        let w = writer.clone();
-        let netns = c.netns_handle()?;
-        tokio::spawn(async move {
-            netns
-                .run_async(move || async move { w.run(WriteLimits::default()).await })
-                .await
-        })
-    };
-    wait_for(
-        "the writer's first 200 writes",
-        Duration::from_secs(60),
-        || async { Ok((writer.acked_count() >= 200).then_some(())) },
-    )
-    .await?;
+    let (writer, running) = start_writer(c, "w", seeds, 200).await?;
 
     // The change: a pod-template field, so every pod must be replaced.
     let roll_start = Instant::now();
@@ -171,20 +155,14 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         );
     }
 
-    writer.stop();
-    running.await.context("joining the writer")??;
-    let summary = writer.summary();
+    let summary = stop_writer(&writer, running).await?;
     let after = pods_of(c, NAME).await?;
     let seeds: Vec<String> = after
         .iter()
         .filter_map(|(_, _, ip)| Some(harness::redis::url(SocketAddr::new((*ip)?.into(), 6379))))
         .collect();
     let total = summary.acked.len();
-    let acked = summary.acked;
-    let lost = c
-        .netns_handle()?
-        .run_async(move || async move { lost_writes(seeds, "w", &acked).await })
-        .await?;
+    let lost = lost_of(c, seeds, "w", &summary.acked).await?;
     let ips: Vec<String> = after
         .iter()
         .filter_map(|(_, _, ip)| Some((*ip)?.to_string()))

@@ -481,6 +481,13 @@ fn growing_to_2gi() -> World {
     world
 }
 
+fn statefulsets_applied(intent: &Intent) -> Vec<&str> {
+    (intent.apply.iter())
+        .filter(|c| c.kind() == Sts)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 fn expanding(intent: &Intent) -> (String, String, String) {
     let c = intent
         .status
@@ -538,11 +545,7 @@ fn grown_claims_let_one_statefulset_be_re_created_then_the_next() {
     world.sets[0].claim_bytes = Some(2 << 30);
     let intent = world.decide();
     assert_eq!(intent.replace_set.as_deref(), Some("cache-shard-1"));
-    let sts: Vec<_> = (intent.apply.iter())
-        .filter(|c| c.kind() == Sts)
-        .map(|c| c.name.as_str())
-        .collect();
-    assert_eq!(sts, ["cache-shard-0"]);
+    assert_eq!(statefulsets_applied(&intent), ["cache-shard-0"]);
     // Not while the topology is moving.
     world.report.as_mut().unwrap().converged = false;
     assert_eq!(world.decide().replace_set, None);
@@ -565,11 +568,11 @@ fn a_shard_whose_statefulset_is_being_re_created_does_not_flap_the_status() {
         intent.status, None,
         "shard 0 is not empty, its StatefulSet is being replaced"
     );
-    let sts: Vec<_> = (intent.apply.iter())
-        .filter(|c| c.kind() == Sts)
-        .map(|c| c.name.as_str())
-        .collect();
-    assert_eq!(sts, ["cache-shard-0"], "created again at once");
+    assert_eq!(
+        statefulsets_applied(&intent),
+        ["cache-shard-0"],
+        "created again at once"
+    );
 }
 
 #[test]
