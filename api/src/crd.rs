@@ -174,8 +174,10 @@ mod tests {
             .iter()
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(rules.len(), 6, "{rules:?}");
+        assert_eq!(rules.len(), 8, "{rules:?}");
         for storage_rule in [
+            "has(self.tls) == has(oldSelf.tls)",
+            "(has(self.tls.secret_name) ? self.tls.secret_name : '') == (has(oldSelf.tls.secret_name)",
             "has(self.storage) == has(oldSelf.storage)",
             "self.storage.storage_class_name : '') == (has(oldSelf.storage.storage_class_name)",
             "quantity(string(self.storage.size)).compareTo(quantity(string(oldSelf.storage.size))) >= 0",

@@ -18,5 +18,5 @@ pub use policy::{Policy, Range, Violation};
 pub use types::{
     AppendFsync, AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec,
     OnDataLoss, PersistenceSpec, RedisCluster, RedisClusterSpec, RedisClusterStatus, SavePoint,
-    StorageSpec, VolumeExpansionStatus,
+    StorageSpec, TlsSpec, VolumeExpansionStatus,
 };

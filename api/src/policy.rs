@@ -418,6 +418,7 @@ pub fn validate_spec(spec: Option<&Value>, policy: &Policy) -> Vec<Violation> {
     r.object("auth");
     r.object("network_policy");
     r.object("persistence");
+    r.object("tls");
 
     // Cross-field rules, only between values that are in range themselves,
     // so one mistake is reported once.

@@ -76,6 +76,16 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
     validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || !isQuantity(string(self.storage.size)) || !isQuantity(string(oldSelf.storage.size)) || quantity(string(self.storage.size)).compareTo(quantity(string(oldSelf.storage.size))) >= 0")
         .message("spec.storage.size cannot shrink: a volume can only grow; see the README, 'Changing storage'")
         .field_path(".storage.size")
+        .reason(Reason::FieldValueForbidden),
+    // Nodes speaking TLS cannot talk to nodes that do not (the cluster bus
+    // too), so TLS is chosen when the cluster is made. See the README, "TLS".
+    validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
+        .message("spec.tls cannot be added or removed once the cluster exists: TLS and plain nodes cannot talk to each other; create a new RedisCluster and move the data, see the README, 'TLS'")
+        .field_path(".tls")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.tls) || !has(oldSelf.tls) || (has(self.tls.secret_name) ? self.tls.secret_name : '') == (has(oldSelf.tls.secret_name) ? oldSelf.tls.secret_name : '')")
+        .message("spec.tls.secret_name cannot change once the cluster exists: the nodes would stop trusting each other half-way; renew the certificate in the same Secret instead, see the README, 'TLS'")
+        .field_path(".tls.secret_name")
         .reason(Reason::FieldValueForbidden)
 )]
 pub struct RedisClusterSpec {
@@ -179,6 +189,27 @@ pub struct RedisClusterSpec {
     /// restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceSpec>,
+
+    /// TLS for every connection: clients, replication and the cluster bus.
+    /// Absent means plain TCP. Chosen when the cluster is made: it cannot be
+    /// added or removed later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// See [`RedisClusterSpec::tls`]. The README, "TLS", says how clients
+/// connect.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct TlsSpec {
+    /// A Secret in the cluster's namespace with `tls.crt`, `tls.key` and
+    /// `ca.crt`, as a cert-manager Certificate writes it. The certificate
+    /// must name `<name>.<namespace>.svc` and `localhost`, and serve as
+    /// both server and client (the nodes present it to each other).
+    /// Absent means the operator issues it into `<name>-tls` from a CA of
+    /// the cluster's own (`<name>-tls-ca`, mounted nowhere) and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
 }
 
 /// See [`RedisClusterSpec::persistence`]. The README, "Persistence", says
@@ -520,6 +551,7 @@ impl Default for RedisClusterSpec {
             auth: None,
             network_policy: None,
             persistence: None,
+            tls: None,
         }
     }
 }

@@ -62,6 +62,43 @@ pub fn issue_serving(
     validity: Duration,
     now: OffsetDateTime,
 ) -> Result<KeyMaterial, Error> {
+    issue(
+        ca,
+        sans,
+        validity,
+        now,
+        &[ExtendedKeyUsagePurpose::ServerAuth],
+    )
+}
+
+/// A certificate for `sans` that serves and also identifies its holder as
+/// a client: for peers that connect to each other, as Redis nodes do on
+/// the cluster bus and for replication (OpenSSL checks the client usage).
+pub fn issue_peer(
+    ca: &KeyMaterial,
+    sans: &[String],
+    validity: Duration,
+    now: OffsetDateTime,
+) -> Result<KeyMaterial, Error> {
+    issue(
+        ca,
+        sans,
+        validity,
+        now,
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+fn issue(
+    ca: &KeyMaterial,
+    sans: &[String],
+    validity: Duration,
+    now: OffsetDateTime,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> Result<KeyMaterial, Error> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut params = CertificateParams::default();
@@ -83,7 +120,7 @@ pub fn issue_serving(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = usages.to_vec();
     params.not_before = now - BACKDATE;
     params.not_after = now + validity;
     let key = KeyPair::generate()?;
@@ -221,6 +258,27 @@ mod tests {
         assert!(!info.signed_by(&CertInfo::parse(&other.cert_pem, "other").unwrap()));
         let days = (info.not_after - now()).whole_days();
         assert!((29..=30).contains(&days), "{days}");
+    }
+
+    /// (server auth, client auth) of a PEM certificate.
+    fn usages(pem: &str) -> (bool, bool) {
+        let info = CertInfo::parse(pem, "leaf").unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&info.der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        (eku.server_auth, eku.client_auth)
+    }
+
+    #[test]
+    fn a_peer_certificate_serves_and_identifies_a_client() {
+        let ca = new_ca("test-ca", Duration::days(365), now()).unwrap();
+        let sans = vec!["rc.ns.svc".to_string(), "localhost".to_string()];
+        let peer = issue_peer(&ca, &sans, Duration::days(30), now()).unwrap();
+        assert_eq!(usages(&peer.cert_pem), (true, true));
+        let serving = issue_serving(&ca, &sans, Duration::days(30), now()).unwrap();
+        assert_eq!(usages(&serving.cert_pem), (true, false));
+        let info = CertInfo::parse(&peer.cert_pem, "peer").unwrap();
+        assert!(info.signed_by(&CertInfo::parse(&ca.cert_pem, "ca").unwrap()));
+        assert_eq!(info.sans, sans);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Certificates for the admission webhook.
+//! Certificates for the admission webhook and for Redis nodes with TLS.
 //!
 //! - [`issue`]: a CA and serving certificates, made with rcgen, and parsing
 //!   what is already there.

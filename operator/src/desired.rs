@@ -37,6 +37,7 @@ use crate::names::{
     shard_selector, statefulset_name,
 };
 use crate::shape::ClusterShape;
+use crate::tls;
 
 pub const REDIS_PORT: i32 = 6379;
 pub const BUS_PORT: i32 = 16379;
@@ -228,6 +229,10 @@ pub fn redis_conf(spec: &api::RedisClusterSpec) -> String {
         } else {
             format!("{name} {value}")
         });
+    }
+    if spec.tls.is_some() {
+        lines.retain(|l| l != "port 6379");
+        lines.extend(tls::conf_lines());
     }
     if auth::enabled(spec) {
         lines.push(format!("aclfile {}/{}", auth::MOUNT, auth::ACL_FILE));
@@ -440,17 +445,23 @@ case \"$r\" in *master_sync_in_progress:0*) exit 0 ;; esac; \
 exit 1";
 
 /// The readiness script, logged in as the probe user when `auth` (the
-/// password is read at each run, from the mounted Secret).
-pub fn readiness(auth: bool) -> String {
+/// password is read at each run, from the mounted Secret), over TLS when
+/// `tls` (`redis-cli` checks the chain, not the name).
+pub fn readiness(auth: bool, tls: bool) -> String {
+    let tls = if tls {
+        format!(" --tls --cacert {}/{}", tls::MOUNT, tls::CA_KEY)
+    } else {
+        String::new()
+    };
     let login = if auth {
         format!(
-            "export REDISCLI_AUTH=\"$(cat {}/{})\"; LOGIN='--user {}'; ",
+            "export REDISCLI_AUTH=\"$(cat {}/{})\"; LOGIN='--user {}{tls}'; ",
             auth::MOUNT,
             auth::PROBE_KEY,
             auth::PROBE_USER
         )
     } else {
-        "LOGIN=''; ".to_string()
+        format!("LOGIN='{}'; ", tls.trim_start())
     };
     format!("{login}{READINESS}")
 }
@@ -458,12 +469,24 @@ pub fn readiness(auth: bool) -> String {
 /// The exporter sidecar: a native sidecar (an init container that keeps
 /// running), so it starts before Redis and stops after it. It reads only
 /// its own node, logged in as [`auth::EXPORTER_USER`] when auth is on.
-fn exporter_container(exporter: &Exporter, cluster: &str, auth: bool) -> Container {
-    let mut env = vec![EnvVar {
-        name: "REDIS_ADDR".into(),
-        value: Some(format!("redis://127.0.0.1:{REDIS_PORT}")),
+fn exporter_container(exporter: &Exporter, cluster: &str, auth: bool, tls: bool) -> Container {
+    let env_var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
         ..Default::default()
+    };
+    // With TLS, the certificate names `localhost`, which Go checks.
+    let mut env = vec![if tls {
+        env_var("REDIS_ADDR", format!("rediss://localhost:{REDIS_PORT}"))
+    } else {
+        env_var("REDIS_ADDR", format!("redis://127.0.0.1:{REDIS_PORT}"))
     }];
+    if tls {
+        env.push(env_var(
+            "REDIS_EXPORTER_TLS_CA_CERT_FILE",
+            format!("{}/{}", tls::MOUNT, tls::CA_KEY),
+        ));
+    }
     if auth {
         env.push(EnvVar {
             name: "REDIS_USER".into(),
@@ -501,7 +524,18 @@ fn exporter_container(exporter: &Exporter, cluster: &str, auth: bool) -> Contain
         }]),
         restart_policy: Some("Always".into()),
         resources: Some(exporter.resources.clone()),
+        volume_mounts: tls.then(|| vec![tls_mount()]),
         security_context: Some(restricted_container(REDIS_UID)),
+        ..Default::default()
+    }
+}
+
+/// Where a container reads the nodes' certificate (`spec.tls`).
+fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: tls::VOLUME.into(),
+        mount_path: tls::MOUNT.into(),
+        read_only: Some(true),
         ..Default::default()
     }
 }
@@ -531,6 +565,7 @@ fn statefulset(
     let name = rc.name_any();
     let spec = &rc.spec;
     let auth = auth::enabled(spec);
+    let tls = spec.tls.as_ref();
     let labels = shard_labels(&name, shard);
     let data_mount = VolumeMount {
         name: DATA_VOLUME.into(),
@@ -567,7 +602,11 @@ fn statefulset(
         resources: Some(spec.resources.clone()),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
-                command: Some(vec!["sh".into(), "-c".into(), readiness(auth)]),
+                command: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    readiness(auth, tls.is_some()),
+                ]),
             }),
             period_seconds: Some(5),
             timeout_seconds: Some(2),
@@ -622,6 +661,20 @@ fn statefulset(
                 read_only: Some(true),
                 ..Default::default()
             });
+        }
+    }
+    if let Some(tls) = tls {
+        volumes.push(Volume {
+            name: tls::VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls::secret_name(&name, tls)),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        if let Some(mounts) = container.volume_mounts.as_mut() {
+            mounts.push(tls_mount());
         }
     }
     let claims = match &spec.storage {
@@ -683,7 +736,8 @@ fn statefulset(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    init_containers: exporter.map(|e| vec![exporter_container(e, &name, auth)]),
+                    init_containers: exporter
+                        .map(|e| vec![exporter_container(e, &name, auth, tls.is_some())]),
                     containers: vec![container],
                     volumes: Some(volumes),
                     affinity: Some(spread(&name, shard)),
@@ -1098,7 +1152,7 @@ mod tests {
             std::env::var("PATH").unwrap_or_default()
         );
         let status = std::process::Command::new("sh")
-            .args(["-c", &readiness(false)])
+            .args(["-c", &readiness(false, false)])
             .env("PATH", path)
             .env("INFO", info)
             .env("REPL", repl)
@@ -1262,6 +1316,71 @@ mod tests {
         assert_eq!(
             pod["initContainers"][0]["env"].as_array().map(Vec::len),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn with_tls_every_container_reads_the_certificate_and_speaks_only_tls() {
+        let mut tls_spec = spec(2, 1);
+        tls_spec.tls = Some(api::TlsSpec::default());
+        let r = rc(tls_spec);
+        let conf = redis_conf(&r.spec);
+        assert!(!conf.lines().any(|l| l == "port 6379"), "{conf}");
+        assert!(conf.lines().any(|l| l == "port 0"), "{conf}");
+        assert!(conf.lines().any(|l| l == "tls-cluster yes"), "{conf}");
+        let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
+        let platform = Platform {
+            operator: None,
+            exporter: Some(Exporter {
+                image: "exporter:1".into(),
+                resources: Exporter::default_resources(),
+            }),
+        };
+        let pod = serde_json::to_value(first_pod(&children(&r, &plan, &platform))).unwrap();
+        let volume = (pod["volumes"].as_array().unwrap().iter())
+            .find(|v| v["name"] == "tls")
+            .expect("a tls volume");
+        assert_eq!(
+            volume["secret"],
+            serde_json::json!({"secretName": "cache-tls", "defaultMode": 0o440})
+        );
+        let mount = serde_json::json!({"name": "tls", "mountPath": "/tls", "readOnly": true});
+        let redis = &pod["containers"][0];
+        assert!(redis["volumeMounts"].as_array().unwrap().contains(&mount));
+        let probe = redis["readinessProbe"]["exec"]["command"][2]
+            .as_str()
+            .unwrap();
+        assert!(
+            probe.starts_with("export REDISCLI_AUTH=\"$(cat /etc/redis-auth/probe-password)\"; LOGIN='--user probe --tls --cacert /tls/ca.crt'; "),
+            "{probe}"
+        );
+        let sidecar = &pod["initContainers"][0];
+        assert_eq!(sidecar["volumeMounts"], serde_json::json!([mount]));
+        assert_eq!(
+            sidecar["env"][0],
+            serde_json::json!({"name": "REDIS_ADDR", "value": "rediss://localhost:6379"})
+        );
+        assert_eq!(
+            sidecar["env"][1],
+            serde_json::json!({"name": "REDIS_EXPORTER_TLS_CA_CERT_FILE", "value": "/tls/ca.crt"})
+        );
+        // A Secret named in the spec is the one mounted.
+        let mut given = spec(2, 1);
+        given.tls = Some(api::TlsSpec {
+            secret_name: Some("from-cert-manager".into()),
+        });
+        let pod = serde_json::to_value(first_pod(&children(&rc(given), &plan, &platform))).unwrap();
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "from-cert-manager")
+        );
+        // Without auth, the probe still speaks TLS.
+        assert_eq!(
+            readiness(false, true).split("; ").next(),
+            Some("LOGIN='--tls --cacert /tls/ca.crt'")
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod shape;
 pub mod stable_hash;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod utilization;
 pub mod volumes;

@@ -365,22 +365,57 @@ fn password() -> Option<String> {
     PASSWORD.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// A `redis://` URL for `addr` that logs in with [`set_password`]'s.
+/// The nodes speak TLS: the CA that signed their certificate, and a file
+/// that holds it (for `redis-cli`).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+}
+
+/// With TLS, like [`PASSWORD`]: one per test process.
+static TLS: std::sync::RwLock<Option<Tls>> = std::sync::RwLock::new(None);
+
+/// Makes the helpers (and the [`crate::writer`]) speak TLS, trusting the CA
+/// in `tls`; `None`: plain TCP.
+pub fn set_tls(tls: Option<Tls>) {
+    *TLS.write().unwrap_or_else(|e| e.into_inner()) = tls;
+}
+
+pub fn tls() -> Option<Tls> {
+    TLS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A `redis://` URL for `addr` that logs in with [`set_password`]'s
+/// (`rediss://` after [`set_tls`]).
 pub fn url(addr: SocketAddr) -> String {
     url_with(addr, password().as_deref())
 }
 
-/// A `redis://` URL for `addr`, logged in as `default` with `password`.
+/// A `redis://` URL for `addr`, logged in as `default` with `password`
+/// (`rediss://` after [`set_tls`]).
 pub fn url_with(addr: SocketAddr, password: Option<&str>) -> String {
+    let scheme = if tls().is_some() { "rediss" } else { "redis" };
     match password {
-        Some(p) => format!("redis://:{p}@{addr}"),
-        None => format!("redis://{addr}"),
+        Some(p) => format!("{scheme}://:{p}@{addr}"),
+        None => format!("{scheme}://{addr}"),
     }
 }
 
+/// A connection to one node, for looking at it. With TLS it checks no
+/// certificate: what is checked is the operator's and the writer's way in.
 pub async fn connect(addr: SocketAddr) -> Result<MultiplexedConnection> {
-    let mut info =
-        redis::ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()?;
+    let (host, port) = (addr.ip().to_string(), addr.port());
+    let node = match tls() {
+        Some(_) => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: true,
+            tls_params: None,
+        },
+        None => redis::ConnectionAddr::Tcp(host, port),
+    };
+    let mut info = node.into_connection_info()?;
     if let Some(p) = password() {
         let settings = info.redis_settings().clone().set_password(p);
         info = info.set_redis_settings(settings);
@@ -478,6 +513,9 @@ pub fn cluster_check(addr: SocketAddr) -> Result<String> {
     let mut cmd = Command::new(redis_binary("redis-cli")?);
     if let Some(p) = password() {
         cmd.env("REDISCLI_AUTH", p);
+    }
+    if let Some(tls) = tls() {
+        cmd.arg("--tls").arg("--cacert").arg(&tls.ca_file);
     }
     let out = cmd
         .args(["--cluster", "check", &addr.to_string()])

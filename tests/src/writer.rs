@@ -181,19 +181,36 @@ impl Writer {
 
     async fn connect(&self) -> Result<Option<redis::cluster_async::ClusterConnection>> {
         let seeds = lock(&self.seeds).clone();
-        let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+        let client = cluster_client(seeds)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2))
             .build()
-            .with_context(|| format!("building a cluster client for {seeds:?}"))?;
+            .with_context(|| format!("building a cluster client for {:?}", lock(&self.seeds)))?;
         Ok(client.get_async_connection().await.ok())
+    }
+}
+
+/// A cluster client on `seeds`. With TLS ([`crate::redis::set_tls`]) it
+/// checks each node's certificate against the CA, and not against the
+/// address, as an application must: nodes are reached by pod IP, which no
+/// certificate can name in advance.
+fn cluster_client(seeds: Vec<String>) -> redis::cluster::ClusterClientBuilder {
+    let builder = redis::cluster::ClusterClientBuilder::new(seeds);
+    match crate::redis::tls() {
+        Some(tls) => builder
+            .certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(tls.ca_pem.into_bytes()),
+            })
+            .danger_accept_invalid_hostnames(true),
+        None => builder,
     }
 }
 
 /// The acknowledged indexes whose `<prefix>:<i>` key does not read back its
 /// value, read through a cluster client on `seeds`.
 pub async fn lost_writes(seeds: Vec<String>, prefix: &str, acked: &[u64]) -> Result<Vec<u64>> {
-    let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+    let client = cluster_client(seeds.clone())
         .build()
         .with_context(|| format!("building a cluster client for {seeds:?}"))?;
     let mut conn = client

@@ -45,14 +45,14 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn text(s: &Secret, key: &str) -> Option<String> {
+pub(super) fn text(s: &Secret, key: &str) -> Option<String> {
     let bytes = s.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
 
 /// A Secret of cluster `name`: its labels, and owned by it, so that it goes
 /// with the cluster.
-fn secret_meta(rc: &RedisCluster, name: &str, secret_name: &str) -> ObjectMeta {
+pub(super) fn secret_meta(rc: &RedisCluster, name: &str, secret_name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(secret_name.to_string()),
         labels: Some(names::cluster_labels(name)),

@@ -33,6 +33,8 @@ pub(super) struct ClusterMemory {
     /// What each node was given at run time (users, persistence); boxed
     /// likewise, and absent while the topology is not managed.
     pub(super) pushed: Option<Box<super::node_config::Pushed>>,
+    /// The TLS client and certificate of a cluster with `spec.tls`.
+    pub(super) tls: Option<Box<super::tls::TlsState>>,
     /// The API refused the last claim expansion: its words.
     pub(super) expansion_refused: Option<String>,
 }

@@ -23,6 +23,7 @@ mod node_config;
 mod reconcile;
 mod stores;
 mod sync;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub enum Error {
     CachesNotSynced,
     #[error("the clients' Secret {secret} {why}")]
     ClientSecret { secret: String, why: String },
+    #[error("the TLS Secret {secret} {why}")]
+    Tls { secret: String, why: String },
     #[error("generating a password for {name}: the system's random source failed")]
     Random { name: String },
     #[error("RedisCluster {name}: {source}")]
@@ -88,6 +91,7 @@ impl Error {
             Error::CachesNotSynced => "caches_not_synced",
             Error::Shape { .. } => "invalid_shape",
             Error::ClientSecret { .. } => "client_secret",
+            Error::Tls { .. } => "tls_secret",
             Error::Random { .. } => "random",
         }
     }

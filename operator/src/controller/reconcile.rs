@@ -240,17 +240,29 @@ async fn observe_redis(
         manage.then_some(ctx.settings.metrics_interval),
     )
     .await?;
-    let login = creds.login;
+    let tls = super::tls::reconcile(&ctx.client, rc, (ns, name), &mut mem.tls).await?;
+    let access = Access {
+        login: creds.login,
+        tls,
+    };
     if manage {
-        configure_nodes(rc, ctx, (ns, name), pods, login.as_ref(), mem).await;
+        configure_nodes(rc, ctx, (ns, name), pods, &access, mem).await;
     }
     let mut report = if manage {
-        let opts = step_options(ctx, None, login.clone());
+        let opts = step_options(ctx, None, &access);
         redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
     } else {
         None
     };
-    let roll = roll_step(rc, ctx, shape, (sets, pods), (current, login), &mut report).await;
+    let roll = roll_step(
+        rc,
+        ctx,
+        shape,
+        (sets, pods),
+        (current, &access),
+        &mut report,
+    )
+    .await;
     ctx.metrics.set_pending_update(ns, name, roll.left);
     // A failed step still counts what it did before the error.
     match &report {
@@ -265,31 +277,50 @@ async fn observe_redis(
     })
 }
 
-/// Gives each node its users and persistence settings, where they changed.
+/// How the operator reaches a cluster's nodes.
+struct Access {
+    login: Option<topology::Login>,
+    tls: Option<topology::TlsClient>,
+}
+
+/// Gives each node its users and persistence settings, where they changed,
+/// and with TLS has it read its certificate files again (a renewed
+/// certificate: at once; otherwise at each periodic push).
 async fn configure_nodes(
     rc: &RedisCluster,
     ctx: &Context,
     (ns, name): (&str, &str),
     pods: &[(String, cache::PodState)],
-    login: Option<&topology::Login>,
+    access: &Access,
     mem: &mut ClusterMemory,
 ) {
     let enabled = crate::auth::enabled(&rc.spec);
-    let settings = desired::persistence_settings(&rc.spec);
+    let mut settings = desired::persistence_settings(&rc.spec).to_vec();
+    let cert = mem.tls.as_deref().map(|t| t.cert_fingerprint);
+    if cert.is_some() {
+        settings.extend(crate::tls::reload_settings());
+    }
     let creds = mem.credentials.as_deref();
     let users = creds.map(|c| credentials::users_fingerprint(c, enabled));
-    let fingerprint = crate::stable_hash::of_str(&format!("{users:?} {settings:?}"));
+    let fingerprint = crate::stable_hash::of_str(&format!("{users:?} {settings:?} {cert:?}"));
     let render = || node_config::NodeConfig {
         users: creds.map(|c| credentials::node_users(c, enabled)),
-        settings: settings.to_vec(),
+        settings,
     };
     node_config::push(
         mem.pushed.get_or_insert_default(),
         (ns, name),
         &node_addrs(pods),
         (fingerprint, render),
-        login,
-        &step_options(ctx, None, None),
+        access.login.as_ref(),
+        &step_options(
+            ctx,
+            None,
+            &Access {
+                login: None,
+                tls: access.tls.clone(),
+            },
+        ),
     )
     .await;
 }
@@ -302,7 +333,7 @@ async fn roll_step(
     ctx: &Context,
     shape: ClusterShape,
     (sets, pods): (&[cache::SetState], &[(String, cache::PodState)]),
-    (current, login): (&BTreeMap<u32, i32>, Option<topology::Login>),
+    (current, access): (&BTreeMap<u32, i32>, &Access),
     report: &mut Option<Result<topology::Report, topology::StepError>>,
 ) -> roll::Decision {
     let roll_pods = roll::pods_of(sets, pods);
@@ -326,7 +357,7 @@ async fn roll_step(
     }
     if let roll::Step::HandOver { shard, from, to } = decision.step {
         let hand_over = topology::HandOver { shard, from, to };
-        let opts = step_options(ctx, Some(hand_over), login);
+        let opts = step_options(ctx, Some(hand_over), access);
         if let Some(mut again) =
             redis_step(shape, loss_policy(&rc.spec), pods, current, &opts).await
         {
@@ -462,16 +493,17 @@ fn loss_policy(spec: &api::RedisClusterSpec) -> topology::LossPolicy {
 }
 
 /// How a topology step runs: fenced by leadership, logged in as the
-/// operator, and with the hand-over a rolling update asks for, if any.
+/// operator (over TLS with `spec.tls`), and with the hand-over a rolling update asks for, if any.
 fn step_options(
     ctx: &Context,
     hand_over: Option<topology::HandOver>,
-    login: Option<topology::Login>,
+    access: &Access,
 ) -> topology::StepOptions {
     topology::StepOptions {
         fence: ctx.settings.fence.clone(),
         hand_over,
-        login,
+        login: access.login.clone(),
+        tls: access.tls.clone(),
         ..Default::default()
     }
 }

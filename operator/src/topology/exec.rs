@@ -1,4 +1,5 @@
-//! Executes planned actions over RESP, one plain connection per node.
+//! Executes planned actions over RESP, one connection per node (plain, or
+//! TLS with `spec.tls`).
 //!
 //! Every action is idempotent: the server errors that only mean "already
 //! done" (already the owner, unknown node on FORGET...) are accepted, so a
@@ -16,7 +17,7 @@ use redis::{AsyncConnectionConfig, Pipeline, Value};
 use super::bounded;
 use super::error::TopologyError;
 use super::plan::{Action, NodeRef};
-use super::{Fence, Login, StepOptions};
+use super::{Fence, Login, StepOptions, TlsClient};
 
 /// Upper bound on GETKEYSINSLOT/MIGRATE rounds for one batch of slots
 /// (each round moves up to `keys_per_migrate` keys of every slot).
@@ -32,6 +33,7 @@ pub(crate) struct Conns {
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) login: Option<Login>,
+    pub(crate) tls: Option<TlsClient>,
     fence: Fence,
 }
 
@@ -42,6 +44,7 @@ impl Conns {
             connect_timeout: opts.connect_timeout,
             command_timeout: opts.command_timeout,
             login: opts.login.clone(),
+            tls: opts.tls.clone(),
             fence: opts.fence.clone(),
         }
     }
@@ -66,9 +69,14 @@ impl Conns {
         if let Some(c) = self.cached(addr) {
             return Ok(c);
         }
-        let c = connect(addr, self.connect_timeout, self.login.as_ref())
-            .await
-            .map_err(|source| TopologyError::Connect { addr, source })?;
+        let c = connect(
+            addr,
+            self.connect_timeout,
+            self.login.as_ref(),
+            self.tls.as_ref(),
+        )
+        .await
+        .map_err(|source| TopologyError::Connect { addr, source })?;
         self.map.insert(addr, c.clone());
         Ok(c)
     }
@@ -159,13 +167,14 @@ pub(crate) async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     login: Option<&Login>,
+    tls: Option<&TlsClient>,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
     let Some(login) = login else {
-        return connect_as(addr, timeout, None).await;
+        return connect_as(addr, timeout, None, tls).await;
     };
-    match connect_as(addr, timeout, Some(login)).await {
+    match connect_as(addr, timeout, Some(login), tls).await {
         Err(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
-            let mut open = connect_as(addr, timeout, None)
+            let mut open = connect_as(addr, timeout, None, tls)
                 .await
                 .map_err(|_| e.clone())?;
             let ping = redis::cmd("PING");
@@ -182,6 +191,7 @@ async fn connect_as(
     addr: SocketAddr,
     timeout: Duration,
     login: Option<&Login>,
+    tls: Option<&TlsClient>,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
     let mut settings = redis::RedisConnectionInfo::default();
     if let Some(login) = login {
@@ -200,14 +210,40 @@ async fn connect_as(
         .await
         .map_err(|_| timed_out())??;
     tcp.set_nodelay(true)?;
-    let stream = bounded::Bounded::new(tcp, bounded::MAX_REPLY_BYTES);
-    // The login handshake, bounded in time like the connect.
+    match tls {
+        None => handshake(tcp, &settings, cfg, timeout).await,
+        Some(tls) => {
+            let stream = tokio::time::timeout(timeout, tls.connect(tcp))
+                .await
+                .map_err(|_| timed_out())??;
+            handshake(stream, &settings, cfg, timeout).await
+        }
+    }
+}
+
+/// The RESP handshake (the login) on a connected stream, bounded in time
+/// like the connect, with each reply bounded in size.
+async fn handshake<S>(
+    stream: S,
+    settings: &redis::RedisConnectionInfo,
+    cfg: AsyncConnectionConfig,
+    timeout: Duration,
+) -> Result<MultiplexedConnection, redis::RedisError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let stream = bounded::Bounded::new(stream, bounded::MAX_REPLY_BYTES);
     let (con, driver) = tokio::time::timeout(
         timeout + Duration::from_secs(1),
-        MultiplexedConnection::new_with_config(&settings, stream, cfg),
+        MultiplexedConnection::new_with_config(settings, stream, cfg),
     )
     .await
-    .map_err(|_| timed_out())??;
+    .map_err(|_| {
+        redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "login timed out",
+        ))
+    })??;
     // The driver reads and writes the socket; it ends when the connection
     // is dropped.
     tokio::spawn(driver);
@@ -735,7 +771,7 @@ mod tests {
             user: "redis-operator".into(),
             password: "secret".into(),
         };
-        let err = connect_as(addr, Duration::from_secs(10), Some(&login))
+        let err = connect_as(addr, Duration::from_secs(10), Some(&login), None)
             .await
             .expect_err("the reply is larger than the bound");
         let text = err.to_string();

@@ -112,6 +112,8 @@ pub struct StepOptions {
     /// The ACL user the operator logs in as, when the nodes require one;
     /// MIGRATE passes it on to the target.
     pub login: Option<Login>,
+    /// TLS to the nodes (`spec.tls`); `None`: plain TCP.
+    pub tls: Option<TlsClient>,
 }
 
 /// Runs one pipeline (made with `ignore_errors`) on one node, fenced and
@@ -143,6 +145,67 @@ pub struct Login {
     pub password: String,
 }
 
+/// How the operator speaks TLS to a cluster's nodes: the CAs it trusts,
+/// and the one name it checks their certificate against, whatever address
+/// it dials (a node is reached by its pod IP).
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+/// Why a [`TlsClient`] cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsClientError {
+    #[error("no usable CA certificate in the PEM")]
+    NoCa,
+    #[error("{0:?} is not a valid server name")]
+    Name(String),
+    #[error("setting up TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl TlsClient {
+    /// Trusts the CAs of `ca_pem`; checks certificates against `server_name`.
+    pub fn new(ca_pem: &str, server_name: &str) -> Result<Self, TlsClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+            // A certificate rustls cannot use as a root is skipped; none
+            // at all is an error below.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            return Err(TlsClientError::NoCa);
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| TlsClientError::Name(server_name.to_string()))?;
+        Ok(TlsClient {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            name,
+        })
+    }
+
+    pub(crate) async fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        self.connector.connect(self.name.clone(), tcp).await
+    }
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsClient({:?})", self.name)
+    }
+}
+
 impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Login({}, <redacted>)", self.user)
@@ -164,6 +227,7 @@ impl Default for StepOptions {
             fence: Fence::default(),
             hand_over: None,
             login: None,
+            tls: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub(crate) async fn observe_with(
     let timeout = conns.command_timeout;
     let connect_timeout = conns.connect_timeout;
     let login = conns.login.clone();
+    let tls = conns.tls.clone();
     // Connect to the members we have no connection to, concurrently.
     let missing: Vec<SocketAddr> = members
         .iter()
@@ -31,8 +32,11 @@ pub(crate) async fn observe_with(
         .filter(|a| conns.cached(*a).is_none())
         .collect();
     let fresh = join_all(missing.iter().map(|&a| {
-        let login = login.clone();
-        async move { (a, exec::connect(a, connect_timeout, login.as_ref()).await) }
+        let (login, tls) = (login.clone(), tls.clone());
+        async move {
+            let c = exec::connect(a, connect_timeout, login.as_ref(), tls.as_ref()).await;
+            (a, c)
+        }
     }))
     .await;
     let mut connect_errors = std::collections::HashMap::new();
