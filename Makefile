@@ -116,7 +116,7 @@ e2e: deps cluster-tools build ## the end-to-end suite only
 
 e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
-	  $(CARGO) test -p redis-operator-harness --test e2e_real --test e2e_real_roll --test e2e_real_loss --test e2e_real_monitoring -- --test-threads=1 --nocapture
+	  $(CARGO) test -p redis-operator-harness --test e2e_real --test e2e_real_roll --test e2e_real_loss --test e2e_real_monitoring --test e2e_real_tls -- --test-threads=1 --nocapture
 
 # A real node needs root; say so before a long first build, not after it.
 root:

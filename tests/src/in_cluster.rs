@@ -129,7 +129,28 @@ pub fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
 /// `cluster`, it gets that RedisCluster's password from its Secret as an
 /// application would, in `REDISCLI_AUTH` (which `redis-cli` reads).
 pub fn client_pod(name: &str, image: &str, cluster: Option<&str>, script: &str) -> String {
+    client_pod_with(name, image, cluster, None, script)
+}
+
+/// [`client_pod`], with the `ca.crt` of the TLS Secret `ca_secret` at
+/// `/ca/ca.crt`, as an application of a cluster with `spec.tls` has it.
+pub fn client_pod_with(
+    name: &str,
+    image: &str,
+    cluster: Option<&str>,
+    ca_secret: Option<&str>,
+    script: &str,
+) -> String {
     let script = serde_json::to_string(script).unwrap_or_default();
+    let (mounts, volumes) = match ca_secret {
+        Some(secret) => (
+            "    volumeMounts:\n    - {name: ca, mountPath: /ca, readOnly: true}\n".to_string(),
+            format!(
+                "  volumes:\n  - name: ca\n    secret: {{secretName: {secret}, items: [{{key: ca.crt, path: ca.crt}}]}}\n"
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let deadline = CLIENT_POD_DEADLINE.as_secs();
     let env = match cluster {
         Some(cluster) => format!(
@@ -157,13 +178,13 @@ spec:
     image: {image}
     imagePullPolicy: Never
     command: ["sh", "-c", {script}]
-{env}    resources:
+{env}{mounts}    resources:
       requests: {{cpu: 50m, memory: 32Mi}}
     securityContext:
       allowPrivilegeEscalation: false
       readOnlyRootFilesystem: true
       capabilities: {{drop: [ALL]}}
-"#
+{volumes}"#
     )
 }
 

@@ -1,0 +1,237 @@
+//! `spec.tls` on a real node: the chart installed, a 3 x 2 RedisCluster with
+//! TLS on and the operator's own certificate, then:
+//! - the certificate's Secrets: the CA key in one no pod mounts;
+//! - a plain client refused, a TLS client trusting `ca.crt` served;
+//! - the readiness probe and the exporter sidecar working over TLS;
+//! - an application pod connecting through the Service by name with
+//!   `redis-cli --tls --cacert`;
+//! - 3 -> 4 shards under the writer that records every acknowledged write
+//!   (over TLS), with none lost.
+//!
+//! Needs root and `make test-images` (as e2e_real). Its own test binary:
+//! the harness's Redis helpers speak TLS for the whole process.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use harness::in_cluster::{
+    APPS, client_pod_with, cluster_objects, helm_install, is_ready, lost_of, on_real_node, pod_ips,
+    pod_result, rc_field, redis_cluster, seeds, start_writer, stop_writer, use_client_password,
+    wait_ready,
+};
+use harness::{Cluster, wait_for};
+
+const NAME: &str = "secure";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_only_tls_and_reshards_losing_nothing() -> Result<()> {
+    on_real_node(false, scenario).await
+}
+
+/// A key of a Secret in [`APPS`], decoded.
+async fn secret_key(c: &Cluster, secret: &str, key: &str) -> Result<String> {
+    c.kubectl_ok([
+        "get",
+        "secret",
+        "-n",
+        APPS,
+        secret,
+        "-o",
+        &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+    ])
+    .await
+}
+
+/// A PING over plain TCP to `ip:6379`, from inside the node's netns.
+async fn plain_ping(c: &Cluster, ip: Ipv4Addr) -> Result<redis::RedisResult<String>> {
+    c.netns_handle()?
+        .run_async(move || async move {
+            let client = redis::Client::open(format!("redis://{ip}:6379"))?;
+            let ping = async {
+                let mut con = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut con).await
+            };
+            Ok(tokio::time::timeout(Duration::from_secs(10), ping)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer in 10 s",
+                    )))
+                }))
+        })
+        .await
+}
+
+/// Primaries by `CLUSTER SLOTS`, read over TLS from `seed`.
+async fn primaries(c: &Cluster, seed: Ipv4Addr) -> Result<usize> {
+    c.netns_handle()?
+        .run_async(move || async move {
+            let counts = harness::redis::slot_counts(SocketAddr::new(seed.into(), 6379)).await?;
+            anyhow::Ok(counts.len())
+        })
+        .await
+}
+
+async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
+    let step = |what: &str| eprintln!("e2e-real-tls: {what} at {:.1}s", t0.elapsed().as_secs_f64());
+    let images = c.with_real(|r| Ok(r.images.clone()))?;
+    helm_install(c, &images, &[]).await?;
+    step("helm install done");
+    c.kubectl_apply(&redis_cluster(
+        NAME,
+        &images.redis,
+        "  shard_count: 3\n  replicas: 2\n  autoscaling_paused: true\n  tls: {}\n",
+    ))
+    .await?;
+    // Ready is the probe's word, and the probe speaks TLS.
+    wait_ready(c, NAME, 2, Duration::from_secs(300)).await?;
+    use_client_password(c, APPS, NAME).await?;
+    step("RedisCluster 3x2 with TLS Ready");
+
+    // The Secrets: the nodes' one holds no CA key; the CA's is mounted
+    // nowhere.
+    let node_secret = format!("{NAME}-tls");
+    let ca_secret = format!("{NAME}-tls-ca");
+    let keys = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            "-n",
+            APPS,
+            &node_secret,
+            "-o",
+            "go-template={{range $k, $v := .data}}{{$k}} {{end}}{{.type}}",
+        ])
+        .await?;
+    ensure!(
+        keys == "ca.crt tls.crt tls.key kubernetes.io/tls",
+        "{node_secret}: {keys}"
+    );
+    let ca_keys = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            "-n",
+            APPS,
+            &ca_secret,
+            "-o",
+            "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+        ])
+        .await?;
+    ensure!(ca_keys == "ca.crt ca.key ", "{ca_secret}: {ca_keys}");
+    let mounted = cluster_objects(
+        c,
+        "pods",
+        NAME,
+        "jsonpath={.items[*].spec.volumes[*].secret.secretName}",
+    )
+    .await?;
+    ensure!(
+        mounted.contains(&node_secret) && !mounted.contains(&ca_secret),
+        "the pods mount {mounted}"
+    );
+    let ca_pem = secret_key(c, &node_secret, "ca.crt").await?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca_pem)?;
+    harness::redis::set_tls(Some(harness::redis::Tls { ca_pem, ca_file }));
+    step("the CA key is in a Secret no pod mounts");
+
+    // Plain refused, TLS served.
+    let pods = pod_ips(c, NAME).await?;
+    ensure!(pods.len() == 6, "{pods:?}");
+    let seed = pods[0].1;
+    let plain = plain_ping(c, seed).await?;
+    ensure!(plain.is_err(), "a plain client was answered: {plain:?}");
+    ensure!(primaries(c, seed).await? == 3, "not 3 primaries");
+    let metrics = c.netns_handle()?.http_get((seed, 9121), "/metrics")?;
+    ensure!(
+        metrics.lines().any(|l| l == "redis_up 1"),
+        "the exporter does not reach its node over TLS:\n{}",
+        &metrics[..metrics.len().min(2000)]
+    );
+    step("plain refused; TLS clients, the probe and the exporter served");
+
+    // An application pod, through the Service by name.
+    let host = format!("{NAME}.{APPS}.svc.cluster.local");
+    let script = format!(
+        "set -e\nc=\"redis-cli -c --tls --cacert /ca/ca.crt -h {host}\"\n\
+         for i in $(seq 1 100); do r=$($c set app:$i v$i); [ \"$r\" = OK ] || {{ echo \"set app:$i: $r\"; exit 1; }}; done\n\
+         n=0; for i in $(seq 1 100); do [ \"$($c get app:$i)\" = v$i ] && n=$((n+1)); done\n\
+         echo \"read back $n of 100\"\n\
+         redis-cli -h {host} ping 2>&1 | head -1 | sed 's/^/plain: /'"
+    );
+    c.kubectl_apply(&client_pod_with(
+        "tls-client",
+        &images.redis,
+        Some(NAME),
+        Some(&node_secret),
+        &script,
+    ))
+    .await?;
+    let log = pod_result(c, "tls-client", Duration::from_secs(180)).await?;
+    ensure!(log.contains("read back 100 of 100"), "{log}");
+    ensure!(
+        !log.contains("plain: PONG"),
+        "a plain client was answered: {log}"
+    );
+    step("an application pod wrote and read over TLS through the Service");
+
+    // 3 -> 4 shards under the writer.
+    let (writer, running) = start_writer(c, "t", seeds(&pods), 300).await?;
+    let grown = async {
+        c.kubectl_ok([
+            "patch",
+            "rediscluster",
+            NAME,
+            "-n",
+            APPS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"shard_count":4}}"#,
+        ])
+        .await?;
+        wait_for("4 shards over TLS", Duration::from_secs(300), || async {
+            let generation = rc_field(c, NAME, "{.metadata.generation}").await?;
+            let observed = rc_field(c, NAME, "{.status.observed_generation}").await?;
+            if generation != observed || !is_ready(c, NAME, 2).await? {
+                return Ok(None);
+            }
+            let pods = pod_ips(c, NAME).await?;
+            writer.set_seeds(seeds(&pods));
+            Ok((pods.len() == 8 && primaries(c, pods[0].1).await? == 4).then_some(()))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let summary = stop_writer(&writer, running).await?;
+    grown?;
+    step("4 shards, Ready");
+    let pods = pod_ips(c, NAME).await?;
+    let lost = lost_of(c, seeds(&pods), "t", &summary.acked).await?;
+    eprintln!(
+        "e2e-real-tls: writer over TLS: {} acknowledged, {} failed, {} lost, longest gap {:?}",
+        summary.acked.len(),
+        summary.failed,
+        lost.len(),
+        summary.longest_gap
+    );
+    ensure!(
+        lost.is_empty(),
+        "acknowledged writes lost: {} of {}",
+        lost.len(),
+        summary.acked.len()
+    );
+    let check = c
+        .netns_handle()?
+        .run_async(move || async move {
+            harness::redis::cluster_check(SocketAddr::new(seed.into(), 6379))
+        })
+        .await
+        .context("redis-cli --cluster check over TLS")?;
+    ensure!(check.contains("[OK] All 16384 slots covered"), "{check}");
+    Ok(())
+}
