@@ -202,6 +202,9 @@ pub struct ClusterReading {
     /// (before cooldowns and bounds).
     pub replicas: i32,
     pub recommended_replicas: Option<i32>,
+    /// When the nodes' TLS certificate expires (Unix seconds); `None`
+    /// without `spec.tls`.
+    pub tls_not_after: Option<i64>,
 }
 
 impl ClusterReading {
@@ -238,6 +241,7 @@ impl ClusterReading {
             slots_to_move,
             replicas: shape.replicas(),
             recommended_replicas,
+            tls_not_after: None,
         }
     }
 }
@@ -258,7 +262,7 @@ type GaugeDef = (
     fn(&ClusterReading) -> Option<i64>,
 );
 
-const CLUSTER_GAUGES: [GaugeDef; 10] = [
+const CLUSTER_GAUGES: [GaugeDef; 11] = [
     (
         "redis_operator_cluster_slots_covered",
         "Hash slots (of 16384) that some node serves",
@@ -308,6 +312,11 @@ const CLUSTER_GAUGES: [GaugeDef; 10] = [
         "redis_operator_autoscaler_recommended_replicas",
         "Nodes per shard that the last CPU reading calls for, before cooldowns and bounds",
         |r| r.recommended_replicas.map(i64::from),
+    ),
+    (
+        "redis_operator_cluster_tls_cert_expiry_timestamp_seconds",
+        "When the certificate the Redis nodes serve expires (clusters with spec.tls)",
+        |r| r.tls_not_after,
     ),
 ];
 
@@ -451,6 +460,7 @@ mod tests {
                 slots_to_move: 7,
                 replicas: 2,
                 recommended_replicas: Some(3),
+                tls_not_after: None,
             }
         );
     }
@@ -467,16 +477,26 @@ mod tests {
             ..Default::default()
         };
         m.clusters.set("apps", "cache", reading);
-        m.clusters.set("apps", "other", reading);
+        let tls = ClusterReading {
+            tls_not_after: Some(1_900_000_000),
+            ..reading
+        };
+        m.clusters.set("apps", "other", tls);
         let text = m.render().unwrap();
         for line in [
             "# TYPE redis_operator_cluster_slots_covered gauge",
             "redis_operator_cluster_slots_covered{namespace=\"apps\",cluster=\"cache\"} 16384",
             "redis_operator_cluster_shards_with_primary{namespace=\"apps\",cluster=\"other\"} 3",
             "redis_operator_cluster_replicas_in_sync{namespace=\"apps\",cluster=\"cache\"} 0",
+            "redis_operator_cluster_tls_cert_expiry_timestamp_seconds{namespace=\"apps\",cluster=\"other\"} 1900000000",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
+        // Without TLS, no expiry.
+        assert!(
+            !text.contains("expiry_timestamp_seconds{namespace=\"apps\",cluster=\"cache\"}"),
+            "{text}"
+        );
         // No reading, no recommendation.
         assert!(
             !text.contains("redis_operator_autoscaler_recommended_replicas{"),

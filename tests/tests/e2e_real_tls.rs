@@ -3,6 +3,7 @@
 //! - the certificate's Secrets: the CA key in one no pod mounts;
 //! - a plain client refused, a TLS client trusting `ca.crt` served;
 //! - the readiness probe and the exporter sidecar working over TLS;
+//! - the operator's gauge of the certificate's expiry;
 //! - an application pod connecting through the Service by name with
 //!   `redis-cli --tls --cacert`;
 //! - 3 -> 4 shards under the writer that records every acknowledged write
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod_with, cluster_objects, helm_install, is_ready, lost_of, on_real_node, pod_ips,
-    pod_result, rc_field, redis_cluster, seeds, start_writer, stop_writer, use_client_password,
-    wait_ready,
+    APPS, client_pod_with, cluster_objects, helm_install, is_ready, lost_of, on_real_node,
+    operator_counter, pod_ips, pod_result, rc_field, redis_cluster, seeds, start_writer,
+    stop_writer, use_client_password, wait_ready,
 };
 use harness::{Cluster, wait_for};
 
@@ -153,6 +154,25 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         &metrics[..metrics.len().min(2000)]
     );
     step("plain refused; TLS clients, the probe and the exporter served");
+
+    // The expiry gauge says when the nodes' certificate expires.
+    let cert = secret_key(c, &node_secret, "tls.crt").await?;
+    let not_after = certs::CertInfo::parse(&cert, "tls.crt")?
+        .not_after
+        .unix_timestamp();
+    let series = format!(
+        "redis_operator_cluster_tls_cert_expiry_timestamp_seconds{{namespace=\"{APPS}\",cluster=\"{NAME}\"}}"
+    );
+    wait_for(
+        "the certificate expiry gauge",
+        Duration::from_secs(60),
+        || async {
+            let v = operator_counter(c, &series).await?;
+            Ok((v == not_after as f64).then_some(()))
+        },
+    )
+    .await?;
+    step("the expiry gauge matches the certificate");
 
     // An application pod, through the Service by name.
     let host = format!("{NAME}.{APPS}.svc.cluster.local");

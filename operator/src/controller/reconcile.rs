@@ -112,7 +112,15 @@ async fn reconcile_cluster(
     let (report, roll) = (redis.report, redis.roll);
     let now = Timestamp::now();
     let utilization = utilization(ctx, mem, ns, name, &pods, now).await;
-    record_cluster(ctx, rc, (ns, name), shape, &report, &utilization);
+    let tls_not_after = mem.tls.as_deref().and_then(|t| t.not_after);
+    record_cluster(
+        ctx,
+        rc,
+        (ns, name),
+        shape,
+        (&report, tls_not_after),
+        &utilization,
+    );
     let prior = ctx.priors.get(ns, name).flatten();
     let claims = list_claims(rc, ctx, (ns, name), &sets, prior.as_deref()).await?;
 
@@ -382,7 +390,10 @@ fn record_cluster(
     rc: &RedisCluster,
     (ns, name): (&str, &str),
     shape: ClusterShape,
-    report: &Option<Result<topology::Report, topology::StepError>>,
+    (report, tls_not_after): (
+        &Option<Result<topology::Report, topology::StepError>>,
+        Option<i64>,
+    ),
     utilization: &Result<Reading, Unavailable>,
 ) {
     let report = match report {
@@ -396,12 +407,15 @@ fn record_cluster(
     let recommended = utilization.as_ref().ok().map(|u| {
         crate::autoscale::recommendation(shape.replicas(), u.percent, rc.spec.scaling_threshold)
     });
-    let reading = ClusterReading::of(
-        &report.readings,
-        shape,
-        report.slots_left_to_move,
-        recommended,
-    );
+    let reading = ClusterReading {
+        tls_not_after,
+        ..ClusterReading::of(
+            &report.readings,
+            shape,
+            report.slots_left_to_move,
+            recommended,
+        )
+    };
     ctx.metrics.clusters.set(ns, name, reading);
 }
 

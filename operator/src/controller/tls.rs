@@ -30,6 +30,8 @@ pub(super) struct TlsState {
     /// The nodes' certificate, as a fingerprint: a new one is given to the
     /// nodes at once (see `node_config`).
     pub(super) cert_fingerprint: u64,
+    /// When it expires (Unix seconds), for the expiry gauge.
+    pub(super) not_after: Option<i64>,
     read_at: Instant,
 }
 
@@ -74,6 +76,9 @@ pub(super) async fn reconcile(
     *slot = Some(Box::new(TlsState {
         client: client.clone(),
         cert_fingerprint: crate::stable_hash::of_str(&cert_pem),
+        not_after: CertInfo::parse(&cert_pem, tls::CERT_KEY)
+            .ok()
+            .map(|c| c.not_after.unix_timestamp()),
         read_at: Instant::now(),
     }));
     Ok(Some(client))
