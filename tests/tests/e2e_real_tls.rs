@@ -7,7 +7,8 @@
 //! - an application pod connecting through the Service by name with
 //!   `redis-cli --tls --cacert`;
 //! - 3 -> 4 shards under the writer that records every acknowledged write
-//!   (over TLS), with none lost.
+//!   (over TLS), then a renewed certificate loaded by every node in place,
+//!   with none lost.
 //!
 //! Needs root and `make test-images` (as e2e_real). Its own test binary:
 //! the harness's Redis helpers speak TLS for the whole process.
@@ -73,6 +74,110 @@ async fn primaries(c: &Cluster, seed: Ipv4Addr) -> Result<usize> {
             anyhow::Ok(counts.len())
         })
         .await
+}
+
+/// The certificates the nodes at `ips` serve, by a TLS handshake from
+/// inside the node's netns that trusts `ca`.
+async fn served(c: &Cluster, ips: Vec<Ipv4Addr>, ca: String) -> Result<Vec<Vec<u8>>> {
+    c.netns_handle()?
+        .run_async(move || async move {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(cert?)?;
+            }
+            let config = std::sync::Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            );
+            let name = rustls::pki_types::ServerName::try_from(format!("{NAME}.{APPS}.svc"))?;
+            let mut out = Vec::new();
+            for ip in ips {
+                let tcp = tokio::net::TcpStream::connect((ip, 6379)).await?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .with_context(|| format!("TLS to {ip}"))?;
+                let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                out.push(certs.first().map(|c| c.to_vec()).unwrap_or_default());
+            }
+            anyhow::Ok(out)
+        })
+        .await
+}
+
+/// A renewal, end to end: the nodes' Secret goes and the operator restarts
+/// (it reads the Secrets at start, then every 5 minutes); it issues a new
+/// certificate from the same CA, the kubelet updates the pods' files, and
+/// the operator has every node load them. No pod restarts.
+async fn renewed(c: &Cluster, node_secret: &str) -> Result<()> {
+    let ca = secret_key(c, node_secret, "ca.crt").await?;
+    let old = certs::CertInfo::parse(&secret_key(c, node_secret, "tls.crt").await?, "tls.crt")?.der;
+    let before = cluster_objects(c, "pods", NAME, "jsonpath={.items[*].metadata.uid}").await?;
+    c.kubectl_ok(["delete", "secret", "-n", APPS, node_secret])
+        .await?;
+    c.kubectl_ok([
+        "delete",
+        "pod",
+        "-n",
+        harness::stack::NAMESPACE,
+        "-l",
+        "app.kubernetes.io/component=operator",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ])
+    .await?;
+    let seen = std::sync::Mutex::new(String::from("nothing yet"));
+    let note = |s: String| *seen.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    let waited = wait_for(
+        "every node serving a new certificate",
+        Duration::from_secs(300),
+        || async {
+            let Ok(pem) = secret_key(c, node_secret, "tls.crt").await else {
+                note("no nodes' Secret".into());
+                return Ok(None);
+            };
+            let new = certs::CertInfo::parse(&pem, "tls.crt")?.der;
+            ensure!(new != old, "the operator wrote the old certificate back");
+            let ips: Vec<Ipv4Addr> = pod_ips(c, NAME)
+                .await?
+                .into_iter()
+                .map(|(_, ip)| ip)
+                .collect();
+            let served = served(c, ips, ca.clone()).await?;
+            let fresh = served.iter().filter(|s| **s == new).count();
+            note(format!(
+                "{fresh} of {} nodes serve the new certificate",
+                served.len()
+            ));
+            Ok((fresh == served.len()).then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = waited {
+        let log = c
+            .kubectl_ok([
+                "logs",
+                "-n",
+                harness::stack::NAMESPACE,
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "--tail=40",
+            ])
+            .await
+            .unwrap_or_else(|e| format!("(no operator log: {e:#})"));
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return Err(e.context(format!("last seen: {seen}; the operator's log:\n{log}")));
+    }
+    ensure!(
+        secret_key(c, node_secret, "ca.crt").await? == ca,
+        "the CA changed"
+    );
+    let after = cluster_objects(c, "pods", NAME, "jsonpath={.items[*].metadata.uid}").await?;
+    ensure!(before == after, "pods were replaced: {before} -> {after}");
+    Ok(())
 }
 
 async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
@@ -224,12 +329,14 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
             Ok((pods.len() == 8 && primaries(c, pods[0].1).await? == 4).then_some(()))
         })
         .await?;
+        step("4 shards, Ready");
+        renewed(c, &node_secret).await?;
+        step("a new certificate served by every node, none restarted");
         anyhow::Ok(())
     }
     .await;
     let summary = stop_writer(&writer, running).await?;
     grown?;
-    step("4 shards, Ready");
     let pods = pod_ips(c, NAME).await?;
     let lost = lost_of(c, seeds(&pods), "t", &summary.acked).await?;
     eprintln!(

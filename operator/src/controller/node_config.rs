@@ -79,10 +79,10 @@ pub(super) async fn push(
     }
     let config = render();
     let pipe = pipeline(&config);
+    // The caller's options (fence, TLS), logged in as `login`.
     let opts = topology::StepOptions {
         login: login.cloned(),
-        fence: opts.fence.clone(),
-        ..Default::default()
+        ..opts.clone()
     };
     for addr in pending {
         match topology::run_pipeline(addr, &pipe, "configuring a node", &opts).await {
