@@ -287,14 +287,20 @@ async fn write_internal(
         ),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(&secret).unwrap_or_default();
+    apply_secret(secrets, &secret).await
+}
+
+/// Server-side applies `secret` (named in its metadata) as the operator.
+pub(super) async fn apply_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let mut value = serde_json::to_value(secret).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.insert("apiVersion".into(), "v1".into());
         o.insert("kind".into(), "Secret".into());
     }
     secrets
         .patch(
-            &secret_name,
+            name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(value),
         )
@@ -302,7 +308,7 @@ async fn write_internal(
         .map_err(kube_err(
             "applying",
             "Secret",
-            &format!("{}/{secret_name}", secrets_ns(rc)),
+            &format!("{}/{name}", secrets.namespace().unwrap_or_default()),
         ))?;
     Ok(())
 }

@@ -10,13 +10,12 @@ use api::RedisCluster;
 use certs::{CertInfo, KeyMaterial};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::Client;
+use kube::api::{Api, PostParams};
 use time::OffsetDateTime;
 
-use super::credentials::{secret_meta, text};
+use super::credentials::{apply_secret, secret_meta, text};
 use super::{Error, kube_err};
-use crate::names::MANAGER;
 use crate::tls::{self, NodeSecret, Plan};
 use crate::topology::TlsClient;
 
@@ -212,23 +211,5 @@ async fn write_node_secret(
         data: Some(bytes(&data)),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(&secret).unwrap_or_default();
-    if let Some(o) = value.as_object_mut() {
-        o.insert("apiVersion".into(), "v1".into());
-        o.insert("kind".into(), "Secret".into());
-    }
-    let ns = rc.meta().namespace.clone().unwrap_or_default();
-    secrets
-        .patch(
-            &secret_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(value),
-        )
-        .await
-        .map_err(kube_err(
-            "applying",
-            "Secret",
-            &format!("{ns}/{secret_name}"),
-        ))?;
-    Ok(())
+    apply_secret(secrets, &secret).await
 }
