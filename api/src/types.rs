@@ -203,8 +203,9 @@ pub struct RedisClusterSpec {
 pub struct TlsSpec {
     /// A Secret in the cluster's namespace with `tls.crt`, `tls.key` and
     /// `ca.crt`, as a cert-manager Certificate writes it. The certificate
-    /// must name `<name>.<namespace>.svc` and `localhost`, and serve as
-    /// both server and client (the nodes present it to each other).
+    /// must name `<name>.<namespace>.svc` (and `localhost` for the exporter
+    /// sidecar), and serve as both server and client (the nodes present it
+    /// to each other).
     /// Absent means the operator issues it into `<name>-tls` from a CA of
     /// the cluster's own (`<name>-tls-ca`, mounted nowhere) and renews it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

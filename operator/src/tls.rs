@@ -64,15 +64,13 @@ pub fn sans(cluster: &str, ns: &str) -> Vec<String> {
         format!("{}.cluster.local", server_name(cluster, ns)),
         format!("{cluster}.{ns}"),
         cluster.to_string(),
-        "localhost".into(),
+        LOCAL_NAME.into(),
         "127.0.0.1".into(),
     ]
 }
 
-/// The names a certificate given in `spec.tls.secret_name` must carry.
-pub fn required_names(cluster: &str, ns: &str) -> [String; 2] {
-    [server_name(cluster, ns), "localhost".into()]
-}
+/// The name the exporter sidecar checks (it dials `localhost`).
+pub const LOCAL_NAME: &str = "localhost";
 
 /// The `redis.conf` lines of a TLS node: TLS on the client port (and no
 /// plain port), on the cluster bus and for replication. Clients need not
@@ -173,13 +171,15 @@ pub fn plan(
 }
 
 /// What is wrong with a certificate given in `spec.tls.secret_name`, if
-/// anything: it must be valid now, signed by a CA of its `ca.crt`, and
-/// carry the [`required_names`].
+/// anything: it must be valid now, signed by a CA of its `ca.crt`, and name
+/// `server` (the operator checks it). Without [`LOCAL_NAME`] only the
+/// exporter sidecar fails, so that is a warning (`Ok(Some(..))`): the
+/// cluster is still managed.
 pub fn check_given(
     node: &NodeSecret,
-    required: &[String],
+    server: &str,
     now: OffsetDateTime,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let Some(cert) = node.cert.as_ref() else {
         return Err(format!("has no {CERT_KEY} with its {KEY_KEY}"));
     };
@@ -197,18 +197,22 @@ pub fn check_given(
             "holds a certificate that no CA in its {CA_KEY} signed"
         ));
     }
-    let missing: Vec<&str> = (required.iter())
-        .filter(|r| !covers(&cert.sans, r))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "holds a certificate without the names {} (it has {})",
-            missing.join(", "),
+    let without = |name: &str| {
+        format!(
+            "holds a certificate without the name {name} (it has {})",
             cert.sans.join(", ")
-        ));
+        )
+    };
+    if !covers(&cert.sans, server) {
+        return Err(without(server));
     }
-    Ok(())
+    if !covers(&cert.sans, LOCAL_NAME) {
+        return Ok(Some(format!(
+            "{}: the exporter sidecar cannot check it",
+            without(LOCAL_NAME)
+        )));
+    }
+    Ok(None)
 }
 
 /// Whether `sans` covers `name`, exactly or with a wildcard first label.
@@ -301,29 +305,37 @@ mod tests {
 
     #[test]
     fn a_given_certificate_must_chain_cover_the_names_and_be_valid() {
-        let required = required_names("rc", "ns");
+        let server = "rc.ns.svc";
         let ca = new_ca("issuer", ca_validity(), now()).unwrap();
-        let good = node(&ca, &["rc.ns.svc".into(), "localhost".into()], 90, now());
-        assert_eq!(check_given(&good, &required, now()), Ok(()));
+        let good = node(&ca, &[server.into(), "localhost".into()], 90, now());
+        assert_eq!(check_given(&good, server, now()), Ok(None));
         let wildcard = node(&ca, &["*.ns.svc".into(), "localhost".into()], 90, now());
-        assert_eq!(check_given(&wildcard, &required, now()), Ok(()));
-        let narrow = node(&ca, &["rc.ns.svc".into()], 90, now());
+        assert_eq!(check_given(&wildcard, server, now()), Ok(None));
+        // Without localhost only the exporter fails: a warning.
+        let narrow = node(&ca, &[server.into()], 90, now());
         assert_eq!(
-            check_given(&narrow, &required, now()),
-            Err("holds a certificate without the names localhost (it has rc.ns.svc)".into())
+            check_given(&narrow, server, now()),
+            Ok(Some("holds a certificate without the name localhost (it has rc.ns.svc): the exporter sidecar cannot check it".into()))
+        );
+        // Without the Service's name the operator cannot connect: an error.
+        let other = node(&ca, &["other.ns.svc".into(), "localhost".into()], 90, now());
+        assert_eq!(
+            check_given(&other, server, now()),
+            Err(
+                "holds a certificate without the name rc.ns.svc (it has other.ns.svc, localhost)"
+                    .into()
+            )
         );
         let mut unsigned = good.clone();
         unsigned.trusted = vec![info(&new_ca("x", ca_validity(), now()).unwrap().cert_pem)];
         assert_eq!(
-            check_given(&unsigned, &required, now()),
+            check_given(&unsigned, server, now()),
             Err("holds a certificate that no CA in its ca.crt signed".into())
         );
-        let expired = node(&ca, &required, 1, now() - Duration::days(3));
-        assert!(
-            check_given(&expired, &required, now()).is_err_and(|e| e.contains("valid only from"))
-        );
+        let expired = node(&ca, &[server.into()], 1, now() - Duration::days(3));
+        assert!(check_given(&expired, server, now()).is_err_and(|e| e.contains("valid only from")));
         assert_eq!(
-            check_given(&NodeSecret::default(), &required, now()),
+            check_given(&NodeSecret::default(), server, now()),
             Err("has no tls.crt with its tls.key".into())
         );
     }

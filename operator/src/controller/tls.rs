@@ -60,10 +60,15 @@ pub(super) async fn reconcile(
             why: "does not exist (spec.tls.secret_name names it)".into(),
         })?;
         let node = node_secret(&secret);
-        tls::check_given(&node, &tls::required_names(name, ns), now).map_err(|why| Error::Tls {
-            secret: full.clone(),
-            why,
+        let warning = tls::check_given(&node, &tls::server_name(name, ns), now).map_err(|why| {
+            Error::Tls {
+                secret: full.clone(),
+                why,
+            }
         })?;
+        if let Some(warning) = warning {
+            tracing::warn!(cluster = %format_args!("{ns}/{name}"), secret = %full, "the TLS Secret {warning}");
+        }
         (field(&secret, tls::CA_KEY), field(&secret, tls::CERT_KEY))
     } else {
         issued(&secrets, rc, (ns, name), now).await?
