@@ -206,21 +206,26 @@ pub fn persistence_settings(spec: &api::RedisClusterSpec) -> [(&'static str, Str
 /// the replication login come from the mounted internal Secret (see
 /// [`crate::auth`]).
 pub fn redis_conf(spec: &api::RedisClusterSpec) -> String {
-    let mut lines: Vec<String> = [
-        "# Managed by redis-operator.",
-        "port 6379",
-        "bind * -::*",
-        "protected-mode no",
-        "cluster-enabled yes",
-        "cluster-config-file /data/nodes.conf",
-        "cluster-node-timeout 5000",
-        "cluster-allow-replica-migration no",
-        // Replicas attach without waiting for more replicas to batch with.
-        "repl-diskless-sync-delay 0",
-        "dir /data",
-    ]
-    .map(String::from)
-    .into();
+    let mut lines = vec!["# Managed by redis-operator.".to_string()];
+    // With TLS the client port speaks TLS only: no plain port.
+    match spec.tls {
+        Some(_) => lines.extend(tls::conf_lines()),
+        None => lines.push(format!("port {REDIS_PORT}")),
+    }
+    lines.extend(
+        [
+            "bind * -::*",
+            "protected-mode no",
+            "cluster-enabled yes",
+            "cluster-config-file /data/nodes.conf",
+            "cluster-node-timeout 5000",
+            "cluster-allow-replica-migration no",
+            // Replicas attach without waiting for more replicas to batch with.
+            "repl-diskless-sync-delay 0",
+            "dir /data",
+        ]
+        .map(String::from),
+    );
     // Scaling never relies on persistence: slots move with MIGRATE, which
     // is synchronous.
     for (name, value) in persistence_settings(spec) {
@@ -229,10 +234,6 @@ pub fn redis_conf(spec: &api::RedisClusterSpec) -> String {
         } else {
             format!("{name} {value}")
         });
-    }
-    if spec.tls.is_some() {
-        lines.retain(|l| l != "port 6379");
-        lines.extend(tls::conf_lines());
     }
     if auth::enabled(spec) {
         lines.push(format!("aclfile {}/{}", auth::MOUNT, auth::ACL_FILE));
@@ -825,6 +826,17 @@ mod tests {
             .expect("a StatefulSet has a pod template")
     }
 
+    /// An installation with the exporter sidecar (image `exporter:1`).
+    fn with_exporter() -> Platform {
+        Platform {
+            operator: None,
+            exporter: Some(Exporter {
+                image: "exporter:1".into(),
+                resources: Exporter::default_resources(),
+            }),
+        }
+    }
+
     fn spec(shards: i32, replicas: i32) -> RedisClusterSpec {
         RedisClusterSpec {
             shard_count: shards,
@@ -1269,13 +1281,7 @@ mod tests {
     fn the_exporter_is_a_native_sidecar_that_logs_in_as_its_own_user() {
         let r = rc(spec(2, 1));
         let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
-        let platform = Platform {
-            operator: None,
-            exporter: Some(Exporter {
-                image: "exporter:1".into(),
-                resources: Exporter::default_resources(),
-            }),
-        };
+        let platform = with_exporter();
         let pod_json = |c: &Children| serde_json::to_value(first_pod(c)).unwrap();
         let pod = pod_json(&children(&r, &plan, &platform));
         let sidecar = &pod["initContainers"][0];
@@ -1329,13 +1335,7 @@ mod tests {
         assert!(conf.lines().any(|l| l == "port 0"), "{conf}");
         assert!(conf.lines().any(|l| l == "tls-cluster yes"), "{conf}");
         let plan = shard_plan(shape(&r), &BTreeMap::new(), false, &[]);
-        let platform = Platform {
-            operator: None,
-            exporter: Some(Exporter {
-                image: "exporter:1".into(),
-                resources: Exporter::default_resources(),
-            }),
-        };
+        let platform = with_exporter();
         let pod = serde_json::to_value(first_pod(&children(&r, &plan, &platform))).unwrap();
         let volume = (pod["volumes"].as_array().unwrap().iter())
             .find(|v| v["name"] == "tls")

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::topology::{self, Login};
+use crate::topology;
 
 /// How long a node's configuration is taken as applied before it is set
 /// again: this puts right a container that restarted on a stale copy of a
@@ -64,13 +64,13 @@ impl Pushed {
 
 /// Gives every node of `nodes` that needs it the configuration that
 /// `render` builds (only called when some node does). A node that fails is
-/// logged and tried again at the next reconcile.
+/// logged and tried again at the next reconcile. `opts` says how to reach
+/// the nodes (fence, login, TLS).
 pub(super) async fn push(
     pushed: &mut Pushed,
     (ns, name): (&str, &str),
     nodes: &[SocketAddr],
     (fingerprint, render): (u64, impl FnOnce() -> NodeConfig),
-    login: Option<&Login>,
     opts: &topology::StepOptions,
 ) {
     let pending = pushed.pending(nodes, fingerprint);
@@ -79,13 +79,8 @@ pub(super) async fn push(
     }
     let config = render();
     let pipe = pipeline(&config);
-    // The caller's options (fence, TLS), logged in as `login`.
-    let opts = topology::StepOptions {
-        login: login.cloned(),
-        ..opts.clone()
-    };
     for addr in pending {
-        match topology::run_pipeline(addr, &pipe, "configuring a node", &opts).await {
+        match topology::run_pipeline(addr, &pipe, "configuring a node", opts).await {
             Ok(()) => {
                 pushed.applied.insert(addr, fingerprint);
             }

@@ -320,15 +320,7 @@ async fn configure_nodes(
         (ns, name),
         &node_addrs(pods),
         (fingerprint, render),
-        access.login.as_ref(),
-        &step_options(
-            ctx,
-            None,
-            &Access {
-                login: None,
-                tls: access.tls.clone(),
-            },
-        ),
+        &step_options(ctx, None, access),
     )
     .await;
 }
