@@ -430,6 +430,33 @@ pub async fn connect(addr: SocketAddr) -> Result<MultiplexedConnection> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
+/// The certificate (DER) a TLS node at `addr` presents to a client that
+/// trusts the CAs of `ca_pem` and checks `server_name`.
+pub async fn served_certificate(
+    addr: SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+) -> Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS to {addr}"))?;
+    let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
+}
+
 /// Runs one command on one node.
 pub async fn query<T: redis::FromRedisValue>(addr: SocketAddr, args: &[&str]) -> Result<T> {
     let mut c = connect(addr).await?;

@@ -79,28 +79,13 @@ async fn primaries(c: &Cluster, seed: Ipv4Addr) -> Result<usize> {
 /// The certificates the nodes at `ips` serve, by a TLS handshake from
 /// inside the node's netns that trusts `ca`.
 async fn served(c: &Cluster, ips: Vec<Ipv4Addr>, ca: String) -> Result<Vec<Vec<u8>>> {
+    let name = format!("{NAME}.{APPS}.svc");
     c.netns_handle()?
         .run_async(move || async move {
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                roots.add(cert?)?;
-            }
-            let config = std::sync::Arc::new(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth(),
-            );
-            let name = rustls::pki_types::ServerName::try_from(format!("{NAME}.{APPS}.svc"))?;
             let mut out = Vec::new();
             for ip in ips {
-                let tcp = tokio::net::TcpStream::connect((ip, 6379)).await?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), tcp)
-                    .await
-                    .with_context(|| format!("TLS to {ip}"))?;
-                let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
-                out.push(certs.first().map(|c| c.to_vec()).unwrap_or_default());
+                let addr = SocketAddr::new(ip.into(), 6379);
+                out.push(harness::redis::served_certificate(addr, &ca, &name).await?);
             }
             anyhow::Ok(out)
         })

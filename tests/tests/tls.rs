@@ -60,25 +60,6 @@ fn in_dir(text: &str, dir: &Path) -> String {
     text.replace(&mount, &format!("{}/", dir.display()))
 }
 
-/// The DER of the certificate `addr` presents to a client trusting `ca`.
-async fn served_cert(addr: SocketAddr, ca: &str) -> Result<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
-    Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
-}
-
 async fn ping(addr: SocketAddr, opts: &StepOptions) -> Result<(), topology::TopologyError> {
     let mut p = redis::pipe();
     p.ignore_errors();
@@ -91,9 +72,9 @@ async fn a_tls_cluster_reshapes_and_renews_its_certificate_under_writes() -> Res
     harness::product::init_crypto();
     let t0 = Instant::now();
     let mut fleet = RedisFleet::new("tls")?;
-    let dir = std::env::temp_dir().join(format!("redis-tls-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = Cleanup(dir.clone());
+    // Removed when the test ends, failed or not.
+    let certs_dir = tempfile::tempdir()?;
+    let dir = certs_dir.path().to_path_buf();
     let now = OffsetDateTime::now_utc();
     let ca = certs::issue::new_ca("test CA", time::Duration::days(3650), now)?;
     write_certs(&dir, &ca)?;
@@ -210,7 +191,7 @@ async fn a_tls_cluster_reshapes_and_renews_its_certificate_under_writes() -> Res
 
         // A renewed certificate: new files, then the CONFIG SET the
         // operator sends every node; each then serves the new one.
-        let before = served_cert(fleet.addr(0, 0), &ca.cert_pem).await?;
+        let before = rh::served_certificate(fleet.addr(0, 0), &ca.cert_pem, SERVER_NAME).await?;
         write_certs(&dir, &ca)?;
         let written = std::fs::read_to_string(dir.join("tls.crt"))?;
         let new_der = certs::CertInfo::parse(&written, "tls.crt")?.der;
@@ -224,7 +205,7 @@ async fn a_tls_cluster_reshapes_and_renews_its_certificate_under_writes() -> Res
         for a in addrs(&fleet) {
             topology::run_pipeline(a, &reload, "CONFIG SET tls-*", &opts).await?;
             ensure!(
-                served_cert(a, &ca.cert_pem).await? == new_der,
+                rh::served_certificate(a, &ca.cert_pem, SERVER_NAME).await? == new_der,
                 "{a} still serves the old certificate"
             );
         }
@@ -260,13 +241,4 @@ async fn a_tls_cluster_reshapes_and_renews_its_certificate_under_writes() -> Res
     );
     rh::cluster_check(fleet.addr(0, 0))?;
     Ok(())
-}
-
-/// Removes the certificate directory, also when the test fails.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
