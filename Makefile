@@ -16,10 +16,10 @@ help: ## list the targets
 
 # redis-server/redis-tools: the kwok tier's Redis processes. The rest is a real
 # node: containerd and runc, CNI plugins, iptables/nftables for kube-proxy,
-# iproute2/util-linux for the node's network namespace, umoci and skopeo to
+# ipset for kube-router (the NetworkPolicy enforcer), iproute2/util-linux for the node's network namespace, umoci and skopeo to
 # build images without Docker, busybox-static (a shell for the test images),
 # gcc (the static pause binary) and curl (the helm test image).
-DEPS_PACKAGES := redis-server redis-tools containerd runc containernetworking-plugins iptables nftables \
+DEPS_PACKAGES := redis-server redis-tools containerd runc containernetworking-plugins iptables nftables ipset \
                  conntrack iproute2 util-linux umoci skopeo busybox-static gcc libc6-dev curl
 
 deps: ## install the Debian packages the tests and the real node need
@@ -116,7 +116,7 @@ e2e: deps cluster-tools build ## the end-to-end suite only
 
 e2e-real: deps cluster-tools build test-images ## the real-node tier: containerd + kubelet in a netns of its own, the chart in-cluster (root)
 	CLUSTER_TOOLS_BIN="$(TOOLS_BIN)" REAL_NODE_IMAGES="$(abspath $(TEST_IMAGES_DIR))" \
-	  $(CARGO) test -p redis-operator-harness --test e2e_real --test e2e_real_roll --test e2e_real_loss --test e2e_real_monitoring --test e2e_real_tls -- --test-threads=1 --nocapture
+	  $(CARGO) test -p redis-operator-harness --test e2e_real --test e2e_real_roll --test e2e_real_loss --test e2e_real_monitoring --test e2e_real_tls --test e2e_real_netpol -- --test-threads=1 --nocapture
 
 # A real node needs root; say so before a long first build, not after it.
 root:

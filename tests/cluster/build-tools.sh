@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, etcd, kwok, metrics-server, helm), the real
-# node's kubelet and kube-proxy, promtool and the Redis exporter from Go
-# modules.
+# node's kubelet and kube-proxy, promtool, the Redis exporter and
+# kube-router (the NetworkPolicy enforcer) from Go modules.
 # Output: $TOOLS_CACHE/bin-<hash of versions.env>/, printed on the last line.
 # A warm cache rebuilds nothing.
 set -euo pipefail
@@ -35,7 +35,7 @@ timed() {
 K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
 
 have_all() {
-  for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool prometheus redis_exporter; do
+  for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool prometheus redis_exporter kube-router; do
     [ -x "$bin/$b" ] || return 1
   done
 }
@@ -146,6 +146,22 @@ build_redis_exporter() {
   )
 }
 build_redis_exporter
+# Also through a wrapper module (the same refusal).
+build_kube_router() {
+  [ -x "$bin/kube-router" ] && return 0
+  local mod="$cache/src/kube-router-$KUBE_ROUTER_VERSION"
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init redis-operator.test/kube-router >/dev/null 2>&1
+    go get "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" >/dev/null 2>&1
+    timed "building kube-router $KUBE_ROUTER_VERSION" go build \
+      -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+      -o "$bin/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+    mv "$bin/kube-router.tmp" "$bin/kube-router"
+  )
+}
+build_kube_router
 
 have_all
 rm -rf "$GOCACHE"

@@ -482,6 +482,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// kube-router, once the node is registered (it reads the Node at
+    /// start and exits without it); waits until its firewall chains exist.
+    async fn start_network_policies(&self, timeout: Duration) -> Result<()> {
+        let kube_router = self.tools.path("kube-router")?;
+        let (program, args) = RealNode::kube_router_command(&kube_router, &self.kubeconfig);
+        self.spawn_program("kube-router", &program, args)?;
+        let netns = self.netns_handle()?;
+        wait_for("kube-router's firewall chains", timeout, || async {
+            self.check_alive()?;
+            let rules = netns.run_ok("/usr/sbin/iptables-save", &["-t", "filter"])?;
+            Ok(rules.contains(":KUBE-ROUTER-FORWARD").then_some(()))
+        })
+        .await
+        .map_err(|e| self.with_log(e, "kube-router"))
+    }
+
     /// Waits for the default ServiceAccount, Ready nodes with leases and,
     /// when enabled, the metrics API.
     async fn wait_until_usable(
@@ -530,6 +546,9 @@ impl Cluster {
         })
         .await
         .map_err(|e| self.with_log(e, if self.netns.is_some() { "kubelet" } else { "kwok" }))?;
+        if self.netns.is_some() {
+            self.start_network_policies(left()).await?;
+        }
 
         if opts.metrics_server {
             wait_for(

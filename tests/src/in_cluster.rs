@@ -141,6 +141,22 @@ pub fn client_pod_with(
     ca_secret: Option<&str>,
     script: &str,
 ) -> String {
+    pod_in(APPS, name, image, cluster, ca_secret, script)
+}
+
+/// A client pod like [`client_pod`] in `namespace`, with no credentials.
+pub fn client_pod_in(namespace: &str, name: &str, image: &str, script: &str) -> String {
+    pod_in(namespace, name, image, None, None, script)
+}
+
+fn pod_in(
+    namespace: &str,
+    name: &str,
+    image: &str,
+    cluster: Option<&str>,
+    ca_secret: Option<&str>,
+    script: &str,
+) -> String {
     let script = serde_json::to_string(script).unwrap_or_default();
     let (mounts, volumes) = match ca_secret {
         Some(secret) => (
@@ -163,7 +179,7 @@ pub fn client_pod_with(
 kind: Pod
 metadata:
   name: {name}
-  namespace: {APPS}
+  namespace: {namespace}
 spec:
   restartPolicy: Never
   activeDeadlineSeconds: {deadline}
@@ -321,23 +337,44 @@ where
 /// Waits until a pod in [`APPS`] has finished and returns its log; an
 /// error if it failed.
 pub async fn pod_result(c: &Cluster, name: &str, timeout: Duration) -> Result<String> {
-    let phase = wait_for(&format!("pod {name} to finish"), timeout, || async {
-        let p = pod_phase(c, name).await?;
-        Ok(matches!(p.as_str(), "Succeeded" | "Failed").then_some(p))
-    })
+    pod_result_in(c, APPS, name, timeout).await
+}
+
+/// [`pod_result`] for a pod in `namespace`.
+pub async fn pod_result_in(
+    c: &Cluster,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let phase = wait_for(
+        &format!("pod {namespace}/{name} to finish"),
+        timeout,
+        || async {
+            let p = pod_phase_in(c, namespace, name).await?;
+            Ok(matches!(p.as_str(), "Succeeded" | "Failed").then_some(p))
+        },
+    )
     .await?;
-    let log = c.kubectl_ok(["logs", name, "-n", APPS]).await?;
-    ensure!(phase == "Succeeded", "pod {name} {phase}:\n{log}");
+    let log = c.kubectl_ok(["logs", name, "-n", namespace]).await?;
+    ensure!(
+        phase == "Succeeded",
+        "pod {namespace}/{name} {phase}:\n{log}"
+    );
     Ok(log)
 }
 
 pub async fn pod_phase(c: &Cluster, name: &str) -> Result<String> {
+    pod_phase_in(c, APPS, name).await
+}
+
+async fn pod_phase_in(c: &Cluster, namespace: &str, name: &str) -> Result<String> {
     c.kubectl_ok([
         "get",
         "pod",
         name,
         "-n",
-        APPS,
+        namespace,
         "-o",
         "jsonpath={.status.phase}",
     ])

@@ -94,6 +94,7 @@ const HOST_PROGRAMS: &[(&str, &str)] = &[
     ("/usr/lib/cni/host-local", "containernetworking-plugins"),
     ("/usr/lib/cni/loopback", "containernetworking-plugins"),
     ("/usr/sbin/iptables", "iptables"),
+    ("/usr/sbin/ipset", "ipset"),
     ("/usr/sbin/ip", "iproute2"),
     ("/usr/bin/nsenter", "util-linux"),
     ("/usr/bin/unshare", "util-linux"),
@@ -740,6 +741,34 @@ conntrack:
             kube_proxy.to_owned(),
             vec![format!("--config={}", s(&config)), "--v=1".into()],
         ))
+    }
+
+    /// kube-router's program and arguments: its network policy controller
+    /// only (no routes, no service proxy, no CNI config), so that this node
+    /// enforces NetworkPolicies as a production cluster's CNI does. The
+    /// bridge CNI enforces none. It programs iptables and ipsets inside the
+    /// node's namespace only, and sets no sysctl.
+    pub fn kube_router_command(kube_router: &Path, kubeconfig: &Path) -> (PathBuf, Vec<String>) {
+        let args = [
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=false",
+            "--enable-pod-egress=false",
+            "--enable-ipv4=true",
+            "--enable-ipv6=false",
+            "--health-port=0",
+            "--metrics-port=0",
+            "--v=1",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend([
+            format!("--kubeconfig={}", s(kubeconfig)),
+            format!("--hostname-override={NODE_NAME}"),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        ]);
+        (kube_router.to_owned(), args)
     }
 
     /// Starts the DNS responder on [`NODE_IP`]:53 inside the namespace.

@@ -20,6 +20,7 @@ pub const BINARIES: &[&str] = &[
     "promtool",
     "prometheus",
     "redis_exporter",
+    "kube-router",
 ];
 
 /// The directory of control-plane binaries.

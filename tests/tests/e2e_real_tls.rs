@@ -271,7 +271,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
          for i in $(seq 1 100); do r=$($c set app:$i v$i); [ \"$r\" = OK ] || {{ echo \"set app:$i: $r\"; exit 1; }}; done\n\
          n=0; for i in $(seq 1 100); do [ \"$($c get app:$i)\" = v$i ] && n=$((n+1)); done\n\
          echo \"read back $n of 100\"\n\
-         redis-cli -h {host} ping 2>&1 | head -1 | sed 's/^/plain: /'"
+         echo \"plain: $(redis-cli -h {host} ping 2>&1)\""
     );
     c.kubectl_apply(&client_pod_with(
         "tls-client",
@@ -283,9 +283,10 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     .await?;
     let log = pod_result(c, "tls-client", Duration::from_secs(180)).await?;
     ensure!(log.contains("read back 100 of 100"), "{log}");
+    // The image has no head or sed: the line is echoed whole.
     ensure!(
-        !log.contains("plain: PONG"),
-        "a plain client was answered: {log}"
+        log.lines().any(|l| l.starts_with("plain: ")) && !log.contains("plain: PONG"),
+        "a plain client was answered, or not tried: {log}"
     );
     step("an application pod wrote and read over TLS through the Service");
 
