@@ -127,7 +127,8 @@ pub fn redis_cluster(name: &str, image: &str, spec: &str) -> String {
 /// A restricted-compliant pod in [`APPS`] running `script` in the test
 /// Redis image, ended by the kubelet after [`CLIENT_POD_DEADLINE`]. With
 /// `cluster`, it gets that RedisCluster's password from its Secret as an
-/// application would, in `REDISCLI_AUTH` (which `redis-cli` reads).
+/// application would, in `REDISCLI_AUTH` (which `redis-cli` reads), and
+/// waits until the cluster lets it in before `script` runs.
 pub fn client_pod(name: &str, image: &str, cluster: Option<&str>, script: &str) -> String {
     client_pod_with(name, image, cluster, None, script)
 }
@@ -157,7 +158,11 @@ fn pod_in(
     ca_secret: Option<&str>,
     script: &str,
 ) -> String {
-    let script = serde_json::to_string(script).unwrap_or_default();
+    let script = match cluster {
+        Some(cluster) => admitted(cluster, ca_secret.is_some()) + script,
+        None => script.to_string(),
+    };
+    let script = serde_json::to_string(&script).unwrap_or_default();
     let (mounts, volumes) = match ca_secret {
         Some(secret) => (
             "    volumeMounts:\n    - {name: ca, mountPath: /ca, readOnly: true}\n".to_string(),
@@ -201,6 +206,25 @@ spec:
       readOnlyRootFilesystem: true
       capabilities: {{drop: [ALL]}}
 {volumes}"#
+    )
+}
+
+/// Shell lines that wait (up to 60 s) until RedisCluster `cluster`
+/// answers through its Service. The node enforces NetworkPolicies: until
+/// kube-router has a new pod's address, a second or so after the pod
+/// starts, the cluster's policy refuses it like a stranger. Applications
+/// retry their first connection for the same reason.
+fn admitted(cluster: &str, tls: bool) -> String {
+    let tls = if tls {
+        "--tls --cacert /ca/ca.crt "
+    } else {
+        ""
+    };
+    format!(
+        "i=0; until redis-cli {tls}-h {} ping 2>&1 | grep -q -e PONG -e NOAUTH; do\n\
+         \x20 i=$((i+1)); [ $i -ge 60 ] && break; sleep 1\n\
+         done\n",
+        service_host(cluster)
     )
 }
 
@@ -545,5 +569,59 @@ pub async fn lost_of(
     let (prefix, acked) = (prefix.to_owned(), acked.to_vec());
     c.netns_handle()?
         .run_async(move || async move { lost_writes(seeds, &prefix, &acked).await })
+        .await
+}
+
+/// Sets `spec.shard_count` of RedisCluster `name` in [`APPS`] to `shards`
+/// and waits (up to 5 min) until the change is observed, every shard has
+/// `replicas` ready pods, and `CLUSTER SLOTS` read from inside the node
+/// names `shards` primaries; meanwhile `writer` follows the pods.
+pub async fn reshard(
+    c: &Cluster,
+    name: &str,
+    shards: usize,
+    replicas: u32,
+    writer: &Writer,
+) -> Result<()> {
+    c.kubectl_ok([
+        "patch",
+        "rediscluster",
+        name,
+        "-n",
+        APPS,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"shard_count":{shards}}}}}"#),
+    ])
+    .await?;
+    wait_for(
+        &format!("{name}: {shards} shards of {replicas}, Ready"),
+        Duration::from_secs(300),
+        || async {
+            let generation = rc_field(c, name, "{.metadata.generation}").await?;
+            let observed = rc_field(c, name, "{.status.observed_generation}").await?;
+            if generation != observed || !is_ready(c, name, replicas).await? {
+                return Ok(None);
+            }
+            let pods = pod_ips(c, name).await?;
+            writer.set_seeds(seeds(&pods));
+            let Some((_, first)) = pods.first() else {
+                return Ok(None);
+            };
+            let pods_wanted = shards * replicas as usize;
+            Ok((pods.len() == pods_wanted && primaries(c, *first).await? == shards).then_some(()))
+        },
+    )
+    .await
+}
+
+/// The primaries that own slots, by `CLUSTER SLOTS` read from the node at
+/// `ip` from inside the node's netns.
+pub async fn primaries(c: &Cluster, ip: Ipv4Addr) -> Result<usize> {
+    c.netns_handle()?
+        .run_async(move || async move {
+            let counts = crate::redis::slot_counts(SocketAddr::new(ip.into(), 6379)).await?;
+            anyhow::Ok(counts.len())
+        })
         .await
 }

@@ -20,15 +20,13 @@
 //!
 //! Needs root and `make test-images` (as e2e_real).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, client_pod_in, helm_install, is_ready, lost_of, on_real_node, pod_ips,
-    pod_result, pod_result_in, pods_of, rc_field, redis_cluster, release_pods,
-    restricted_namespace, seeds, service_host, start_writer, stop_writer, use_client_password,
-    wait_ready,
+    APPS, client_pod, client_pod_in, helm_install, lost_of, on_real_node, pod_ips, pod_result,
+    pod_result_in, pods_of, redis_cluster, release_pods, reshard, restricted_namespace, seeds,
+    service_host, start_writer, stop_writer, use_client_password, wait_ready,
 };
 use harness::stack::NAMESPACE;
 use harness::{Cluster, wait_for};
@@ -217,45 +215,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
 
     // The operator, from its own namespace, reshards under the writer.
     let (writer, running) = start_writer(c, "np", seeds(&pods), 300).await?;
-    let grown = async {
-        c.kubectl_ok([
-            "patch",
-            "rediscluster",
-            NAME,
-            "-n",
-            APPS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"shard_count":4}}"#,
-        ])
-        .await?;
-        wait_for(
-            "4 shards behind the NetworkPolicy",
-            Duration::from_secs(300),
-            || async {
-                let generation = rc_field(c, NAME, "{.metadata.generation}").await?;
-                let observed = rc_field(c, NAME, "{.status.observed_generation}").await?;
-                if generation != observed || !is_ready(c, NAME, 2).await? {
-                    return Ok(None);
-                }
-                let pods = pod_ips(c, NAME).await?;
-                writer.set_seeds(seeds(&pods));
-                let Some((_, first)) = pods.first() else {
-                    return Ok(None);
-                };
-                let seed = SocketAddr::new((*first).into(), 6379);
-                let netns = c.netns_handle()?;
-                let shards = netns
-                    .run_async(move || async move {
-                        anyhow::Ok(harness::redis::slot_counts(seed).await?.len())
-                    })
-                    .await?;
-                Ok((pods.len() == 8 && shards == 4).then_some(()))
-            },
-        )
-        .await
-    }
-    .await;
+    let grown = reshard(c, NAME, 4, 2, &writer).await;
     let summary = stop_writer(&writer, running).await?;
     grown?;
     step("4 shards, Ready");

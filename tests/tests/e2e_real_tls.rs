@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod_with, cluster_objects, helm_install, is_ready, lost_of, on_real_node,
-    operator_counter, pod_ips, pod_result, rc_field, redis_cluster, seeds, start_writer,
-    stop_writer, use_client_password, wait_ready,
+    APPS, client_pod_with, cluster_objects, helm_install, lost_of, on_real_node, operator_counter,
+    pod_ips, pod_result, primaries, redis_cluster, reshard, seeds, start_writer, stop_writer,
+    use_client_password, wait_ready,
 };
 use harness::{Cluster, wait_for};
 
@@ -62,16 +62,6 @@ async fn plain_ping(c: &Cluster, ip: Ipv4Addr) -> Result<redis::RedisResult<Stri
                         "no answer in 10 s",
                     )))
                 }))
-        })
-        .await
-}
-
-/// Primaries by `CLUSTER SLOTS`, read over TLS from `seed`.
-async fn primaries(c: &Cluster, seed: Ipv4Addr) -> Result<usize> {
-    c.netns_handle()?
-        .run_async(move || async move {
-            let counts = harness::redis::slot_counts(SocketAddr::new(seed.into(), 6379)).await?;
-            anyhow::Ok(counts.len())
         })
         .await
 }
@@ -293,28 +283,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     // 3 -> 4 shards under the writer.
     let (writer, running) = start_writer(c, "t", seeds(&pods), 300).await?;
     let grown = async {
-        c.kubectl_ok([
-            "patch",
-            "rediscluster",
-            NAME,
-            "-n",
-            APPS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"shard_count":4}}"#,
-        ])
-        .await?;
-        wait_for("4 shards over TLS", Duration::from_secs(300), || async {
-            let generation = rc_field(c, NAME, "{.metadata.generation}").await?;
-            let observed = rc_field(c, NAME, "{.status.observed_generation}").await?;
-            if generation != observed || !is_ready(c, NAME, 2).await? {
-                return Ok(None);
-            }
-            let pods = pod_ips(c, NAME).await?;
-            writer.set_seeds(seeds(&pods));
-            Ok((pods.len() == 8 && primaries(c, pods[0].1).await? == 4).then_some(()))
-        })
-        .await?;
+        reshard(c, NAME, 4, 2, &writer).await?;
         step("4 shards, Ready");
         renewed(c, &node_secret).await?;
         step("a new certificate served by every node, none restarted");
