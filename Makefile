@@ -8,7 +8,7 @@ CARGO ?= cargo
 export TOOLS_CACHE ?= $(HOME)/.cache/redis-operator-tools
 DEV_CERTS ?= .cache/dev-certs
 
-.PHONY: help build release test unit lint fmt fmt-check clippy deny docs-check crds crds-check certs bench-slots \
+.PHONY: help build release test unit lint fmt fmt-check clippy deny audit audit-live docs-check crds crds-check certs bench-slots \
         run-webhook run-operator chart-lint cluster-tools e2e demo demo-sim root deps bench image test-images e2e-real
 
 help: ## list the targets
@@ -53,16 +53,35 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy docs-check chart-lint crds-check deny ## formatting, clippy, rustdoc links, chart lint, CRD drift, dependencies
+lint: fmt-check clippy docs-check chart-lint crds-check deny audit ## formatting, clippy, rustdoc links, chart lint, CRD drift, dependencies, advisories
 
 CARGO_DENY_VERSION ?= 0.20.2
 
 deny: ## dependency licenses, bans (duplicate versions) and sources (deny.toml); installs cargo-deny once
 	@$(CARGO) deny --version 2>/dev/null | grep -q " $(CARGO_DENY_VERSION)$$" \
 	  || $(CARGO) install --locked --quiet cargo-deny --version $(CARGO_DENY_VERSION)
-	# Advisories need the RustSec database (a git repository) that this
-	# environment cannot reach; see deny.toml.
 	$(CARGO) deny check licenses bans sources
+
+CARGO_AUDIT_VERSION ?= 0.22.2
+# cargo-deny looks for the database under deny.toml's db-path, in a
+# directory named after a hash of its URL (this name is cargo-deny 0.20's).
+ADVISORY_DB := target/advisory-dbs/advisory-db-3157b0e258782691
+
+audit: ## RustSec advisories (cargo deny and cargo audit) against supply-chain/advisory-db.bundle, offline; installs cargo-audit once
+	@$(CARGO) deny --version 2>/dev/null | grep -q " $(CARGO_DENY_VERSION)$$" \
+	  || $(CARGO) install --locked --quiet cargo-deny --version $(CARGO_DENY_VERSION)
+	@$(CARGO) audit --version 2>/dev/null | grep -q " $(CARGO_AUDIT_VERSION)$$" \
+	  || $(CARGO) install --locked --quiet cargo-audit --version $(CARGO_AUDIT_VERSION)
+	@rm -rf $(ADVISORY_DB) && mkdir -p $(dir $(ADVISORY_DB)) \
+	  && git -c advice.detachedHead=false clone -q supply-chain/advisory-db.bundle $(ADVISORY_DB)
+	@echo "advisory database: $$(git -C $(ADVISORY_DB) log -1 --format='%s')"
+	$(CARGO) deny --offline check advisories
+	# --stale: the snapshot is older than cargo-audit's 90-day limit by design.
+	$(CARGO) audit --no-fetch --stale --db $(ADVISORY_DB) --deny warnings
+
+audit-live: ## the same advisories against the current RustSec database (needs github.com)
+	$(CARGO) deny check advisories
+	$(CARGO) audit --deny warnings
 
 docs-check: ## rustdoc of every crate, private items too, without warnings (broken links)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --document-private-items -q
