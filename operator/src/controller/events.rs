@@ -40,11 +40,23 @@ impl Events {
         if distinct(note) {
             // The recorder would fold a second "ScaledUp" into the first,
             // keeping only "replicas 1 -> 2": a fresh one keeps each note.
-            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-            publish_with(&recorder, rc, type_, reason, text).await;
+            self.publish_fresh(rc, type_, reason, text).await;
         } else {
             self.publish(rc, type_, reason, text).await;
         }
+    }
+
+    /// Publishes an event of its own: the shared recorder would fold it
+    /// into an earlier one of the same reason and keep that one's note.
+    pub(super) async fn publish_fresh<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        publish_with(&recorder, obj, type_, reason, note).await;
     }
 
     /// Publishes an event; repeats (same reason, within minutes) become one

@@ -24,6 +24,9 @@ pub(super) struct ClusterMemory {
     /// Last utilisation read and when (Unix seconds).
     pub(super) last_read: Option<(f64, Result<Reading, Unavailable>)>,
     failures: u32,
+    /// The hash of the last failure's message in this run of failures
+    /// (0: none yet).
+    last_error: u64,
     pub(super) rendered: Option<Rendered>,
     /// The roll was last reported blocked (its event is published once).
     pub(super) roll_blocked: bool,
@@ -92,16 +95,23 @@ impl Memories {
     pub(super) fn checkin(&self, key: Key, mut memory: Box<ClusterMemory>, ok: bool) {
         if ok {
             memory.failures = 0;
+            memory.last_error = 0;
         }
         self.table().clusters.insert(key, memory);
     }
 
-    /// Counts a failed reconcile of `key`; returns the failures in a row.
-    pub(super) fn failed(&self, key: Key) -> u32 {
+    /// Counts a failed reconcile of `key` that said `message`; returns the
+    /// failures in a row, and whether the message differs from the last
+    /// one's (or is the first of the run).
+    pub(super) fn failed(&self, key: Key, message: &str) -> (u32, bool) {
         let mut table = self.table();
         let m = table.clusters.entry(key).or_default();
         m.failures = m.failures.saturating_add(1);
-        m.failures
+        // Never 0, which means "none yet".
+        let hash = crate::stable_hash::of_str(message).max(1);
+        let changed = m.last_error != hash;
+        m.last_error = hash;
+        (m.failures, changed)
     }
 }
 
@@ -132,11 +142,16 @@ mod tests {
         let mut m = memories.checkout(key, uid, &watched);
         m.autoscale.below_since = Some(5.0);
         memories.checkin(key, m, true);
-        assert_eq!(memories.failed(key), 1);
-        assert_eq!(memories.failed(key), 2);
+        assert_eq!(memories.failed(key, "a"), (1, true));
+        assert_eq!(memories.failed(key, "a"), (2, false));
         let m = memories.checkout(key, uid, &watched);
         assert_eq!(m.autoscale.below_since, Some(5.0));
         assert_eq!(m.failures, 2);
+        memories.checkin(key, m, true);
+        // A new run of failures starts afresh; a new message is news.
+        assert_eq!(memories.failed(key, "a"), (1, true));
+        assert_eq!(memories.failed(key, "b"), (2, true));
+        let m = memories.checkout(key, uid, &watched);
         memories.checkin(key, m, true);
         // Deleted and created again under the same name: a new uid.
         let m = memories.checkout(key, Some(keys.of("", "uid-2")), &watched);

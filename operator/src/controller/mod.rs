@@ -299,14 +299,22 @@ fn error_policy(rc: Arc<cache::Cluster>, err: &Error, ctx: Arc<Context>) -> Acti
         })
         .inc();
     tracing::warn!(cluster = %ObjectRef::from_obj(&*rc), error = %err, "reconcile failed");
-    let failures = ctx.memory.failed(ctx.keys.of_object(&*rc));
-    let events = ctx.writer.events.clone();
     let message = err.to_string();
+    let (failures, changed) = ctx.memory.failed(ctx.keys.of_object(&*rc), &message);
+    let events = ctx.writer.events.clone();
     tokio::spawn(async move {
         let reason = "ReconcileError";
-        events
-            .publish(&*rc, EventType::Warning, reason, message)
-            .await;
+        // Repeats fold into one event; a new cause gets its own, or the
+        // event would keep saying what is no longer wrong.
+        if changed {
+            events
+                .publish_fresh(&*rc, EventType::Warning, reason, message)
+                .await;
+        } else {
+            events
+                .publish(&*rc, EventType::Warning, reason, message)
+                .await;
+        }
     });
     // 2 s, 4 s, ... up to 5 min.
     Action::requeue(Duration::from_secs(
