@@ -174,9 +174,11 @@ mod tests {
             .iter()
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(rules.len(), 8, "{rules:?}");
+        assert_eq!(rules.len(), 10, "{rules:?}");
         for storage_rule in [
             "has(self.tls) == has(oldSelf.tls)",
+            "self.tls.issuer_ref == oldSelf.tls.issuer_ref",
+            "!has(self.tls.secret_name) || !has(self.tls.issuer_ref)",
             "(has(self.tls.secret_name) ? self.tls.secret_name : '') == (has(oldSelf.tls.secret_name)",
             "has(self.storage) == has(oldSelf.storage)",
             "self.storage.storage_class_name : '') == (has(oldSelf.storage.storage_class_name)",

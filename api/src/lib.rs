@@ -16,7 +16,7 @@ pub mod types;
 
 pub use policy::{Policy, Range, Violation};
 pub use types::{
-    AppendFsync, AuthSpec, AuthStatus, MaxmemoryPolicy, MigrationStatus, NetworkPolicySpec,
-    OnDataLoss, PersistenceSpec, RedisCluster, RedisClusterSpec, RedisClusterStatus, SavePoint,
-    StorageSpec, TlsSpec, VolumeExpansionStatus,
+    AppendFsync, AuthSpec, AuthStatus, IssuerRef, MaxmemoryPolicy, MigrationStatus,
+    NetworkPolicySpec, OnDataLoss, PersistenceSpec, RedisCluster, RedisClusterSpec,
+    RedisClusterStatus, SavePoint, StorageSpec, TlsSpec, VolumeExpansionStatus,
 };

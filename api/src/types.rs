@@ -86,7 +86,15 @@ use crate::bounds::{self, REPLICAS, SCALING_THRESHOLD, SHARD_COUNT, WINDOW_SECON
     validation = Rule::new("!has(self.tls) || !has(oldSelf.tls) || (has(self.tls.secret_name) ? self.tls.secret_name : '') == (has(oldSelf.tls.secret_name) ? oldSelf.tls.secret_name : '')")
         .message("spec.tls.secret_name cannot change once the cluster exists: the nodes would stop trusting each other half-way; renew the certificate in the same Secret instead, see the README, 'TLS'")
         .field_path(".tls.secret_name")
-        .reason(Reason::FieldValueForbidden)
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.tls) || !has(oldSelf.tls) || has(self.tls.issuer_ref) == has(oldSelf.tls.issuer_ref) && (!has(self.tls.issuer_ref) || self.tls.issuer_ref == oldSelf.tls.issuer_ref)")
+        .message("spec.tls.issuer_ref cannot be added, removed or changed once the cluster exists: another CA would leave the nodes distrusting each other half-way; see the README, 'TLS'")
+        .field_path(".tls.issuer_ref")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.tls) || !has(self.tls.secret_name) || !has(self.tls.issuer_ref)")
+        .message("spec.tls.secret_name and spec.tls.issuer_ref are exclusive: name the Secret you keep issued, or the cert-manager issuer that issues it")
+        .field_path(".tls")
+        .reason(Reason::FieldValueInvalid)
 )]
 pub struct RedisClusterSpec {
     /// Redis nodes per shard: one primary plus `replicas - 1` replicas.
@@ -211,6 +219,37 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+    /// A cert-manager issuer for the nodes' certificate. The operator
+    /// writes a cert-manager `Certificate` `<name>-tls` (the names above,
+    /// server and client use) and uses the Secret `<name>-tls` that
+    /// cert-manager keeps issued and renewed. Needs cert-manager, and the
+    /// chart value `operator.certManager: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer, as a `Certificate`'s `issuerRef` names it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct IssuerRef {
+    /// The issuer's name; an `Issuer` must be in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer`, `ClusterIssuer`, or an external issuer's kind.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// The issuer's API group: `cert-manager.io`, or an external issuer's.
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
 }
 
 /// See [`RedisClusterSpec::persistence`]. The README, "Persistence", says

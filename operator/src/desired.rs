@@ -1368,6 +1368,7 @@ mod tests {
         let mut given = spec(2, 1);
         given.tls = Some(api::TlsSpec {
             secret_name: Some("from-cert-manager".into()),
+            issuer_ref: None,
         });
         let pod = serde_json::to_value(first_pod(&children(&rc(given), &plan, &platform))).unwrap();
         assert!(

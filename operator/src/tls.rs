@@ -37,7 +37,8 @@ pub const LEAF_DAYS: i64 = 365;
 /// left (about four months of a year).
 pub const RENEW_FRACTION: f64 = 1.0 / 3.0;
 
-/// The Secret the pods mount: the one the spec names, or the operator's.
+/// The Secret the pods mount: the one the spec names, or `<name>-tls`
+/// (the operator's, or cert-manager's with `issuer_ref`).
 pub fn secret_name(cluster: &str, spec: &api::TlsSpec) -> String {
     spec.secret_name
         .clone()
@@ -67,6 +68,43 @@ pub fn sans(cluster: &str, ns: &str) -> Vec<String> {
         LOCAL_NAME.into(),
         "127.0.0.1".into(),
     ]
+}
+
+/// The cert-manager API the operator requests certificates from.
+pub const CERTIFICATE_GROUP: &str = "cert-manager.io";
+pub const CERTIFICATE_VERSION: &str = "v1";
+pub const CERTIFICATE_KIND: &str = "Certificate";
+pub const CERTIFICATE_PLURAL: &str = "certificates";
+
+/// The spec of the cert-manager `Certificate` the operator writes for a
+/// cluster with `spec.tls.issuer_ref`: the names of [`sans`], for server
+/// and client use (the nodes present it to each other), written into the
+/// nodes' Secret, with a new key at each renewal. Lifetime and renewal are
+/// the issuer's defaults.
+pub fn certificate_spec(cluster: &str, ns: &str, issuer: &api::IssuerRef) -> serde_json::Value {
+    let (ips, names): (Vec<String>, Vec<String>) = sans(cluster, ns)
+        .into_iter()
+        .partition(|s| s.parse::<std::net::IpAddr>().is_ok());
+    serde_json::json!({
+        "secretName": secret_name(cluster, &api::TlsSpec::default()),
+        "dnsNames": names,
+        "ipAddresses": ips,
+        "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
+    })
+}
+
+/// The message of a `Certificate`'s `Ready` condition when it is not
+/// `True`: cert-manager's word on why the Secret is not issued yet.
+pub fn certificate_not_ready(certificate: &serde_json::Value) -> Option<String> {
+    let conditions = certificate.pointer("/status/conditions")?.as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    (ready["status"] != "True").then(|| {
+        let reason = ready["reason"].as_str().unwrap_or("NotReady");
+        let message = ready["message"].as_str().unwrap_or("");
+        format!("{reason}: {message}")
+    })
 }
 
 /// The name the exporter sidecar checks (it dials `localhost`).
@@ -238,6 +276,58 @@ pub fn ca_validity() -> Duration {
 mod tests {
     use super::*;
     use certs::issue::{issue_peer, new_ca};
+    use serde_json::json;
+
+    #[test]
+    fn the_certificate_asks_for_the_names_the_operator_checks() {
+        let issuer = api::IssuerRef {
+            name: "corp-ca".into(),
+            kind: "ClusterIssuer".into(),
+            group: "cert-manager.io".into(),
+        };
+        let spec = certificate_spec("cache", "shop", &issuer);
+        assert_eq!(spec["secretName"], "cache-tls");
+        assert_eq!(
+            spec["dnsNames"],
+            json!([
+                "cache.shop.svc",
+                "cache.shop.svc.cluster.local",
+                "cache.shop",
+                "cache",
+                "localhost"
+            ])
+        );
+        assert_eq!(spec["ipAddresses"], json!(["127.0.0.1"]));
+        // The nodes present it to each other: client use too.
+        let usages = spec["usages"].as_array().unwrap();
+        assert!(usages.contains(&json!("server auth")) && usages.contains(&json!("client auth")));
+        assert_eq!(
+            spec["issuerRef"],
+            json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+        );
+        // What check_given requires is what is asked for.
+        let names: Vec<String> = serde_json::from_value(spec["dnsNames"].clone()).unwrap();
+        assert!(
+            names.contains(&server_name("cache", "shop")) && names.contains(&LOCAL_NAME.into())
+        );
+    }
+
+    #[test]
+    fn cert_managers_reason_is_read_from_the_ready_condition() {
+        let status = |s: &str| {
+            json!({"status": {"conditions": [
+                {"type": "Issuing", "status": "True"},
+                {"type": "Ready", "status": s, "reason": "DoesNotExist",
+                 "message": "Issuing certificate as Secret does not exist"},
+            ]}})
+        };
+        assert_eq!(
+            certificate_not_ready(&status("False")).as_deref(),
+            Some("DoesNotExist: Issuing certificate as Secret does not exist")
+        );
+        assert_eq!(certificate_not_ready(&status("True")), None);
+        assert_eq!(certificate_not_ready(&json!({"spec": {}})), None);
+    }
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::now_utc()

@@ -2,7 +2,8 @@
 # Builds the test control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, etcd, kwok, metrics-server, helm), the real
 # node's kubelet and kube-proxy, promtool, the Redis exporter and
-# kube-router (the NetworkPolicy enforcer) from Go modules.
+# kube-router (the NetworkPolicy enforcer) from Go modules, and takes
+# cert-manager's CRDs from its module.
 # Output: $TOOLS_CACHE/bin-<hash of versions.env>/, printed on the last line.
 # A warm cache rebuilds nothing.
 set -euo pipefail
@@ -38,6 +39,7 @@ have_all() {
   for b in $K8S_COMPONENTS etcd kwok metrics-server helm promtool prometheus redis_exporter kube-router; do
     [ -x "$bin/$b" ] || return 1
   done
+  [ -f "$bin/cert-manager-crds/cert-manager.io_certificates.yaml" ]
 }
 
 if have_all; then
@@ -162,6 +164,19 @@ build_kube_router() {
   )
 }
 build_kube_router
+# cert-manager's CRDs, as its module ships them (plain YAML, no templating).
+fetch_cert_manager_crds() {
+  [ -f "$bin/cert-manager-crds/cert-manager.io_certificates.yaml" ] && return 0
+  local dir
+  dir="$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  rm -rf "$bin/cert-manager-crds.tmp" && mkdir -p "$bin/cert-manager-crds.tmp"
+  cp "$dir"/deploy/crds/cert-manager.io_*.yaml "$bin/cert-manager-crds.tmp/"
+  chmod u+w "$bin"/cert-manager-crds.tmp/*
+  mv "$bin/cert-manager-crds.tmp" "$bin/cert-manager-crds"
+  log "cert-manager $CERT_MANAGER_VERSION CRDs: done"
+}
+fetch_cert_manager_crds
 
 have_all
 rm -rf "$GOCACHE"

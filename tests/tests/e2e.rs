@@ -402,6 +402,7 @@ async fn admission_through_the_apiserver() -> Result<()> {
     .map_err(anyhow::Error::msg)?;
 
     storage_changes(&c).await?;
+    tls_changes(&c).await?;
 
     // Defence in depth: without the webhook, the schema and CEL rules still refuse.
     let mut off = up.clone();
@@ -566,6 +567,66 @@ async fn storage_changes(c: &Cluster) -> Result<()> {
         ])
         .await?;
     ensure!(size == "2Gi", "growable has {size}");
+    Ok(())
+}
+
+/// `spec.tls` is chosen once: the CRD's rules refuse a second source of
+/// certificates and any change of the issuer.
+async fn tls_changes(c: &Cluster) -> Result<()> {
+    let says = refused(
+        c,
+        &manifest(
+            "both",
+            "  tls:\n    secret_name: mine\n    issuer_ref: {name: corp-ca}\n",
+        ),
+    )
+    .await?;
+    ensure!(
+        says.contains(
+            "spec.tls: Invalid value: spec.tls.secret_name and spec.tls.issuer_ref are exclusive"
+        ),
+        "{says}"
+    );
+    apply(
+        c,
+        &manifest("issued", "  tls:\n    issuer_ref: {name: corp-ca}\n"),
+    )
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    let kind = c
+        .kubectl_ok([
+            "get",
+            "rediscluster",
+            "issued",
+            "-o",
+            "jsonpath={.spec.tls.issuer_ref.kind}/{.spec.tls.issuer_ref.group}",
+        ])
+        .await?;
+    ensure!(kind == "Issuer/cert-manager.io", "defaults: {kind}");
+    for (patch, what) in [
+        (r#"{"issuer_ref":{"name":"other-ca"}}"#, "another issuer"),
+        (
+            r#"{"issuer_ref":null,"secret_name":"mine"}"#,
+            "a Secret instead",
+        ),
+    ] {
+        let out = c
+            .kubectl([
+                "patch",
+                "rediscluster",
+                "issued",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"tls":{patch}}}}}"#),
+            ])
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("spec.tls.issuer_ref: Forbidden: spec.tls.issuer_ref cannot be added, removed or changed once the cluster exists"),
+            "{what} was not refused: {stderr}"
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,17 @@
 //!   (over TLS), then a renewed certificate loaded by every node in place,
 //!   with none lost.
 //!
+//!
+//! Then a second cluster whose certificate a cert-manager issuer signs
+//! (`spec.tls.issuer_ref`): the operator says the Certificate API is
+//! missing until cert-manager's CRDs (from its Go module) are installed,
+//! then writes a `Certificate` the real CRD accepts, and says the Secret
+//! is not issued yet. cert-manager's controller cannot be built here (the
+//! module proxy serves no version of its cmd/controller module), so the
+//! test plays its CA issuer: it signs what the Certificate asks for and
+//! writes the Secret as cert-manager does. The cluster then forms over TLS
+//! and serves an application pod trusting that CA.
+//!
 //! Needs root and `make test-images` (as e2e_real). Its own test binary:
 //! the harness's Redis helpers speak TLS for the whole process.
 
@@ -18,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod_with, cluster_objects, helm_install, lost_of, on_real_node, operator_counter,
-    pod_ips, pod_result, primaries, redis_cluster, reshard, seeds, start_writer, stop_writer,
-    use_client_password, wait_ready,
+    APPS, client_pod_with, cluster_objects, events, helm_install, lost_of, on_real_node,
+    operator_counter, pod_ips, pod_result, primaries, redis_cluster, reshard, seeds, start_writer,
+    stop_writer, use_client_password, wait_ready,
 };
 use harness::{Cluster, wait_for};
 
@@ -155,10 +166,134 @@ async fn renewed(c: &Cluster, node_secret: &str) -> Result<()> {
     Ok(())
 }
 
+/// The cluster whose certificate "cert-manager" issues.
+const ISSUED: &str = "issued";
+
+/// Waits for a `ReconcileError` event about [`ISSUED`] that contains `text`.
+async fn reconcile_error(c: &Cluster, text: &str) -> Result<String> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        &format!("a ReconcileError event saying {text:?}"),
+        Duration::from_secs(120),
+        || async {
+            let events = events(c, ISSUED, "ReconcileError").await?;
+            let found = events.iter().find(|e| e.contains(text)).cloned();
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = events;
+            Ok(found)
+        },
+    )
+    .await
+    .with_context(|| {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        format!("the ReconcileError events: {seen:?}")
+    })
+}
+
+/// `spec.tls.issuer_ref`, with the test in cert-manager's place.
+async fn issued_by_cert_manager(c: &Cluster, images: &harness::real_node::Images) -> Result<()> {
+    c.kubectl_apply(&redis_cluster(
+        ISSUED,
+        &images.redis,
+        "  shard_count: 3\n  replicas: 1\n  autoscaling_paused: true\n  tls:\n    issuer_ref: {name: corp-ca, kind: ClusterIssuer}\n",
+    ))
+    .await?;
+    reconcile_error(
+        c,
+        "the TLS Secret apps/issued-tls cannot be requested: cert-manager's Certificate API (cert-manager.io/v1) is not installed",
+    )
+    .await?;
+    let crds = c.tools().dir().join("cert-manager-crds");
+    c.kubectl_ok(["apply", "--server-side", "-f", &crds.display().to_string()])
+        .await?;
+    reconcile_error(
+        c,
+        "the TLS Secret apps/issued-tls is not issued yet by cert-manager",
+    )
+    .await?;
+
+    // What the operator asks for, as the real CRD admitted it.
+    let json = c
+        .kubectl_ok(["get", "certificate", "-n", APPS, "issued-tls", "-o", "json"])
+        .await?;
+    let cert: serde_json::Value = serde_json::from_str(&json)?;
+    let spec = &cert["spec"];
+    ensure!(spec["secretName"] == "issued-tls", "{spec}");
+    ensure!(
+        spec["issuerRef"]
+            == serde_json::json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}),
+        "{spec}"
+    );
+    let usages = spec["usages"].to_string();
+    ensure!(
+        usages.contains("\"server auth\"") && usages.contains("\"client auth\""),
+        "{usages}"
+    );
+    ensure!(
+        cert["metadata"]["ownerReferences"][0]["kind"] == "RedisCluster",
+        "{}",
+        cert["metadata"]
+    );
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut sans = strings(&spec["dnsNames"]);
+    ensure!(sans.contains(&format!("{ISSUED}.{APPS}.svc")), "{sans:?}");
+    sans.extend(strings(&spec["ipAddresses"]));
+
+    // cert-manager's CA issuer: sign it, write the Secret.
+    let now = time::OffsetDateTime::now_utc();
+    let ca = certs::issue::new_ca("corp-ca", time::Duration::days(30), now)?;
+    let leaf = certs::issue::issue_peer(&ca, &sans, time::Duration::days(7), now)?;
+    let dir = tempfile::tempdir()?;
+    let file = |name: &str, pem: &str| -> Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem)?;
+        Ok(format!("{name}={}", path.display()))
+    };
+    c.kubectl_ok([
+        "create",
+        "secret",
+        "generic",
+        "issued-tls",
+        "-n",
+        APPS,
+        "--type=kubernetes.io/tls",
+        &format!("--from-file={}", file("tls.crt", &leaf.cert_pem)?),
+        &format!("--from-file={}", file("tls.key", &leaf.key_pem)?),
+        &format!("--from-file={}", file("ca.crt", &ca.cert_pem)?),
+    ])
+    .await?;
+    wait_ready(c, ISSUED, 1, Duration::from_secs(300)).await?;
+
+    // An application trusting the issuer's CA, through the Service by name.
+    let host = format!("{ISSUED}.{APPS}.svc.cluster.local");
+    let script = format!(
+        "set -e\nc=\"redis-cli -c --tls --cacert /ca/ca.crt -h {host}\"\n\
+         for i in $(seq 1 50); do r=$($c set corp:$i v$i); [ \"$r\" = OK ] || {{ echo \"set corp:$i: $r\"; exit 1; }}; done\n\
+         n=0; for i in $(seq 1 50); do [ \"$($c get corp:$i)\" = v$i ] && n=$((n+1)); done\n\
+         echo \"read back $n of 50\"\n"
+    );
+    c.kubectl_apply(&client_pod_with(
+        "corp-client",
+        &images.redis,
+        Some(ISSUED),
+        Some("issued-tls"),
+        &script,
+    ))
+    .await?;
+    let log = pod_result(c, "corp-client", Duration::from_secs(180)).await?;
+    ensure!(log.contains("read back 50 of 50"), "{log}");
+    Ok(())
+}
+
 async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     let step = |what: &str| eprintln!("e2e-real-tls: {what} at {:.1}s", t0.elapsed().as_secs_f64());
     let images = c.with_real(|r| Ok(r.images.clone()))?;
-    helm_install(c, &images, &[]).await?;
+    helm_install(c, &images, &["operator.certManager=true"]).await?;
     step("helm install done");
     c.kubectl_apply(&redis_cluster(
         NAME,
@@ -315,5 +450,9 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
         .await
         .context("redis-cli --cluster check over TLS")?;
     ensure!(check.contains("[OK] All 16384 slots covered"), "{check}");
+    step("the operator's certificate: done");
+
+    issued_by_cert_manager(c, &images).await?;
+    step("a cluster whose certificate a cert-manager issuer signed: Ready, serving TLS");
     Ok(())
 }

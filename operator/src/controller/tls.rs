@@ -1,7 +1,8 @@
 //! The I/O side of [`crate::tls`]: the nodes' Secret (and, when the
-//! operator issues the certificate, the CA Secret beside it), read by name
-//! at most once per [`POLL`], and the TLS client the operator talks to the
-//! nodes with.
+//! operator issues the certificate, the CA Secret beside it; with
+//! `issuer_ref`, the cert-manager `Certificate` that keeps it issued), read
+//! by name at most once per [`POLL`], and the TLS client the operator talks
+//! to the nodes with.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,11 +12,12 @@ use certs::{CertInfo, KeyMaterial};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use time::OffsetDateTime;
 
 use super::credentials::{apply_secret, secret_meta, text};
 use super::{Error, kube_err};
+use crate::names::MANAGER;
 use crate::tls::{self, NodeSecret, Plan};
 use crate::topology::TlsClient;
 
@@ -53,25 +55,20 @@ pub(super) async fn reconcile(
     let secret_name = tls::secret_name(name, spec);
     let full = format!("{ns}/{secret_name}");
     let now = OffsetDateTime::now_utc();
-    let (ca_pem, cert_pem) = if spec.secret_name.is_some() {
-        let found = get(&secrets, &full, &secret_name).await?;
-        let secret = found.ok_or_else(|| Error::Tls {
-            secret: full.clone(),
-            why: "does not exist (spec.tls.secret_name names it)".into(),
-        })?;
-        let node = node_secret(&secret);
-        let warning = tls::check_given(&node, &tls::server_name(name, ns), now).map_err(|why| {
-            Error::Tls {
-                secret: full.clone(),
-                why,
-            }
-        })?;
-        if let Some(warning) = warning {
-            tracing::warn!(cluster = %format_args!("{ns}/{name}"), secret = %full, "the TLS Secret {warning}");
+    let (ca_pem, cert_pem) = match (&spec.secret_name, &spec.issuer_ref) {
+        (Some(_), _) => {
+            let absent = || "does not exist (spec.tls.secret_name names it)".to_string();
+            given(&secrets, (ns, name), &secret_name, now, absent).await?
         }
-        (field(&secret, tls::CA_KEY), field(&secret, tls::CERT_KEY))
-    } else {
-        issued(&secrets, rc, (ns, name), now).await?
+        (None, Some(issuer)) => {
+            let not_ready = requested(client, rc, (ns, name), issuer).await?;
+            let absent = || match &not_ready {
+                Some(why) => format!("is not issued yet; cert-manager says: {why}"),
+                None => "is not issued yet by cert-manager".to_string(),
+            };
+            given(&secrets, (ns, name), &secret_name, now, absent).await?
+        }
+        (None, None) => issued(&secrets, rc, (ns, name), now).await?,
     };
     let client = TlsClient::new(&ca_pem, &tls::server_name(name, ns)).map_err(|e| Error::Tls {
         secret: full,
@@ -86,6 +83,78 @@ pub(super) async fn reconcile(
         read_at: Instant::now(),
     }));
     Ok(Some(client))
+}
+
+/// A certificate kept in a Secret by someone else (a name in the spec, or
+/// cert-manager), checked: (its CA's PEM, its certificate PEM). `absent`
+/// says why the Secret is missing.
+async fn given(
+    secrets: &Api<Secret>,
+    (ns, name): (&str, &str),
+    secret_name: &str,
+    now: OffsetDateTime,
+    absent: impl FnOnce() -> String,
+) -> Result<(String, String), Error> {
+    let full = format!("{ns}/{secret_name}");
+    let secret = get(secrets, &full, secret_name)
+        .await?
+        .ok_or_else(|| Error::Tls {
+            secret: full.clone(),
+            why: absent(),
+        })?;
+    let node = node_secret(&secret);
+    let warning =
+        tls::check_given(&node, &tls::server_name(name, ns), now).map_err(|why| Error::Tls {
+            secret: full.clone(),
+            why,
+        })?;
+    if let Some(warning) = warning {
+        tracing::warn!(cluster = %format_args!("{ns}/{name}"), secret = %full, "the TLS Secret {warning}");
+    }
+    Ok((field(&secret, tls::CA_KEY), field(&secret, tls::CERT_KEY)))
+}
+
+/// Applies the cert-manager `Certificate` for the nodes' Secret; returns
+/// cert-manager's reason while it is not ready.
+async fn requested(
+    client: &Client,
+    rc: &RedisCluster,
+    (ns, name): (&str, &str),
+    issuer: &api::IssuerRef,
+) -> Result<Option<String>, Error> {
+    let resource = ApiResource {
+        group: tls::CERTIFICATE_GROUP.into(),
+        version: tls::CERTIFICATE_VERSION.into(),
+        api_version: format!("{}/{}", tls::CERTIFICATE_GROUP, tls::CERTIFICATE_VERSION),
+        kind: tls::CERTIFICATE_KIND.into(),
+        plural: tls::CERTIFICATE_PLURAL.into(),
+    };
+    let certificates: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let cert_name = tls::secret_name(name, &api::TlsSpec::default());
+    let full = format!("{ns}/{cert_name}");
+    let mut certificate = DynamicObject::new(&cert_name, &resource)
+        .data(serde_json::json!({"spec": tls::certificate_spec(name, ns, issuer)}));
+    certificate.metadata = secret_meta(rc, name, &cert_name);
+    let refused = |why: String| Error::Tls {
+        secret: full.clone(),
+        why,
+    };
+    let params = PatchParams::apply(MANAGER).force();
+    match certificates
+        .patch(&cert_name, &params, &Patch::Apply(&certificate))
+        .await
+    {
+        Ok(applied) => Ok(tls::certificate_not_ready(&applied.data)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(refused(format!(
+            "cannot be requested: cert-manager's Certificate API ({}) is not installed",
+            resource.api_version
+        ))),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(refused(format!(
+            "cannot be requested: the operator may not write cert-manager Certificates (the chart value operator.certManager: true grants it): {}",
+            e.message
+        ))),
+        Err(e) => Err(kube_err("applying", "Certificate", &full)(e)),
+    }
 }
 
 async fn get(secrets: &Api<Secret>, full: &str, name: &str) -> Result<Option<Secret>, Error> {
