@@ -16,9 +16,10 @@ help: ## list the targets
 
 # redis-server/redis-tools: the kwok tier's Redis processes. The rest is a real
 # node: containerd and runc, CNI plugins, iptables/nftables for kube-proxy,
-# ipset for kube-router (the NetworkPolicy enforcer), iproute2/util-linux for the node's network namespace, umoci and skopeo to
-# build images without Docker, busybox-static (a shell for the test images),
-# gcc (the static pause binary) and curl (the helm test image).
+# ipset for kube-router (the NetworkPolicy enforcer), iproute2/util-linux for
+# the node's network namespace, umoci and skopeo to build images without
+# Docker, busybox-static (a shell for the test images), gcc (the static pause
+# binary) and curl (the helm test image).
 DEPS_PACKAGES := redis-server redis-tools containerd runc containernetworking-plugins iptables nftables ipset \
                  conntrack iproute2 util-linux umoci skopeo busybox-static gcc libc6-dev curl
 

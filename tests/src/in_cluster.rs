@@ -625,3 +625,31 @@ pub async fn primaries(c: &Cluster, ip: Ipv4Addr) -> Result<usize> {
         })
         .await
 }
+
+/// Reads back every write `summary` says was acknowledged (`<prefix>:<i>`)
+/// from RedisCluster `name` in [`APPS`], prints the writer's record under
+/// `label`, and fails if any is lost.
+pub async fn none_lost(
+    c: &Cluster,
+    label: &str,
+    name: &str,
+    prefix: &str,
+    summary: &Summary,
+) -> Result<()> {
+    let pods = pod_ips(c, name).await?;
+    let lost = lost_of(c, seeds(&pods), prefix, &summary.acked).await?;
+    eprintln!(
+        "{label}: {} acknowledged, {} failed, {} lost, longest gap {:?}",
+        summary.acked.len(),
+        summary.failed,
+        lost.len(),
+        summary.longest_gap
+    );
+    ensure!(
+        lost.is_empty(),
+        "acknowledged writes lost: {} of {}",
+        lost.len(),
+        summary.acked.len()
+    );
+    Ok(())
+}

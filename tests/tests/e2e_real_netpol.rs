@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod, client_pod_in, helm_install, lost_of, on_real_node, pod_ips, pod_result,
+    APPS, client_pod, client_pod_in, helm_install, none_lost, on_real_node, pod_ips, pod_result,
     pod_result_in, pods_of, redis_cluster, release_pods, reshard, restricted_namespace, seeds,
     service_host, start_writer, stop_writer, use_client_password, wait_ready,
 };
@@ -219,22 +219,8 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     let summary = stop_writer(&writer, running).await?;
     grown?;
     step("4 shards, Ready");
-    let pods = pod_ips(c, NAME).await?;
-    let lost = lost_of(c, seeds(&pods), "np", &summary.acked).await?;
-    eprintln!(
-        "e2e-real-netpol: writer: {} acknowledged, {} failed, {} lost, longest gap {:?}",
-        summary.acked.len(),
-        summary.failed,
-        lost.len(),
-        summary.longest_gap
-    );
-    ensure!(
-        lost.is_empty(),
-        "acknowledged writes lost: {} of {}",
-        lost.len(),
-        summary.acked.len()
-    );
-    let names: Vec<String> = pods.into_iter().map(|p| p.0).collect();
+    none_lost(c, "e2e-real-netpol: writer", NAME, "np", &summary).await?;
+    let names: Vec<String> = pod_ips(c, NAME).await?.into_iter().map(|p| p.0).collect();
     wait_enforced(c, APPS, &names).await?;
     Ok(())
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use harness::in_cluster::{
-    APPS, client_pod_with, cluster_objects, events, helm_install, lost_of, on_real_node,
+    APPS, client_pod_with, cluster_objects, events, helm_install, none_lost, on_real_node,
     operator_counter, pod_ips, pod_result, primaries, redis_cluster, reshard, seeds, start_writer,
     stop_writer, use_client_password, wait_ready,
 };
@@ -427,21 +427,7 @@ async fn scenario(c: &Cluster, t0: Instant) -> Result<()> {
     .await;
     let summary = stop_writer(&writer, running).await?;
     grown?;
-    let pods = pod_ips(c, NAME).await?;
-    let lost = lost_of(c, seeds(&pods), "t", &summary.acked).await?;
-    eprintln!(
-        "e2e-real-tls: writer over TLS: {} acknowledged, {} failed, {} lost, longest gap {:?}",
-        summary.acked.len(),
-        summary.failed,
-        lost.len(),
-        summary.longest_gap
-    );
-    ensure!(
-        lost.is_empty(),
-        "acknowledged writes lost: {} of {}",
-        lost.len(),
-        summary.acked.len()
-    );
+    none_lost(c, "e2e-real-tls: writer over TLS", NAME, "t", &summary).await?;
     let check = c
         .netns_handle()?
         .run_async(move || async move {
