@@ -1,11 +1,15 @@
-//! Self-managed mode: the webhook keeps its own CA and serving certificate
-//! in a Secret, injects the CA bundle into both webhook configurations, and
-//! serves whatever the Secret holds. Several replicas may run this at once:
-//! Secret writes carry the resourceVersion they read, and a replica that
-//! loses a race simply reads again on its next pass.
+//! Self-managed mode's I/O edge. The keeper (the operator's leader) holds
+//! the webhook's CA in a Secret of its own, issues the serving certificate
+//! into a second Secret (`tls.crt`, `tls.key`, `ca.crt`), and injects the CA
+//! bundle into both webhook configurations. The webhook only reads the
+//! serving Secret ([`follow_serving_secret`]), so a compromised webhook pod
+//! holds a certificate that expires, never the key that could mint more.
+//! Writes carry the resourceVersion they read; a writer that loses a race
+//! reads again on its next pass.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -22,10 +26,11 @@ use crate::issue::{CertInfo, KeyMaterial, issue_serving, new_ca};
 use crate::resolver::ReloadingResolver;
 use crate::rotation::{Action, Observed, RotationPolicy, decide, pruned_bundle};
 
-/// Annotate the Secret with this (any value) to rotate the CA now.
+/// Annotate the CA Secret with this (any value) to rotate the CA now.
 pub const FORCE_ROTATION_ANNOTATION: &str = "redis.example.com/rotate-ca";
 const STAGED_AT_ANNOTATION: &str = "redis.example.com/ca-staged-at";
-const FIELD_MANAGER: &str = "redis-webhook";
+const OUR_ANNOTATIONS: [&str; 2] = [STAGED_AT_ANNOTATION, FORCE_ROTATION_ANNOTATION];
+const FIELD_MANAGER: &str = "redis-operator-webhook-certs";
 
 const TLS_CRT: &str = "tls.crt";
 const TLS_KEY: &str = "tls.key";
@@ -34,6 +39,10 @@ const SIGNER_CRT: &str = "ca-signer.crt";
 const SIGNER_KEY: &str = "ca-signer.key";
 const NEXT_CRT: &str = "ca-next.crt";
 const NEXT_KEY: &str = "ca-next.key";
+/// What the CA Secret holds; the bundle is in both.
+const CA_KEYS: [&str; 5] = [SIGNER_CRT, SIGNER_KEY, NEXT_CRT, NEXT_KEY, CA_BUNDLE];
+/// What the serving Secret holds: all the webhook needs, and no CA key.
+const SERVING_KEYS: [&str; 3] = [TLS_CRT, TLS_KEY, CA_BUNDLE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,11 +56,19 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct SelfManagedConfig {
     pub namespace: String,
-    pub secret_name: String,
+    /// The serving Secret, the only one the webhook reads.
+    pub serving_secret: String,
+    /// The CA Secret, which no webhook pod can read.
+    pub ca_secret: String,
     pub sans: Vec<String>,
     pub validating_webhook: String,
     pub mutating_webhook: String,
     pub policy: RotationPolicy,
+}
+
+/// The CA Secret's name for a serving Secret, as the chart names it.
+pub fn ca_secret_name(serving_secret: &str) -> String {
+    format!("{serving_secret}-ca")
 }
 
 /// The DNS names by which the apiserver reaches a webhook Service.
@@ -64,28 +81,39 @@ pub fn service_sans(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// The certificate keeper of self-managed mode.
 pub struct SelfManaged {
     client: Client,
     cfg: SelfManagedConfig,
-    resolver: Arc<ReloadingResolver>,
 }
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub action: Action,
-    /// The Secret write lost a race; the next pass reads again.
+    /// A Secret write lost a race; the next pass reads again.
     pub conflict: bool,
+    /// The CA moved out of a serving Secret written before the split.
+    pub adopted: bool,
     pub injected: bool,
 }
 
+/// Both Secrets' contents as one map (the CA keys and the serving pair),
+/// which the rotation steps edit as a whole.
+type SecretData = BTreeMap<String, ByteString>;
+
+/// The part of `merged` that `keys` names.
+fn part(merged: &SecretData, keys: &[&str]) -> SecretData {
+    merged
+        .iter()
+        .filter(|(k, _)| keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl SelfManaged {
-    pub fn new(client: Client, cfg: SelfManagedConfig, resolver: Arc<ReloadingResolver>) -> Self {
-        SelfManaged {
-            client,
-            cfg,
-            resolver,
-        }
+    pub fn new(client: Client, cfg: SelfManagedConfig) -> Self {
+        SelfManaged { client, cfg }
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -103,45 +131,72 @@ impl SelfManaged {
     }
 
     /// Runs passes forever, every `interval` (sooner after a conflict).
-    pub async fn run(self, interval: std::time::Duration) {
+    pub async fn run(self, interval: Duration) {
         loop {
             let wait = match self.reconcile_once().await {
-                Ok(o) if o.conflict => std::time::Duration::from_millis(500),
+                Ok(o) if o.conflict => Duration::from_millis(500),
                 Ok(o) => {
+                    if o.adopted {
+                        tracing::info!(from = %self.cfg.serving_secret, to = %self.cfg.ca_secret, "webhook CA moved to its own Secret");
+                    }
                     if o.action != Action::Keep {
-                        tracing::info!(action = ?o.action, secret = %self.cfg.secret_name, "webhook certificates updated");
+                        tracing::info!(action = ?o.action, secret = %self.cfg.serving_secret, "webhook certificates updated");
                     }
                     interval
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "self-managed certificates: pass failed; retrying");
-                    std::time::Duration::from_secs(2).min(interval)
+                    tracing::warn!(error = %e, "webhook certificates: pass failed; retrying");
+                    Duration::from_secs(2).min(interval)
                 }
             };
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// One pass: read, decide, write the Secret if needed, inject the bundle,
-    /// and serve the Secret's serving certificate.
-    pub async fn reconcile_once(&self) -> Result<Outcome, StoreError> {
-        let name = self.cfg.secret_name.clone();
-        let secret = self
-            .secrets()
-            .get_opt(&name)
+    async fn read(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        self.secrets()
+            .get_opt(name)
             .await
-            .map_err(self.kube_err("reading", "Secret", &name))?;
-        let data = secret
-            .as_ref()
-            .and_then(|s| s.data.clone())
-            .unwrap_or_default();
-        let annotations = secret
-            .as_ref()
-            .and_then(|s| s.metadata.annotations.clone())
-            .unwrap_or_default();
+            .map_err(self.kube_err("reading", "Secret", name))
+    }
+
+    /// One pass: read both Secrets, decide, write the CA Secret and then the
+    /// serving Secret if needed, and inject the bundle.
+    pub async fn reconcile_once(&self) -> Result<Outcome, StoreError> {
+        let ca_name = self.cfg.ca_secret.clone();
+        let serving_name = self.cfg.serving_secret.clone();
+        let ca_secret = self.read(&ca_name).await?;
+        let serving_secret = self.read(&serving_name).await?;
+        let data_of =
+            |s: &Option<Secret>| s.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
+        let annotations_of = |s: &Option<Secret>| {
+            s.as_ref()
+                .and_then(|s| s.metadata.annotations.clone())
+                .unwrap_or_default()
+        };
+        let serving_data = data_of(&serving_secret);
+        let serving_annotations = annotations_of(&serving_secret);
+        // Before the split the webhook kept its CA in the serving Secret:
+        // adopt that CA, so nothing that trusts it breaks on upgrade.
+        let adopting = ca_secret.is_none() && serving_data.contains_key(SIGNER_KEY);
+        let (ca_data, mut annotations) = if adopting {
+            (part(&serving_data, &CA_KEYS), serving_annotations.clone())
+        } else {
+            (data_of(&ca_secret), annotations_of(&ca_secret))
+        };
+        annotations.retain(|k, _| OUR_ANNOTATIONS.contains(&k.as_str()));
+        // A rotation asked for on the serving Secret (where it used to go)
+        // is honoured too.
+        if serving_annotations.contains_key(FORCE_ROTATION_ANNOTATION) {
+            annotations.insert(FORCE_ROTATION_ANNOTATION.to_string(), "now".to_string());
+        }
+        let mut merged = ca_data;
+        merged.extend(part(&serving_data, &[TLS_CRT, TLS_KEY]));
+
         let now = OffsetDateTime::now_utc();
         let text = |k: &str| {
-            data.get(k)
+            merged
+                .get(k)
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
                 .filter(|s| !s.trim().is_empty())
         };
@@ -169,58 +224,88 @@ impl SelfManaged {
             bundle_injected: injected,
         };
         let action = decide(&obs, &self.cfg.sans, &self.cfg.policy, now);
-
         let mut outcome = Outcome {
             action,
             conflict: false,
+            adopted: false,
             injected: false,
         };
-        let data = if action == Action::Keep {
-            data
+        let (merged, annotations) = if action == Action::Keep {
+            (merged, annotations)
         } else {
-            let (new_data, new_annotations) = self
-                .next_contents(action, &data, annotations, &obs, now)
-                .map_err(|e| StoreError::Cert(name.clone(), e))?;
-            match self
-                .write(secret.as_ref(), &new_data, &new_annotations)
-                .await?
-            {
-                Some(()) => new_data,
-                None => {
-                    outcome.conflict = true;
-                    return Ok(outcome);
-                }
+            self.next_contents(action, &merged, annotations, &obs, now)
+                .map_err(|e| StoreError::Cert(ca_name.clone(), e))?
+        };
+
+        // The CA first: a serving certificate must never exist whose CA
+        // is not kept.
+        let want_ca = part(&merged, &CA_KEYS);
+        let ca_changed = ca_secret.as_ref().is_none_or(|s| {
+            let mut ours = s.metadata.annotations.clone().unwrap_or_default();
+            ours.retain(|k, _| OUR_ANNOTATIONS.contains(&k.as_str()));
+            s.data.clone().unwrap_or_default() != want_ca || ours != annotations
+        });
+        if ca_changed {
+            let written = self
+                .write(
+                    &ca_name,
+                    "Opaque",
+                    ca_secret.as_ref(),
+                    &want_ca,
+                    &annotations,
+                )
+                .await?;
+            if !written {
+                outcome.conflict = true;
+                return Ok(outcome);
             }
-        };
-        let get = |k: &str| {
-            data.get(k)
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                .unwrap_or_default()
-        };
-        outcome.injected = self.inject(get(CA_BUNDLE).as_bytes()).await?;
-        self.resolver
-            .set_pem(&get(TLS_CRT), &get(TLS_KEY))
-            .map_err(|e| StoreError::Cert(name, e))?;
+            outcome.adopted = adopting;
+        }
+        let want_serving = part(&merged, &SERVING_KEYS);
+        let serving_changed = serving_data != want_serving
+            || OUR_ANNOTATIONS
+                .iter()
+                .any(|k| serving_annotations.contains_key(*k));
+        if serving_changed {
+            let written = self
+                .write(
+                    &serving_name,
+                    "kubernetes.io/tls",
+                    serving_secret.as_ref(),
+                    &want_serving,
+                    &BTreeMap::new(),
+                )
+                .await?;
+            if !written {
+                outcome.conflict = true;
+                return Ok(outcome);
+            }
+        }
+        let bundle = merged
+            .get(CA_BUNDLE)
+            .map(|b| b.0.clone())
+            .unwrap_or_default();
+        outcome.injected = self.inject(&bundle).await?;
         Ok(outcome)
     }
 
-    /// The Secret's contents after `action`.
+    /// Both Secrets' contents after `action`.
     fn next_contents(
         &self,
         action: Action,
-        data: &BTreeMap<String, ByteString>,
+        data: &SecretData,
         mut annotations: BTreeMap<String, String>,
         obs: &Observed,
         now: OffsetDateTime,
     ) -> Result<(SecretData, BTreeMap<String, String>), crate::Error> {
         let p = &self.cfg.policy;
         let mut data = data.clone();
-        let pem = |data: &BTreeMap<String, ByteString>, k: &str| {
+        let pem = |data: &SecretData, k: &str| {
             data.get(k)
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
                 .unwrap_or_default()
         };
-        let put = |data: &mut BTreeMap<String, ByteString>, k: &str, v: &str| {
+        let put = |data: &mut SecretData, k: &str, v: &str| {
             data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
         };
         let ca_name = format!("redis-webhook-ca-{}", now.unix_timestamp());
@@ -293,42 +378,56 @@ impl SelfManaged {
         Ok((data, annotations))
     }
 
-    /// Creates or replaces the Secret. `None` means another writer won.
+    /// Creates `name`, or makes it hold exactly `data` and `annotations`
+    /// (ours; others' annotations stay). A merge patch carrying the
+    /// resourceVersion read, so it fails on a concurrent change; `false`
+    /// means another writer won.
     async fn write(
         &self,
+        name: &str,
+        type_: &str,
         current: Option<&Secret>,
-        data: &BTreeMap<String, ByteString>,
+        data: &SecretData,
         annotations: &BTreeMap<String, String>,
-    ) -> Result<Option<()>, StoreError> {
-        let name = &self.cfg.secret_name;
-        let mut secret = current.cloned().unwrap_or_else(|| Secret {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(self.cfg.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "redis-webhook".to_string(),
-                )])),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".to_string()),
-            ..Default::default()
-        });
-        secret.data = Some(data.clone());
-        secret.metadata.annotations = Some(annotations.clone());
-        secret.metadata.managed_fields = None;
+    ) -> Result<bool, StoreError> {
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        let result = if current.is_some() {
-            self.secrets().replace(name, &pp, &secret).await
-        } else {
-            self.secrets().create(&pp, &secret).await
+        let result = match current {
+            None => {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_string()),
+                        namespace: Some(self.cfg.namespace.clone()),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".to_string(),
+                            "redis-operator".to_string(),
+                        )])),
+                        annotations: Some(annotations.clone()),
+                        ..Default::default()
+                    },
+                    type_: Some(type_.to_string()),
+                    data: Some(data.clone()),
+                    ..Default::default()
+                };
+                self.secrets().create(&pp, &secret).await.map(|_| ())
+            }
+            Some(current) => {
+                let patch = merge_patch(current, data, annotations);
+                let pp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..Default::default()
+                };
+                self.secrets()
+                    .patch(name, &pp, &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
+            }
         };
         match result {
-            Ok(_) => Ok(Some(())),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(self.kube_err("writing", "Secret", name)(e)),
         }
     }
@@ -425,8 +524,153 @@ impl SelfManaged {
 }
 
 type Bundles = Vec<(String, Vec<u8>)>;
-type SecretData = BTreeMap<String, ByteString>;
+
+/// A merge patch that turns `current` into exactly `data`, with our
+/// annotations as in `annotations` (others untouched), guarded by
+/// `current`'s resourceVersion.
+fn merge_patch(
+    current: &Secret,
+    data: &SecretData,
+    annotations: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut d = serde_json::Map::new();
+    for k in current.data.iter().flat_map(|m| m.keys()) {
+        if !data.contains_key(k) {
+            d.insert(k.clone(), serde_json::Value::Null);
+        }
+    }
+    for (k, v) in data {
+        d.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
+    }
+    let mut a = serde_json::Map::new();
+    for k in OUR_ANNOTATIONS {
+        a.insert(k.to_string(), serde_json::Value::Null);
+    }
+    for (k, v) in annotations {
+        a.insert(k.clone(), json!(v));
+    }
+    json!({
+        "metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "annotations": a,
+        },
+        "data": d,
+    })
+}
+
+/// The webhook's side: reads the serving Secret by name (never lists or
+/// watches) every `interval`, every second until a certificate is loaded,
+/// and serves what it holds. Errors keep the current certificate.
+pub async fn follow_serving_secret(
+    client: Client,
+    namespace: String,
+    name: String,
+    resolver: Arc<ReloadingResolver>,
+    interval: Duration,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+    let mut last_error = String::new();
+    loop {
+        let result = match secrets.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                let data = secret.data.unwrap_or_default();
+                let text = |k: &str| {
+                    data.get(k)
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        .unwrap_or_default()
+                };
+                resolver
+                    .set_pem(&text(TLS_CRT), &text(TLS_KEY))
+                    .map(|changed| {
+                        if changed {
+                            tracing::info!(secret = %format_args!("{namespace}/{name}"), "loaded serving certificate");
+                        }
+                    })
+                    .map_err(|e| format!("serving certificate in Secret {namespace}/{name}: {e}"))
+            }
+            Ok(None) => Err(format!(
+                "Secret {namespace}/{name} does not exist yet (the operator's leader creates it)"
+            )),
+            Err(e) => Err(format!("reading Secret {namespace}/{name}: {e}")),
+        };
+        match result {
+            Ok(()) => last_error.clear(),
+            Err(msg) if msg != last_error => {
+                tracing::warn!(error = %msg, "serving certificate not (re)loaded; keeping the previous one");
+                last_error = msg;
+            }
+            Err(_) => {}
+        }
+        let wait = if resolver.is_loaded() {
+            interval
+        } else {
+            Duration::from_secs(1).min(interval)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
 
 fn der_to_pem(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> ByteString {
+        ByteString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parts_split_the_ca_from_the_serving_pair() {
+        let merged: SecretData = [SIGNER_CRT, SIGNER_KEY, CA_BUNDLE, TLS_CRT, TLS_KEY]
+            .iter()
+            .map(|k| (k.to_string(), bytes(k)))
+            .collect();
+        let serving = part(&merged, &SERVING_KEYS);
+        assert_eq!(
+            serving.keys().collect::<Vec<_>>(),
+            [CA_BUNDLE, TLS_CRT, TLS_KEY]
+        );
+        let ca = part(&merged, &CA_KEYS);
+        assert_eq!(
+            ca.keys().collect::<Vec<_>>(),
+            [SIGNER_CRT, SIGNER_KEY, CA_BUNDLE]
+        );
+    }
+
+    #[test]
+    fn the_merge_patch_removes_what_is_gone_and_guards_the_version() {
+        let current = Secret {
+            metadata: ObjectMeta {
+                resource_version: Some("42".into()),
+                annotations: Some(BTreeMap::from([
+                    (FORCE_ROTATION_ANNOTATION.to_string(), "now".to_string()),
+                    ("kept.example.com/x".to_string(), "y".to_string()),
+                ])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (SIGNER_KEY.to_string(), bytes("old key")),
+                (TLS_CRT.to_string(), bytes("old")),
+            ])),
+            ..Default::default()
+        };
+        let data = BTreeMap::from([(TLS_CRT.to_string(), bytes("new"))]);
+        let patch = merge_patch(&current, &data, &BTreeMap::new());
+        assert_eq!(
+            patch,
+            json!({
+                "metadata": {
+                    "resourceVersion": "42",
+                    "annotations": {
+                        STAGED_AT_ANNOTATION: null,
+                        FORCE_ROTATION_ANNOTATION: null,
+                    },
+                },
+                "data": {SIGNER_KEY: null, TLS_CRT: "bmV3"},
+            })
+        );
+    }
 }

@@ -65,6 +65,13 @@ pub struct Args {
         default_value = "app.kubernetes.io/name=redis-operator,app.kubernetes.io/component=operator"
     )]
     pub operator_pod_labels: Vec<String>,
+    /// Run the RedisCluster controllers. `false` runs only what else is
+    /// asked (the webhook's certificate keeper), e.g. beside a webhook run
+    /// outside the cluster.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
+    #[command(flatten)]
+    pub webhook_certs: WebhookCertArgs,
     /// Run this Redis exporter image (oliver006/redis_exporter) beside each
     /// Redis node, serving `/metrics` on port 9121; absent or empty: none.
     #[arg(long, env = "REDIS_EXPORTER_IMAGE")]
@@ -75,7 +82,72 @@ pub struct Args {
     pub exporter_resources: Option<String>,
 }
 
+/// The admission webhook's self-managed certificates, which the leader
+/// keeps so that the webhook pods never hold the CA's key.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WebhookCertArgs {
+    /// Keep the webhook's serving certificate in this Secret of the
+    /// operator's namespace (`tls.crt`, `tls.key`, `ca.crt`), its CA in the
+    /// Secret `<name>-ca`, and the CA bundle in the webhook configurations.
+    /// Absent: the operator leaves webhook certificates alone.
+    #[arg(long, requires_all = ["validating_webhook", "mutating_webhook"])]
+    pub webhook_cert_secret: Option<String>,
+    /// The webhook's Service, whose DNS names the certificate covers.
+    #[arg(long)]
+    pub webhook_service: Option<String>,
+    /// More names or addresses for the certificate, e.g. 127.0.0.1 for a
+    /// webhook run outside the cluster (repeatable).
+    #[arg(long = "webhook-extra-san")]
+    pub webhook_extra_sans: Vec<String>,
+    /// The ValidatingWebhookConfiguration to inject the CA into.
+    #[arg(long)]
+    pub validating_webhook: Option<String>,
+    /// The MutatingWebhookConfiguration to inject the CA into.
+    #[arg(long)]
+    pub mutating_webhook: Option<String>,
+    /// How often the webhook's certificates are checked, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub webhook_cert_check_seconds: u64,
+    /// Seconds a new webhook CA sits in the injected bundle before it signs.
+    #[arg(long, default_value_t = 30)]
+    pub webhook_ca_propagation_seconds: i64,
+}
+
 impl Args {
+    /// What the webhook's certificate keeper needs, if it is asked for.
+    pub fn webhook_certs(&self) -> anyhow::Result<Option<certs::store::SelfManagedConfig>> {
+        let w = &self.webhook_certs;
+        let Some(secret) = w.webhook_cert_secret.clone() else {
+            return Ok(None);
+        };
+        let namespace = self.operator_namespace.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--webhook-cert-secret needs the operator's namespace (--operator-namespace or POD_NAMESPACE)"
+            )
+        })?;
+        let mut sans = match &w.webhook_service {
+            Some(svc) => certs::store::service_sans(svc, &namespace),
+            None => Vec::new(),
+        };
+        sans.extend(w.webhook_extra_sans.iter().cloned());
+        anyhow::ensure!(
+            !sans.is_empty(),
+            "--webhook-cert-secret needs --webhook-service or --webhook-extra-san"
+        );
+        Ok(Some(certs::store::SelfManagedConfig {
+            namespace,
+            ca_secret: certs::store::ca_secret_name(&secret),
+            serving_secret: secret,
+            sans,
+            validating_webhook: w.validating_webhook.clone().unwrap_or_default(),
+            mutating_webhook: w.mutating_webhook.clone().unwrap_or_default(),
+            policy: certs::rotation::RotationPolicy {
+                propagation: time::Duration::seconds(w.webhook_ca_propagation_seconds.max(0)),
+                ..Default::default()
+            },
+        }))
+    }
+
     /// The exporter sidecar to run, if an image is given.
     pub fn exporter(&self) -> anyhow::Result<Option<crate::desired::Exporter>> {
         let Some(image) = self.exporter_image.clone().filter(|i| !i.is_empty()) else {
@@ -128,6 +200,34 @@ mod tests {
         let mut argv = vec!["redis-operator"];
         argv.extend_from_slice(extra);
         Args::parse_from(argv)
+    }
+
+    #[test]
+    fn the_webhook_certificate_keeper_takes_its_names_from_the_flags() {
+        assert!(args(&[]).webhook_certs().unwrap().is_none());
+        let base = [
+            "--webhook-cert-secret",
+            "rel-webhook-tls",
+            "--validating-webhook",
+            "rel",
+            "--mutating-webhook",
+            "rel",
+        ];
+        let err = args(&base).webhook_certs().unwrap_err().to_string();
+        assert!(err.contains("operator's namespace"), "{err}");
+        let mut with_ns = base.to_vec();
+        with_ns.extend(["--operator-namespace", "ops"]);
+        let err = args(&with_ns).webhook_certs().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--webhook-cert-secret needs --webhook-service or --webhook-extra-san"
+        );
+        with_ns.extend(["--webhook-service", "rel-webhook"]);
+        let cfg = args(&with_ns).webhook_certs().unwrap().unwrap();
+        assert_eq!(cfg.serving_secret, "rel-webhook-tls");
+        assert_eq!(cfg.ca_secret, "rel-webhook-tls-ca");
+        assert_eq!(cfg.namespace, "ops");
+        assert!(cfg.sans.contains(&"rel-webhook.ops.svc".to_string()));
     }
 
     #[test]

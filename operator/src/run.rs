@@ -48,6 +48,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             exporter: args.exporter()?,
         },
     };
+    let webhook_certs = args.webhook_certs()?;
+    if let Some(cfg) = &webhook_certs {
+        tracing::info!(secret = %cfg.serving_secret, ca = %cfg.ca_secret, namespace = %cfg.namespace, sans = ?cfg.sans, "keeping the webhook's certificates while leading");
+    }
+    let work = LeaderWork {
+        client: client.clone(),
+        controllers: args.controllers,
+        webhook_certs,
+        webhook_cert_interval: std::time::Duration::from_secs(
+            args.webhook_certs.webhook_cert_check_seconds.max(1),
+        ),
+    };
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
@@ -86,13 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 metrics.set_ready(false);
                 metrics.leader.set(1);
                 settings.fence = leadership.fence();
-                let controllers = run_controllers(
-                    &client,
-                    &scopes,
-                    &settings,
-                    &metrics,
-                    shutdown.child_token(),
-                );
+                let controllers = work.run(&scopes, &settings, &metrics, shutdown.child_token());
                 tokio::select! {
                     _ = controllers => Ok(()),
                     // Dropping the controllers abandons the reconciles in
@@ -120,13 +126,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => {
             metrics.leader.set(1);
-            run_controllers(&client, &scopes, &settings, &metrics, shutdown.clone()).await;
+            work.run(&scopes, &settings, &metrics, shutdown.clone())
+                .await;
             Ok(())
         }
     };
     shutdown.cancel();
     let _ = http.await;
     result
+}
+
+/// What the leader runs: the controllers and the webhook's certificate
+/// keeper, each if asked for, until `stop`.
+struct LeaderWork {
+    client: Client,
+    controllers: bool,
+    webhook_certs: Option<certs::store::SelfManagedConfig>,
+    webhook_cert_interval: std::time::Duration,
+}
+
+impl LeaderWork {
+    async fn run(
+        &self,
+        scopes: &[Option<String>],
+        settings: &Settings,
+        metrics: &Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
+        let controllers = async {
+            if self.controllers {
+                run_controllers(&self.client, scopes, settings, metrics, stop.clone()).await;
+            } else {
+                stop.cancelled().await;
+            }
+        };
+        match &self.webhook_certs {
+            Some(cfg) => {
+                let keeper = certs::store::SelfManaged::new(self.client.clone(), cfg.clone())
+                    .run(self.webhook_cert_interval);
+                // The keeper never returns; the controllers end on `stop`.
+                tokio::select! {
+                    _ = controllers => {},
+                    _ = keeper => {},
+                }
+            }
+            None => controllers.await,
+        }
+    }
 }
 
 async fn run_controllers(

@@ -19,6 +19,8 @@ pub const NAMESPACE: &str = "redis-operator";
 /// Names the chart gives things for release `redis-operator`.
 pub const WEBHOOK_CONFIG: &str = "redis-operator";
 pub const TLS_SECRET: &str = "redis-operator-webhook-tls";
+/// The webhook CA's Secret, which only the operator may read.
+pub const TLS_CA_SECRET: &str = "redis-operator-webhook-tls-ca";
 pub const POLICY_CONFIGMAP: &str = "redis-operator-policy";
 pub const LEASE: &str = "redis-operator-operator";
 /// The chart's ServiceAccounts, which the local processes run as.
@@ -67,6 +69,9 @@ pub struct Stack {
     pub webhook_port: u16,
     pub webhook_metrics_port: u16,
     webhook: Option<ManagedChild>,
+    /// The operator's certificate keeper alone (`--controllers=false`),
+    /// which keeps the webhook's certificates as the chart's operator does.
+    cert_keeper: Option<ManagedChild>,
     pub operators: Vec<Operator>,
     operator_args: Vec<String>,
     started: usize,
@@ -85,6 +90,7 @@ impl Stack {
             webhook_port,
             webhook_metrics_port: free_port()?,
             webhook: None,
+            cert_keeper: None,
             operators: Vec::new(),
             operator_args: opts.operator_args.clone(),
             started: 0,
@@ -189,7 +195,8 @@ impl Stack {
         Ok(child)
     }
 
-    /// Arguments of a self-managed webhook process on the given ports.
+    /// Arguments of a webhook process on the given ports, serving the
+    /// certificate the operator keeps.
     fn webhook_args(&self, https: u16, http: u16, policy: &std::path::Path) -> Vec<String> {
         [
             "serve",
@@ -199,25 +206,59 @@ impl Stack {
             &format!("127.0.0.1:{http}"),
             "--policy",
             &policy.display().to_string(),
-            "--self-managed-secret",
+            "--cert-secret",
             TLS_SECRET,
             "--namespace",
             NAMESPACE,
-            "--extra-san",
-            "127.0.0.1",
-            "--validating-webhook",
-            WEBHOOK_CONFIG,
-            "--mutating-webhook",
-            WEBHOOK_CONFIG,
             "--cert-check-seconds",
             "2",
-            "--ca-propagation-seconds",
-            "3",
             "--watch-storage-classes",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// Starts the operator's webhook certificate keeper (and nothing else
+    /// of the operator) under the operator's account, unless it runs.
+    pub async fn start_cert_keeper(&mut self) -> Result<()> {
+        if self.cert_keeper.is_some() {
+            return Ok(());
+        }
+        let metrics_port = free_port()?;
+        let args: Vec<String> = [
+            "--controllers=false",
+            "--metrics-bind",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--operator-namespace",
+            NAMESPACE,
+            "--webhook-cert-secret",
+            TLS_SECRET,
+            "--webhook-extra-san",
+            "127.0.0.1",
+            "--validating-webhook",
+            WEBHOOK_CONFIG,
+            "--mutating-webhook",
+            WEBHOOK_CONFIG,
+            "--webhook-cert-check-seconds",
+            "2",
+            "--webhook-ca-propagation-seconds",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.dir.join("cert-keeper.log");
+        let child = self
+            .spawn_and_wait(
+                "redis-operator",
+                &args,
+                &log,
+                &format!("http://127.0.0.1:{metrics_port}/healthz"),
+            )
+            .await?;
+        self.cert_keeper = Some(child);
+        Ok(())
     }
 
     /// Spawns a webhook process on `https`/`http` and waits for `/readyz`.
@@ -239,18 +280,31 @@ impl Stack {
         .await
     }
 
-    /// A second webhook replica on its own ports (the configurations keep
-    /// pointing at the first), for tests of replicas sharing the Secret.
-    pub async fn spawn_extra_webhook(&self, cluster: &Cluster) -> Result<(ManagedChild, u16)> {
-        let https = free_port()?;
-        let child = self.spawn_webhook(cluster, https, free_port()?).await?;
-        Ok((child, https))
+    /// A webhook replica on its own ports (the configurations keep
+    /// pointing at the first), started without waiting for a certificate:
+    /// returns once `/healthz` answers, with its HTTPS and HTTP ports.
+    pub async fn spawn_extra_webhook(&self, cluster: &Cluster) -> Result<(ManagedChild, u16, u16)> {
+        let (https, http) = (free_port()?, free_port()?);
+        let policy = self.policy_file(cluster).await?;
+        let args = self.webhook_args(https, http, &policy);
+        let log = self.dir.join(format!("webhook-{https}.log"));
+        let child = self
+            .spawn_and_wait(
+                "redis-webhook",
+                &args,
+                &log,
+                &format!("http://127.0.0.1:{http}/healthz"),
+            )
+            .await?;
+        Ok((child, https, http))
     }
 
-    /// Starts the webhook in self-managed certificate mode and waits until
-    /// it is ready and both configurations carry its CA.
+    /// Starts the webhook in self-managed certificate mode (with the
+    /// certificate keeper) and waits until it is ready and both
+    /// configurations carry its CA.
     pub async fn start_webhook(&mut self, cluster: &Cluster) -> Result<()> {
         self.stop_webhook();
+        self.start_cert_keeper().await?;
         let child = self
             .spawn_webhook(cluster, self.webhook_port, self.webhook_metrics_port)
             .await?;

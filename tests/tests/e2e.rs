@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use harness::stack::{
     CLUSTER_SCOPED_KINDS, CRD, NAMESPACE, ORIGINAL_MANIFEST, RELEASE, Stack, StackOptions,
-    TLS_SECRET, WEBHOOK_CONFIG, chart_dir, manifest, release_objects,
+    TLS_CA_SECRET, TLS_SECRET, WEBHOOK_CONFIG, WEBHOOK_SA, chart_dir, manifest, release_objects,
 };
 use harness::{Cluster, ClusterOptions, wait_for};
 
@@ -204,19 +204,32 @@ async fn admission_through_the_apiserver() -> Result<()> {
     let c = cluster().await?;
     let mut stack = Stack::install(&c, StackOptions::default()).await?;
 
-    // Self-managed certificates: the Secret exists and the bundle is in.
-    let keys = c
-        .kubectl_ok([
-            "get",
-            "secret",
-            TLS_SECRET,
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.data}",
-        ])
-        .await?;
-    must_contain(&keys, &["tls.crt", "tls.key", "ca.crt"])?;
+    // Self-managed certificates: the operator keeps the CA in a Secret of
+    // its own, and the serving Secret, the only one the webhook can read,
+    // holds no CA key.
+    assert_eq!(
+        secret_keys(&c, TLS_SECRET).await?,
+        ["ca.crt", "tls.crt", "tls.key"]
+    );
+    assert_eq!(
+        secret_keys(&c, TLS_CA_SECRET).await?,
+        ["ca-signer.crt", "ca-signer.key", "ca.crt"]
+    );
+    for (secret, allowed) in [(TLS_SECRET, "yes"), (TLS_CA_SECRET, "no")] {
+        let out = c
+            .kubectl([
+                "auth",
+                "can-i",
+                "get",
+                &format!("secret/{secret}"),
+                "-n",
+                NAMESPACE,
+                &format!("--as=system:serviceaccount:{NAMESPACE}:{WEBHOOK_SA}"),
+            ])
+            .await?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(said, allowed, "may the webhook read {secret}?");
+    }
     let bundles = stack.ca_bundles(&c).await?;
     assert_eq!(bundles.len(), 2, "{bundles:?}");
 
@@ -630,11 +643,29 @@ async fn tls_changes(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The keys of Secret `name` in the release namespace, sorted.
+async fn secret_keys(c: &Cluster, name: &str) -> Result<Vec<String>> {
+    let data = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            name,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.data}",
+        ])
+        .await?;
+    let data: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&data).with_context(|| format!("Secret {name}'s data: {data}"))?;
+    Ok(data.keys().cloned().collect())
+}
+
 async fn signer(c: &Cluster) -> Result<String> {
     c.kubectl_ok([
         "get",
         "secret",
-        TLS_SECRET,
+        TLS_CA_SECRET,
         "-n",
         NAMESPACE,
         "-o",
@@ -654,7 +685,7 @@ async fn forced_rotation_keeps_admission_working() -> Result<()> {
     c.kubectl_ok([
         "annotate",
         "secret",
-        TLS_SECRET,
+        TLS_CA_SECRET,
         "-n",
         NAMESPACE,
         "redis.example.com/rotate-ca=now",
@@ -701,7 +732,7 @@ async fn forced_rotation_keeps_admission_working() -> Result<()> {
         .kubectl_ok([
             "get",
             "secret",
-            TLS_SECRET,
+            TLS_CA_SECRET,
             "-n",
             NAMESPACE,
             "-o",
@@ -716,10 +747,41 @@ async fn forced_rotation_keeps_admission_working() -> Result<()> {
     Ok(())
 }
 
-/// Two self-managed replicas start at once with no Secret: one creates it,
-/// the other loses the race, reads it, and both serve the same certificate.
+/// A TLS client that trusts the serving Secret's `ca.crt`.
+async fn client_trusting_the_serving_secret(c: &Cluster) -> Result<reqwest::Client> {
+    let ca = c
+        .kubectl_ok([
+            "get",
+            "secret",
+            TLS_SECRET,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ])
+        .await?;
+    let ca: k8s_openapi::ByteString = serde_json::from_value(serde_json::Value::String(ca))?;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for cert in CertificateDer::pem_slice_iter(&ca.0) {
+        roots.add(cert?)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?)
+}
+
+/// Webhook replicas that start before the operator wait, not ready, for
+/// the certificate; once the operator's keeper has made it, every replica
+/// serves it.
 #[tokio::test]
-async fn two_webhook_replicas_share_one_secret() -> Result<()> {
+async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<()> {
     let _serial = SERIAL.lock().await;
     harness::product::init_crypto();
     let c = cluster().await?;
@@ -733,9 +795,103 @@ async fn two_webhook_replicas_share_one_secret() -> Result<()> {
     .await?;
     let (first, second) =
         tokio::join!(stack.spawn_extra_webhook(&c), stack.spawn_extra_webhook(&c));
-    let (_first, first_port) = first?;
-    let (_second, port) = second?;
-    let ca = c
+    let (_first, first_port, first_http) = first?;
+    let (_second, second_port, second_http) = second?;
+    for http in [first_http, second_http] {
+        let ready = harness::stack::http_ok(&format!("http://127.0.0.1:{http}/readyz")).await;
+        ensure!(!ready, "a webhook without a certificate says it is ready");
+    }
+    stack.start_cert_keeper().await?;
+    for http in [first_http, second_http] {
+        let url = format!("http://127.0.0.1:{http}/readyz");
+        wait_for(
+            "a waiting webhook replica to load the certificate",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move { Ok(harness::stack::http_ok(&url).await.then_some(())) }
+            },
+        )
+        .await?;
+    }
+    // Both verify against the one Secret's CA.
+    let client = client_trusting_the_serving_secret(&c).await?;
+    for port in [first_port, second_port] {
+        let r = client
+            .post(format!("https://127.0.0.1:{port}/validate"))
+            .body("{}")
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 400);
+    }
+    // A third replica joins (the one the configurations point at), and
+    // admission through the apiserver works.
+    stack.start_webhook(&c).await?;
+    apply(&c, ORIGINAL_MANIFEST)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    stack.check_webhook()?;
+    c.stop();
+    Ok(())
+}
+
+/// An install from before the CA had a Secret of its own kept the CA in
+/// the serving Secret. The operator moves it out and keeps using it, so
+/// nothing that trusted it breaks, and the serving Secret no longer holds
+/// its key.
+#[tokio::test]
+async fn the_operator_moves_an_older_installs_ca_out_of_the_serving_secret() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let c = cluster().await?;
+    let mut stack = Stack::install(
+        &c,
+        StackOptions {
+            start_webhook: false,
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = certs::issue::new_ca("older webhook CA", time::Duration::days(1000), now)?;
+    let serving = certs::issue::issue_serving(
+        &ca,
+        &["127.0.0.1".to_string()],
+        time::Duration::days(300),
+        now,
+    )?;
+    let b64 = |pem: &str| serde_json::to_value(k8s_openapi::ByteString(pem.as_bytes().to_vec()));
+    let legacy = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": TLS_SECRET, "namespace": NAMESPACE},
+        "data": {
+            "ca-signer.crt": b64(&ca.cert_pem)?,
+            "ca-signer.key": b64(&ca.key_pem)?,
+            "ca.crt": b64(&ca.cert_pem)?,
+            "tls.crt": b64(&serving.cert_pem)?,
+            "tls.key": b64(&serving.key_pem)?,
+        },
+    });
+    c.kubectl_apply(&legacy.to_string()).await?;
+    stack.start_webhook(&c).await?;
+    wait_for(
+        "the serving Secret to lose the CA's key",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                (secret_keys(&c, TLS_SECRET).await? == ["ca.crt", "tls.crt", "tls.key"])
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    assert_eq!(
+        signer(&c).await?,
+        b64(&ca.cert_pem)?.as_str().unwrap_or_default()
+    );
+    let served = c
         .kubectl_ok([
             "get",
             "secret",
@@ -743,51 +899,14 @@ async fn two_webhook_replicas_share_one_secret() -> Result<()> {
             "-n",
             NAMESPACE,
             "-o",
-            "jsonpath={.data.ca\\.crt}",
+            "jsonpath={.data.tls\\.crt}",
         ])
         .await?;
-    let ca: k8s_openapi::ByteString = serde_json::from_value(serde_json::Value::String(ca))?;
-    // The second replica's certificate verifies against the one Secret's CA.
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    for cert in CertificateDer::pem_slice_iter(&ca.0) {
-        roots.add(cert?)?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()?;
-    wait_for(
-        "the second replica to serve the shared certificate",
-        Duration::from_secs(30),
-        || {
-            let client = client.clone();
-            async move {
-                let r = client
-                    .post(format!("https://127.0.0.1:{port}/validate"))
-                    .body("{}")
-                    .send()
-                    .await;
-                Ok(r.ok().map(|r| r.status().as_u16()))
-            }
-        },
-    )
-    .await
-    .map(|status| assert_eq!(status, 400))?;
-    let first_ok = client
-        .post(format!("https://127.0.0.1:{first_port}/validate"))
-        .body("{}")
-        .send()
-        .await?;
-    assert_eq!(first_ok.status().as_u16(), 400);
-    // A third replica joins (the one the configurations point at), and
-    // admission through the apiserver works.
-    stack.start_webhook(&c).await?;
+    assert_eq!(
+        served,
+        b64(&serving.cert_pem)?.as_str().unwrap_or_default(),
+        "the older serving certificate, still good, is kept"
+    );
     apply(&c, ORIGINAL_MANIFEST)
         .await?
         .map_err(anyhow::Error::msg)?;

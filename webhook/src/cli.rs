@@ -53,7 +53,7 @@ pub use edge::LogFormat;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Directory holding tls.crt and tls.key; changed files are picked up
-    /// without a restart. Unused in self-managed mode.
+    /// without a restart. Unused with `--cert-secret`.
     #[arg(long, default_value = "/tls")]
     pub cert_dir: PathBuf,
     /// HTTPS address for /validate and /mutate.
@@ -71,34 +71,19 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = edge::http::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
 
-    /// Self-managed certificates: keep the CA and serving certificate in
-    /// this Secret and inject the CA into the webhook configurations.
-    #[arg(long, requires_all = ["namespace", "validating_webhook", "mutating_webhook"])]
-    pub self_managed_secret: Option<String>,
-    /// Namespace of the Secret (and of the Service).
+    /// Self-managed certificates: serve the certificate in this Secret
+    /// (`tls.crt`, `tls.key`), which the operator keeps; read by name
+    /// through the API, instead of files in `--cert-dir`.
+    #[arg(long, requires = "namespace")]
+    pub cert_secret: Option<String>,
+    /// Namespace of the Secret.
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
-    /// The webhook Service, whose DNS names the certificate covers.
-    #[arg(long)]
-    pub service_name: Option<String>,
-    /// More SANs for the self-managed certificate, e.g. 127.0.0.1 for a
-    /// webhook run outside the cluster (repeatable).
-    #[arg(long = "extra-san")]
-    pub extra_sans: Vec<String>,
-    /// The ValidatingWebhookConfiguration to inject the CA into.
-    #[arg(long)]
-    pub validating_webhook: Option<String>,
-    /// The MutatingWebhookConfiguration to inject the CA into.
-    #[arg(long)]
-    pub mutating_webhook: Option<String>,
-    /// How often the self-managed Secret is checked, in seconds.
+    /// How often the Secret is read, in seconds.
     #[arg(long, default_value_t = 10)]
     pub cert_check_seconds: u64,
     /// Watch StorageClasses, so that growing `spec.storage.size` on a class
     /// that cannot expand volumes is refused at admission.
     #[arg(long)]
     pub watch_storage_classes: bool,
-    /// Seconds a new CA sits in the injected bundle before it signs.
-    #[arg(long, default_value_t = 30)]
-    pub ca_propagation_seconds: i64,
 }

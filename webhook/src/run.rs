@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use certs::ReloadingResolver;
-use certs::rotation::RotationPolicy;
-use certs::store::{SelfManaged, SelfManagedConfig, service_sans};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,19 +52,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    match &args.self_managed_secret {
+    match &args.cert_secret {
         Some(secret) => {
-            let cfg = self_managed_config(&args, secret)?;
+            let namespace = args
+                .namespace
+                .clone()
+                .context("--namespace (or POD_NAMESPACE) is required with --cert-secret")?;
             let client = kube::Client::try_default()
                 .await
-                .context("connecting to the Kubernetes API for self-managed certificates")?;
-            tracing::info!(secret = %secret, namespace = %cfg.namespace, sans = ?cfg.sans, "self-managed certificates");
-            let manager = SelfManaged::new(client, cfg, resolver.clone());
-            let interval = Duration::from_secs(args.cert_check_seconds.max(1));
+                .context("connecting to the Kubernetes API to read the serving certificate")?;
+            tracing::info!(secret = %secret, namespace = %namespace, "serving the certificate the operator keeps");
+            let follow = certs::store::follow_serving_secret(
+                client,
+                namespace,
+                secret.clone(),
+                resolver.clone(),
+                Duration::from_secs(args.cert_check_seconds.max(1)),
+            );
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 tokio::select! {
-                    _ = manager.run(interval) => {},
+                    _ = follow => {},
                     _ = stop.cancelled() => {},
                 }
             });
@@ -138,37 +144,4 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
-}
-
-fn self_managed_config(args: &ServeArgs, secret: &str) -> anyhow::Result<SelfManagedConfig> {
-    let namespace = args
-        .namespace
-        .clone()
-        .context("--namespace (or POD_NAMESPACE) is required with --self-managed-secret")?;
-    let mut sans = match &args.service_name {
-        Some(svc) => service_sans(svc, &namespace),
-        None => Vec::new(),
-    };
-    sans.extend(args.extra_sans.iter().cloned());
-    anyhow::ensure!(
-        !sans.is_empty(),
-        "--service-name or --extra-san is required with --self-managed-secret"
-    );
-    Ok(SelfManagedConfig {
-        namespace,
-        secret_name: secret.to_string(),
-        sans,
-        validating_webhook: args
-            .validating_webhook
-            .clone()
-            .context("--validating-webhook is required with --self-managed-secret")?,
-        mutating_webhook: args
-            .mutating_webhook
-            .clone()
-            .context("--mutating-webhook is required with --self-managed-secret")?,
-        policy: RotationPolicy {
-            propagation: time::Duration::seconds(args.ca_propagation_seconds.max(0)),
-            ..RotationPolicy::default()
-        },
-    })
 }

@@ -122,6 +122,16 @@ Names shared between templates and the binaries' flags.
 {{- default (include "redis-operator.componentName" (list . "webhook-tls")) .Values.webhook.certs.secretName }}
 {{- end }}
 
+{{/* Self-managed mode: the webhook CA's Secret, which only the operator reads. */}}
+{{- define "redis-operator.webhookCaSecretName" -}}
+{{- printf "%s-ca" (include "redis-operator.webhookSecretName" .) }}
+{{- end }}
+
+{{/* True ("true") when the operator keeps the webhook's certificates. */}}
+{{- define "redis-operator.operatorKeepsWebhookCerts" -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certs.mode "self-managed") }}true{{ end }}
+{{- end }}
+
 {{/* cert-manager objects (cert-manager mode). */}}
 {{- define "redis-operator.certificateName" -}}
 {{- include "redis-operator.componentName" (list . "webhook") }}
