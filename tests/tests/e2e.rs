@@ -777,15 +777,10 @@ async fn client_trusting_the_serving_secret(c: &Cluster) -> Result<reqwest::Clie
         .build()?)
 }
 
-/// Webhook replicas that start before the operator wait, not ready, for
-/// the certificate; once the operator's keeper has made it, every replica
-/// serves it.
-#[tokio::test]
-async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<()> {
-    let _serial = SERIAL.lock().await;
-    harness::product::init_crypto();
+/// The chart installed, with no webhook or certificate keeper running.
+async fn installed_without_a_webhook() -> Result<(Cluster, Stack)> {
     let c = cluster().await?;
-    let mut stack = Stack::install(
+    let stack = Stack::install(
         &c,
         StackOptions {
             start_webhook: false,
@@ -793,6 +788,28 @@ async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<(
         },
     )
     .await?;
+    Ok((c, stack))
+}
+
+/// The tutorial's manifest is admitted through the webhook, which is
+/// still running afterwards; then the control plane stops.
+async fn admits_the_tutorial(c: Cluster, stack: &mut Stack) -> Result<()> {
+    apply(&c, ORIGINAL_MANIFEST)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    stack.check_webhook()?;
+    c.stop();
+    Ok(())
+}
+
+/// Webhook replicas that start before the operator wait, not ready, for
+/// the certificate; once the operator's keeper has made it, every replica
+/// serves it.
+#[tokio::test]
+async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    harness::product::init_crypto();
+    let (c, mut stack) = installed_without_a_webhook().await?;
     let (first, second) =
         tokio::join!(stack.spawn_extra_webhook(&c), stack.spawn_extra_webhook(&c));
     let (_first, first_port, first_http) = first?;
@@ -827,12 +844,7 @@ async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<(
     // A third replica joins (the one the configurations point at), and
     // admission through the apiserver works.
     stack.start_webhook(&c).await?;
-    apply(&c, ORIGINAL_MANIFEST)
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    stack.check_webhook()?;
-    c.stop();
-    Ok(())
+    admits_the_tutorial(c, &mut stack).await
 }
 
 /// An install from before the CA had a Secret of its own kept the CA in
@@ -843,15 +855,7 @@ async fn webhook_replicas_serve_the_certificate_the_operator_keeps() -> Result<(
 async fn the_operator_moves_an_older_installs_ca_out_of_the_serving_secret() -> Result<()> {
     let _serial = SERIAL.lock().await;
     harness::product::init_crypto();
-    let c = cluster().await?;
-    let mut stack = Stack::install(
-        &c,
-        StackOptions {
-            start_webhook: false,
-            ..StackOptions::default()
-        },
-    )
-    .await?;
+    let (c, mut stack) = installed_without_a_webhook().await?;
     let now = time::OffsetDateTime::now_utc();
     let ca = certs::issue::new_ca("older webhook CA", time::Duration::days(1000), now)?;
     let serving = certs::issue::issue_serving(
@@ -907,10 +911,5 @@ async fn the_operator_moves_an_older_installs_ca_out_of_the_serving_secret() -> 
         b64(&serving.cert_pem)?.as_str().unwrap_or_default(),
         "the older serving certificate, still good, is kept"
     );
-    apply(&c, ORIGINAL_MANIFEST)
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    stack.check_webhook()?;
-    c.stop();
-    Ok(())
+    admits_the_tutorial(c, &mut stack).await
 }
