@@ -115,7 +115,13 @@ chart-lint: cluster-tools ## helm lint --strict and render every values file in 
 	  $$helm lint --strict charts/redis-operator -f $$f >/dev/null; \
 	  $$helm template t charts/redis-operator -n redis-operator -f $$f >/dev/null; \
 	  echo "rendered with $$f"; \
-	done
+	done; \
+	if out=$$($$helm template t charts/redis-operator --set operator.enabled=false 2>&1); then \
+	  echo "chart-lint: an in-cluster self-managed webhook without the operator rendered"; exit 1; \
+	fi; \
+	echo "$$out" | grep -q 'webhook.certs.mode "self-managed" needs operator.enabled=true' \
+	  || { echo "chart-lint: unexpected refusal: $$out"; exit 1; }; \
+	echo "refused: a self-managed webhook in the cluster without the operator"
 
 unit: ## unit tests only (no control plane)
 	$(CARGO) test --workspace --lib --bins

@@ -178,6 +178,9 @@ render with one clear message.
 {{- if and .Values.webhook.enabled (eq .Values.webhook.certs.mode "secret") (not .Values.webhook.certs.caBundle) }}
 {{- fail "webhook.certs.caBundle is required when webhook.certs.mode is \"secret\" (base64-encoded PEM of the CA that signed the Secret's tls.crt)" }}
 {{- end }}
+{{- if and (include "redis-operator.webhookInCluster" .) (eq .Values.webhook.certs.mode "self-managed") (not .Values.operator.enabled) }}
+{{- fail "webhook.certs.mode \"self-managed\" needs operator.enabled=true: the operator keeps the webhook's certificates, and without them the webhook never becomes ready and every RedisCluster change is refused (or choose webhook.certs.mode cert-manager or secret)" }}
+{{- end }}
 {{- if and .Values.operator.enabled (not .Values.operator.leaderElection.enabled) (gt (int .Values.operator.replicas) 1) }}
 {{- fail "operator.replicas > 1 requires operator.leaderElection.enabled=true" }}
 {{- end }}
