@@ -661,17 +661,15 @@ async fn secret_keys(c: &Cluster, name: &str) -> Result<Vec<String>> {
     Ok(data.keys().cloned().collect())
 }
 
+/// The base64 value of `key` in Secret `name` of the release namespace.
+async fn secret_value(c: &Cluster, name: &str, key: &str) -> Result<String> {
+    let path = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
+    c.kubectl_ok(["get", "secret", name, "-n", NAMESPACE, "-o", &path])
+        .await
+}
+
 async fn signer(c: &Cluster) -> Result<String> {
-    c.kubectl_ok([
-        "get",
-        "secret",
-        TLS_CA_SECRET,
-        "-n",
-        NAMESPACE,
-        "-o",
-        "jsonpath={.data.ca-signer\\.crt}",
-    ])
-    .await
+    secret_value(c, TLS_CA_SECRET, "ca-signer.crt").await
 }
 
 #[tokio::test]
@@ -749,17 +747,7 @@ async fn forced_rotation_keeps_admission_working() -> Result<()> {
 
 /// A TLS client that trusts the serving Secret's `ca.crt`.
 async fn client_trusting_the_serving_secret(c: &Cluster) -> Result<reqwest::Client> {
-    let ca = c
-        .kubectl_ok([
-            "get",
-            "secret",
-            TLS_SECRET,
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.data.ca\\.crt}",
-        ])
-        .await?;
+    let ca = secret_value(c, TLS_SECRET, "ca.crt").await?;
     let ca: k8s_openapi::ByteString = serde_json::from_value(serde_json::Value::String(ca))?;
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -895,17 +883,7 @@ async fn the_operator_moves_an_older_installs_ca_out_of_the_serving_secret() -> 
         signer(&c).await?,
         b64(&ca.cert_pem)?.as_str().unwrap_or_default()
     );
-    let served = c
-        .kubectl_ok([
-            "get",
-            "secret",
-            TLS_SECRET,
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.data.tls\\.crt}",
-        ])
-        .await?;
+    let served = secret_value(&c, TLS_SECRET, "tls.crt").await?;
     assert_eq!(
         served,
         b64(&serving.cert_pem)?.as_str().unwrap_or_default(),
