@@ -201,7 +201,9 @@ impl SelfManaged {
                 .filter(|s| !s.trim().is_empty())
         };
         let bundle_pem = text(CA_BUNDLE).unwrap_or_default();
-        let injected = self.bundle_injected(bundle_pem.as_bytes()).await?;
+        // Read once a pass: the decision and the injection both use it.
+        let configured = self.webhook_bundles().await?;
+        let injected = bundle_injected(&configured, bundle_pem.as_bytes());
         let obs = Observed {
             signer: text(SIGNER_KEY)
                 .and(text(SIGNER_CRT))
@@ -285,7 +287,7 @@ impl SelfManaged {
             .get(CA_BUNDLE)
             .map(|b| b.0.clone())
             .unwrap_or_default();
-        outcome.injected = self.inject(&bundle).await?;
+        outcome.injected = self.inject(&bundle, &configured).await?;
         Ok(outcome)
     }
 
@@ -432,12 +434,7 @@ impl SelfManaged {
         }
     }
 
-    /// Whether every webhook of both configurations trusts exactly `bundle`.
-    async fn bundle_injected(&self, bundle: &[u8]) -> Result<bool, StoreError> {
-        let (v, m) = self.webhook_bundles().await?;
-        Ok(!bundle.is_empty() && v.iter().chain(m.iter()).all(|(_, b)| b == bundle))
-    }
-
+    /// The caBundle of every webhook of both configurations, by name.
     async fn webhook_bundles(&self) -> Result<(Bundles, Bundles), StoreError> {
         let vname = &self.cfg.validating_webhook;
         let mname = &self.cfg.mutating_webhook;
@@ -476,11 +473,10 @@ impl SelfManaged {
 
     /// Writes `bundle` into every webhook entry that lacks it. Returns
     /// whether anything was patched.
-    async fn inject(&self, bundle: &[u8]) -> Result<bool, StoreError> {
+    async fn inject(&self, bundle: &[u8], (v, m): &(Bundles, Bundles)) -> Result<bool, StoreError> {
         if bundle.is_empty() {
             return Ok(false);
         }
-        let (v, m) = self.webhook_bundles().await?;
         let encoded = serde_json::to_value(ByteString(bundle.to_vec())).unwrap_or_default();
         let patch_for = |entries: &Bundles| {
             let stale: Vec<_> = entries
@@ -495,7 +491,7 @@ impl SelfManaged {
             ..Default::default()
         };
         let mut patched = false;
-        if let Some(p) = patch_for(&v) {
+        if let Some(p) = patch_for(v) {
             let name = &self.cfg.validating_webhook;
             Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
                 .patch(name, &pp, &Patch::Strategic(p))
@@ -507,7 +503,7 @@ impl SelfManaged {
                 ))?;
             patched = true;
         }
-        if let Some(p) = patch_for(&m) {
+        if let Some(p) = patch_for(m) {
             let name = &self.cfg.mutating_webhook;
             Api::<MutatingWebhookConfiguration>::all(self.client.clone())
                 .patch(name, &pp, &Patch::Strategic(p))
@@ -524,6 +520,11 @@ impl SelfManaged {
 }
 
 type Bundles = Vec<(String, Vec<u8>)>;
+
+/// Whether every webhook of both configurations trusts exactly `bundle`.
+fn bundle_injected((v, m): &(Bundles, Bundles), bundle: &[u8]) -> bool {
+    !bundle.is_empty() && v.iter().chain(m.iter()).all(|(_, b)| b == bundle)
+}
 
 /// A merge patch that turns `current` into exactly `data`, with our
 /// annotations as in `annotations` (others untouched), guarded by
